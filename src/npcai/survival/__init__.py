@@ -1,0 +1,1 @@
+"""npcai.survival"""

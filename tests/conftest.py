@@ -1,0 +1,57 @@
+"""Shared fixtures: a CLI runner and small phantom exports/cohorts built once per session.
+
+The session fixtures are deliberately small (few patients, 64 px, 4 slices) so the suite
+stays fast on two CPU cores. Tests that need more signal build their own export.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+
+from npcai.cli import main
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str):
+        self.code, self.stdout, self.stderr = code, stdout, stderr
+
+    def __repr__(self) -> str:  # shown by pytest on failure
+        return f"CliResult(code={self.code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+@pytest.fixture
+def cli():
+    """Run ``npcai ARGS...`` in-process; returns a CliResult (code, stdout, stderr)."""
+
+    def run(*args: str | Path) -> CliResult:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+        return CliResult(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def small_export(tmp_path_factory) -> Path:
+    """A 16-patient phantom hospital export (64 px, 4 slices, T1c, pre and post)."""
+    from npcai.cohort.phantom import generate_phantom
+
+    out = tmp_path_factory.mktemp("export") / "export"
+    generate_phantom(out, patients=16, size=64, slices=4, seed=1, centres=2,
+                     sequences=("T1c",), post=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_cohort(small_export, tmp_path_factory) -> Path:
+    """The small export ingested into a cohort folder (read-only for tests: copy to modify)."""
+    from npcai.cohort.ingest import ingest
+
+    out = tmp_path_factory.mktemp("cohort") / "cohort"
+    ingest(small_export / "dicom", clinical=small_export / "clinical.csv", out=out,
+           contours=small_export / "contours")
+    return out
