@@ -1,6 +1,76 @@
-"""CLI commands of this package (placeholder: filled by the issue that builds them)."""
+"""``npcai explain``: Grad-CAM overlays of a run's patients and where the attention goes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+__all__ = ["register", "explain"]
+
+
+def _split_list(value: Optional[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def explain(
+    run: Path = typer.Argument(..., help="A run folder written by `npcai train`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: overlays/, montages, localisation tables."),
+    patients: Optional[str] = typer.Option(None, "--patients", "-p",
+                                           help="Comma-separated patient pseudonyms (P0001,P0002); "
+                                                "default: the --top highest-risk patients of --split."),
+    top: int = typer.Option(4, "--top", help="How many highest predicted-risk patients to explain "
+                                             "(ignored with --patients)."),
+    split: str = typer.Option("test", "--split", help="Split the --top patients come from: train, val or test."),
+    method: str = typer.Option("gradcam", "--method", help="CAM method: gradcam, gradcam++, scorecam "
+                                                           "(slow: one forward pass per channel) or layercam."),
+    target: str = typer.Option("high-risk", "--target", help="high-risk: evidence for label 1 (the logit); "
+                                                             "predicted: evidence for each slice's predicted class."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Comma-separated further run folders (e.g. other "
+                                                            "ROI variants): one panel per run for each patient."),
+    max_slices: Optional[int] = typer.Option(8, "--max-slices",
+                                             help="At most N slices per patient (largest lesion area first); "
+                                                  "0 for all."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+) -> None:
+    """Grad-CAM of a trained run: overlays with contours, per-patient montages, and the share of
+    CAM energy inside the tumour, the nodes, distance bands around them and the far field
+    (vs uniform attention; on a phantom also on the planted signal band)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.explain.explain import explain_run
+    from npcai.progress import show_progress
+
+    with show_progress():
+        res = explain_run(run, out, patients=_split_list(patients) or None, top=top, split=split,
+                          method=method, target=target, runs=_split_list(runs),
+                          max_slices=max_slices or None, overwrite=overwrite)
+    console = Console()
+    console.print(f"Explained {len(res.patients)} patients ({', '.join(res.patients)}) with {method}, "
+                  f"target {target}; layers: " + ", ".join(f"{k}:{v}" for k, v in res.target_layers.items()))
+    table = Table(title="Mean share of CAM energy over patients (uniform attention in brackets)")
+    table.add_column("run")
+    show = [("px", "tumour"), ("px", "nodes"), ("px", "band_0_5px"), ("px", "band_5_10px"),
+            ("px", "band_10_20px"), ("px", "band_20_40px"), ("px", "band_gt40px"), ("mm", "far")]
+    if (res.summary["scale"] == "signal").any():
+        show.append(("signal", "signal_band"))
+    for _, region in show:
+        table.add_column(region.replace("band_", ""), justify="right")
+    for run_name, part in res.summary.groupby("run", sort=False):
+        cells = []
+        for scale, region in show:
+            row = part[(part["scale"] == scale) & (part["region"] == region)]
+            if row.empty:
+                cells.append("-")
+                continue
+            r = row.iloc[0]
+            cells.append(f"{r.share_mean:.2f} ({r.uniform_mean:.2f})")
+        table.add_row(str(run_name), *cells)
+    console.print(table)
+    console.print(f"  {res.out} ({len(res.files)} files)")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app."""
+    """Add ``npcai explain`` to the root app."""
+    app.command("explain")(explain)

@@ -1,6 +1,99 @@
-"""CLI commands of this package (placeholder: filled by the issue that builds them)."""
+"""``npcai study run|list``: run a seed study's design on a cohort and write its report."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+__all__ = ["register"]
+
+study_app = typer.Typer(help="Run the seed studies' designs (peritumoral, prepost, residual, metastasis) "
+                             "and write a paper-like HTML report.", no_args_is_help=True)
+
+
+def _split_list(text: Optional[str]) -> list[str] | None:
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@study_app.command("run")
+def run(
+    study: str = typer.Argument(..., help="peritumoral (seed 000), prepost (001), residual (002), "
+                                          "metastasis (003), or the path of a study YAML."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="An ingested cohort folder (npcai ingest)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="A hospital export to ingest first "
+                                                                "(into OUT/cohort); use with --clinical."),
+    clinical: Optional[Path] = typer.Option(None, "--clinical", help="Clinical CSV/XLSX of the export "
+                                                                    "(default: EXPORT/clinical.csv)."),
+    contours: Optional[Path] = typer.Option(None, "--contours", help="Contour folder of the export "
+                                                                    "(default: EXPORT/contours when present)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: study_<STUDY>). Finished "
+                                                          "steps inside it are reused."),
+    preset: str = typer.Option("paper", "--preset", help="paper = the seed's settings; fast = small "
+                                                        "backbones and resolution for a CPU."),
+    backbones: Optional[str] = typer.Option(None, "--backbones", help="Comma-separated timm backbones, "
+                                                                     "overriding the preset (e.g. resnet18,efficientnet_b0)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's maximum epochs."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+                                              help="Use ImageNet weights from the timm hub (default: as the preset says)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Local pretrained weights file for the "
+                                                                  "backbone (offline transfer learning)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue interrupted training runs from their last "
+                                                       "checkpoint (finished steps are always reused)."),
+    explain: bool = typer.Option(True, "--explain/--no-explain", help="Run Grad-CAM on the study's chosen runs."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps and exit without running them."),
+) -> None:
+    """Run a study: ROI datasets x backbones x units, statistics, Grad-CAM, report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.progress import show_progress
+    from npcai.studies.runner import plan_study, resolve_study, run_study
+
+    console = Console()
+    resolved = resolve_study(study, preset, backbones=_split_list(backbones), epochs=epochs,
+                             pretrained=pretrained)
+    out = out or Path(f"study_{resolved.study.name}")
+    if dry_run:
+        plan = plan_study(resolved)
+        table = Table(title=f"{resolved.study.name} ({preset}): {len(plan)} runs")
+        for col in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit"):
+            table.add_column(col)
+        for _, r in plan.iterrows():
+            table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
+        console.print(table)
+        return
+    with show_progress():
+        result = run_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
+                           contours=contours, weights=weights, resume=resume, explain=explain)
+    trained = int((result.steps["status"] == "trained").sum())
+    console.print(f"[bold]{resolved.study.name}[/bold] ({preset}): {len(result.steps)} models "
+                  f"({trained} trained, {len(result.steps) - trained} reused) in {result.seconds / 60:.1f} min")
+    for line in result.findings:
+        console.print(f"  • {line}")
+    console.print(f"report: {result.report}")
+
+
+@study_app.command("list")
+def list_() -> None:
+    """List the shipped studies with their presets and number of runs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.studies.schema import list_studies, load_study
+
+    table = Table(title="Shipped studies")
+    for col in ("study", "seed", "endpoint", "title", "runs (paper / fast)"):
+        table.add_column(col)
+    for name in list_studies():
+        s = load_study(name)
+        counts = " / ".join(str(len(s.resolve(p).steps())) if p in s.presets else "–" for p in ("paper", "fast"))
+        table.add_row(name, s.seed_paper or "", s.endpoint, s.title, counts)
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app."""
+    """Add ``npcai study`` to the root app."""
+    app.add_typer(study_app, name="study")

@@ -1,0 +1,197 @@
+"""Contour label maps (ITK-SNAP NIfTI/NRRD): naming, physical-space checks, statistics.
+
+A contour is a label map (0 background, 1 primary tumour, 2 nodes) that must lie in the
+same physical space as its image. When only the voxel grid differs (another resolution
+over the same extent) it is resampled onto the image grid with nearest-neighbour
+interpolation; when the physical extent disagrees by more than one voxel it is refused,
+because the contour was drawn on another scan. An empty contour (no labelled voxel) is
+refused too: it almost always means a wrong export, and a silent empty mask would turn
+into a "no tumour" patient downstream.
+
+Volume and contour files are named ``<id>_<sequence>`` or ``<id>_<timepoint>_<sequence>``
+(``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``); see :func:`parse_volume_name`.
+
+Examples:
+    >>> parse_volume_name("H001_post_T1c.nii.gz")
+    ('H001', 'post', 'T1c')
+    >>> parse_volume_name("pt7_CT.nii.gz")
+    ('pt7', 'pre', 'CT')
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npcai.cohort.model import LABELS
+from npcai.errors import NpcaiError
+
+__all__ = [
+    "VOLUME_SUFFIXES", "parse_volume_name", "find_volumes", "read_volume", "read_label_map",
+    "align_label_map", "mask_stats", "clean_image",
+]
+
+log = logging.getLogger(__name__)
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_SEQ = {"t1": "T1", "t2": "T2", "t1c": "T1c", "ct": "CT"}
+_NAME_RX = re.compile(r"^(?P<id>.+?)(?:_(?P<tp>pre|post))?_(?P<seq>t1c|t1|t2|ct)$", re.IGNORECASE)
+
+
+def _stem(path: Path) -> str | None:
+    name = path.name
+    for suf in VOLUME_SUFFIXES:
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return None
+
+
+def parse_volume_name(name: str | os.PathLike) -> tuple[str, str, str] | None:
+    """``(hospital_id, timepoint, sequence)`` from a file name, or None when it does not fit.
+
+    A name without a timepoint means ``pre``.
+    """
+    stem = _stem(Path(name))
+    if stem is None:
+        return None
+    m = _NAME_RX.match(stem)
+    if not m:
+        return None
+    return m.group("id"), (m.group("tp") or "pre").lower(), _SEQ[m.group("seq").lower()]
+
+
+def find_volumes(folder: str | os.PathLike, what: str) -> dict[tuple[str, str, str], Path]:
+    """All volume files in ``folder`` keyed by ``(hospital_id, timepoint, sequence)``.
+
+    Files that do not follow the naming rule are listed in a warning; two files claiming
+    the same key are an error naming both.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NpcaiError(f"{folder}: {what} folder not found; check the path")
+    found: dict[tuple[str, str, str], Path] = {}
+    odd: list[str] = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith(".") or _stem(p) is None:
+            continue
+        key = parse_volume_name(p.name)
+        if key is None:
+            odd.append(p.name)
+            continue
+        if key in found:
+            raise NpcaiError(f"{folder}: {found[key].name} and {p.name} both claim {key[0]} {key[1]} {key[2]}; "
+                             "keep one")
+        found[key] = p
+    if odd:
+        log.warning("%s: ignored %d %s file(s) not named <id>_<sequence> or <id>_<timepoint>_<sequence> "
+                    "(sequence T1, T2, T1c or CT): %s", folder, len(odd), what, ", ".join(odd[:5]))
+    return found
+
+
+def clean_image(image, dtype=None):
+    """A copy of ``image`` with its geometry but no metadata (NIfTI descrip, NRRD keys...)."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayFromImage(image)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    return out
+
+
+def read_volume(path: str | os.PathLike):
+    """Read a 3-D greyscale NIfTI/NRRD/MHA volume (metadata dropped)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise NpcaiError(f"{path}: cannot read the volume ({str(exc).strip().splitlines()[-1][:160]}); "
+                         "re-save it as NIfTI") from exc
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise NpcaiError(f"{path}: expected a 3-D single-channel volume, got {image.GetDimension()}-D with "
+                         f"{image.GetNumberOfComponentsPerPixel()} component(s); re-save it")
+    return clean_image(image)
+
+
+def read_label_map(path: str | os.PathLike):
+    """Read a contour label map as uint8; values must be 0, 1 (tumour) and 2 (nodes)."""
+    path = Path(path)
+    image = read_volume(path)
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(image)
+    values = np.unique(arr)
+    bad = [v for v in values.tolist() if v not in (0, 1, 2)]
+    if bad:
+        raise NpcaiError(f"{path}: label values {bad[:5]} found; contours must use 0 background, 1 tumour, "
+                         "2 nodes (relabel in ITK-SNAP)")
+    if len(values) == 1 and values[0] == 0:
+        raise NpcaiError(f"{path}: empty contour (no tumour or node voxel); draw the contour or remove the file")
+    return clean_image(image, np.uint8)
+
+
+def _corners(image) -> np.ndarray:
+    """Physical positions of the 8 outer corners (voxel edges) of an image."""
+    size = np.array(image.GetSize(), dtype=float)
+    pts = []
+    for cx in (-0.5, size[0] - 0.5):
+        for cy in (-0.5, size[1] - 0.5):
+            for cz in (-0.5, size[2] - 0.5):
+                pts.append(image.TransformContinuousIndexToPhysicalPoint((cx, cy, cz)))
+    return np.array(pts)
+
+
+def same_grid(a, b, tol: float = 1e-3) -> bool:
+    """True when two images share size, spacing, origin and direction (within ``tol``)."""
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol, rtol=tol)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=max(tol, 1e-2 * min(a.GetSpacing())))
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
+
+
+def align_label_map(label, image, name: str):
+    """The label map on the image's voxel grid.
+
+    Same grid: returned with the image's exact geometry. Same physical extent on another
+    grid (corners within one image voxel): nearest-neighbour resampling, logged. Otherwise
+    :class:`NpcaiError` naming ``name`` (the contour file).
+    """
+    import SimpleITK as sitk
+
+    if same_grid(label, image):
+        out = sitk.GetImageFromArray(sitk.GetArrayFromImage(label).astype(np.uint8, copy=False))
+        out.CopyInformation(image)
+        return out
+    tol = float(max(max(image.GetSpacing()), max(label.GetSpacing())))
+    dev = float(np.abs(np.sort(_corners(label), axis=0) - np.sort(_corners(image), axis=0)).max())
+    if dev > tol:
+        raise NpcaiError(f"{name}: contour lies in another physical space than its image (extent differs by "
+                         f"{dev:.1f} mm, tolerance {tol:.1f} mm; contour size {label.GetSize()} spacing "
+                         f"{tuple(round(s, 3) for s in label.GetSpacing())} vs image {image.GetSize()} "
+                         f"{tuple(round(s, 3) for s in image.GetSpacing())}); export the contour on this scan")
+    log.info("%s: contour grid differs from its image; resampled (nearest neighbour)", name)
+    out = sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(out).any():
+        raise NpcaiError(f"{name}: contour is empty after resampling onto its image; check the contour's geometry")
+    return out
+
+
+def mask_stats(mask) -> dict[str, Any]:
+    """Slices containing tumour / nodes and their volumes (ml) for a label-map image."""
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(mask)
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
+    stats: dict[str, Any] = {}
+    for name, label in LABELS.items():
+        hit = arr == label
+        stats[f"slices_{name}"] = int(hit.any(axis=(1, 2)).sum())
+        stats[f"volume_{name}_ml"] = round(float(hit.sum()) * voxel_ml, 4)
+    return stats

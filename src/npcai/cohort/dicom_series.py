@@ -1,0 +1,433 @@
+"""DICOM series discovery, checking and conversion to SimpleITK images.
+
+A hospital export is a tree of DICOM files in any layout. :func:`discover_series` reads
+every file's header once (pydicom, ``stop_before_pixels``), groups image files by
+SeriesInstanceUID, orders slices along the slice normal (the cross product of the
+ImageOrientationPatient row and column vectors, dotted with ImagePositionPatient), and
+checks the geometry: one orientation, one matrix size, one pixel spacing, no duplicate
+positions and no missing slices. :func:`read_series` converts a checked series to a
+SimpleITK image with the physical geometry intact (SimpleITK ``ImageSeriesReader``).
+
+Series are named in messages by their folder relative to the export and a short hash of
+the SeriesInstanceUID, never by patient names.
+
+Examples:
+    >>> series, skipped = discover_series("export/dicom")            # doctest: +SKIP
+    >>> image = read_series(series[0])                                # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npcai.cohort.deidentify import hash_uid
+from npcai.errors import NpcaiError
+from npcai.progress import track
+
+__all__ = [
+    "DEFAULT_SEQUENCE_MAP", "SequenceMap", "DicomSeries", "RtStructFile", "discover_series",
+    "read_series", "check_series_geometry", "find_rtstructs",
+]
+
+log = logging.getLogger(__name__)
+
+#: Sequence name -> regular expression searched (case-insensitive) in SeriesDescription.
+#: Order matters: the first match wins (T1c before T1, since "T1C" also contains "T1").
+DEFAULT_SEQUENCE_MAP: dict[str, str] = {
+    "T1c": r"C\+|post.?contrast|gd|t1c|\+c",
+    "T2": r"t2",
+    "T1": r"t1",
+}
+
+_IMAGE_MODALITIES = {"MR", "CT"}
+_NON_IMAGE_MODALITIES = {"RTSTRUCT", "RTDOSE", "RTPLAN", "RTRECORD", "SR", "PR", "SEG", "REG", "KO", "DOC"}
+_ORIENTATION_TOL = 1e-3
+_DUPLICATE_TOL_MM = 1e-3
+_GAP_TOL = 0.1          # a slice step deviating > 10 % from the median step is a gap
+
+
+class SequenceMap:
+    """Ordered sequence patterns: ``classify("T1 FS POST GD")`` -> ``"T1c"``.
+
+    Args:
+        patterns: ``{sequence: regex}`` in priority order; sequences must be T1, T2 or T1c
+            (CT comes from the DICOM modality, not from a pattern).
+
+    Examples:
+        >>> SequenceMap().classify("ax T2 fse")
+        'T2'
+        >>> SequenceMap().classify("t1_se_tra +C")
+        'T1c'
+    """
+
+    def __init__(self, patterns: Mapping[str, str] | None = None, source: str = "sequence map"):
+        patterns = dict(DEFAULT_SEQUENCE_MAP if patterns is None else patterns)
+        if not patterns:
+            raise NpcaiError(f"{source}: no sequence patterns; give e.g. 'T2: t2' per line")
+        self.patterns: dict[str, re.Pattern] = {}
+        for seq, rx in patterns.items():
+            if seq not in ("T1", "T2", "T1c"):
+                raise NpcaiError(f"{source}: sequence {seq!r} is not one of T1, T2, T1c; rename the key")
+            try:
+                self.patterns[seq] = re.compile(str(rx), re.IGNORECASE)
+            except re.error as exc:
+                raise NpcaiError(f"{source}: pattern for {seq} ({rx!r}) is not a valid regular expression: {exc}") from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "SequenceMap":
+        """Read ``{sequence: regex}`` from a YAML file (order kept)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise NpcaiError(f"{path}: sequence map not found; give a YAML file like 'T1c: \"gd|post\"'")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise NpcaiError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc
+        if not isinstance(data, dict):
+            raise NpcaiError(f"{path}: expected a mapping 'sequence: regex' (T1, T2, T1c); fix the file")
+        return cls(data, source=str(path))
+
+    @classmethod
+    def coerce(cls, value: "SequenceMap | Mapping[str, str] | str | os.PathLike | None") -> "SequenceMap":
+        """Accept a SequenceMap, a dict, a YAML path or None (the defaults)."""
+        if isinstance(value, SequenceMap):
+            return value
+        if value is None or isinstance(value, Mapping):
+            return cls(value)
+        return cls.from_yaml(value)
+
+    def classify(self, description: str) -> str | None:
+        """The first sequence whose pattern occurs in ``description``, or None."""
+        for seq, rx in self.patterns.items():
+            if rx.search(description or ""):
+                return seq
+        return None
+
+
+@dataclass
+class _Slice:
+    path: Path
+    position: np.ndarray
+    orientation: np.ndarray
+    rows: int
+    cols: int
+    pixel_spacing: tuple[float, float]
+    instance: int
+
+
+@dataclass
+class DicomSeries:
+    """One image series found in an export, its slices ordered along the slice normal."""
+
+    series_uid: str
+    study_uid: str
+    hospital_id: str
+    study_date: str
+    modality: str
+    description: str
+    frame_of_reference: str
+    folder: str                          # relative to the export root (for messages)
+    files: list[Path] = field(default_factory=list)
+    positions_mm: list[float] = field(default_factory=list)   # along the normal, ascending
+    skipped_files: list[str] = field(default_factory=list)    # unreadable files, relative paths
+    sequence: str | None = None
+    timepoint: str | None = None
+    orientation: tuple[float, ...] = ()                       # ImageOrientationPatient (6 values)
+    origin: tuple[float, ...] = ()                            # position of the first slice (mm)
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)           # (row, column) mm
+
+    @property
+    def uid_hash(self) -> str:
+        return hash_uid(self.series_uid)
+
+    @property
+    def name(self) -> str:
+        """How messages name the series: folder and a short UID hash, no patient names."""
+        return f"series {self.folder} (uid #{self.uid_hash[:12]})"
+
+
+@dataclass
+class RtStructFile:
+    """An RTSTRUCT file found in an export (rasterised later onto its referenced series)."""
+
+    path: Path
+    hospital_id: str
+    referenced_series: list[str]
+    frame_of_reference: str
+    folder: str
+
+
+def _str(ds: Any, tag: str) -> str:
+    v = ds.get(tag, "")
+    return "" if v is None else str(v).strip()
+
+
+def _expected_pixel_bytes(ds: Any) -> int | None:
+    """Bytes of uncompressed pixel data the header promises (None when compressed/unknown)."""
+    try:
+        ts = ds.file_meta.TransferSyntaxUID
+        if ts.is_compressed:
+            return None
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        return int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1)) * frames
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _read_header(path: Path):
+    """(dataset, truncated?) reading only the header; raises on unreadable files."""
+    import pydicom
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        header_end = fh.tell()
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        raise ValueError("no DICOM header")
+    truncated = False
+    if _str(ds, "Modality") in _IMAGE_MODALITIES:
+        expected = _expected_pixel_bytes(ds)
+        # pixel data element: tag (4) + VR/length header (4 or 8) + value
+        if expected is not None and size - header_end < expected + 8:
+            truncated = True
+    return ds, truncated
+
+
+def _is_candidate(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or name.upper() == "DICOMDIR":
+        return False
+    suffix = path.suffix.lower()
+    return suffix in ("", ".dcm", ".dicom", ".ima") or suffix[1:].isdigit()
+
+
+def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None = None,
+                    ) -> tuple[list[DicomSeries], list[RtStructFile], dict[str, Any]]:
+    """Find, group, order and check every DICOM image series under ``root``.
+
+    Returns ``(series, rtstructs, info)``: the checked MR/CT series with their sequence
+    (from SeriesDescription via ``sequence_map``; CT from the modality), the RTSTRUCT files,
+    and ``info`` with ``unreadable`` files (relative paths), ``ignored`` series descriptions
+    (no recognised sequence) and ``non_image`` file counts. Series whose description matches
+    no sequence are skipped with a warning; geometry problems raise :class:`NpcaiError`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NpcaiError(f"{root}: export folder not found; give the folder holding the DICOM files")
+    seq_map = sequence_map or SequenceMap()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and _is_candidate(p))
+    if not files:
+        raise NpcaiError(f"{root}: no DICOM files found; check the path (files ending .dcm or without extension)")
+
+    groups: dict[str, list[tuple[Any, Path]]] = defaultdict(list)
+    rtstructs: list[RtStructFile] = []
+    unreadable: list[Path] = []
+    non_image: dict[str, int] = defaultdict(int)
+    for path in track(files, "Reading DICOM headers"):
+        try:
+            ds, truncated = _read_header(path)
+        except Exception:  # noqa: BLE001 - any parse failure means the file is unusable
+            unreadable.append(path)
+            continue
+        modality = _str(ds, "Modality")
+        if modality == "RTSTRUCT":
+            rtstructs.append(_rtstruct_entry(ds, path, root))
+            continue
+        if modality not in _IMAGE_MODALITIES or "PixelSpacing" not in ds or "ImagePositionPatient" not in ds:
+            non_image[modality or "unknown"] += 1
+            continue
+        if truncated:
+            unreadable.append(path)
+            # remember which series lost a file so the series check can name it
+            groups[_str(ds, "SeriesInstanceUID")].append((None, path))
+            continue
+        groups[_str(ds, "SeriesInstanceUID")].append((ds, path))
+
+    series: list[DicomSeries] = []
+    ignored: dict[str, int] = defaultdict(int)
+    unplaced = [p for p in unreadable if not any(p == q for g in groups.values() for d, q in g if d is None)]
+    for uid, members in groups.items():
+        good = [(d, p) for d, p in members if d is not None]
+        lost = [p for d, p in members if d is None]
+        if not good:
+            raise NpcaiError(f"{_rel(lost[0].parent, root)}: every file of this series is unreadable or truncated "
+                             f"(e.g. {lost[0].name}); re-export the series")
+        first = good[0][0]
+        modality = _str(first, "Modality")
+        description = _str(first, "SeriesDescription") or _str(first, "ProtocolName")
+        sequence = "CT" if modality == "CT" else seq_map.classify(description)
+        folder = _rel(good[0][1].parent, root)
+        if sequence is None:
+            ignored[description or "(no description)"] += 1
+            continue
+        hospital_id = _str(first, "PatientID") or Path(folder).parts[0]
+        s = DicomSeries(series_uid=uid, study_uid=_str(first, "StudyInstanceUID"), hospital_id=hospital_id,
+                        study_date=_str(first, "StudyDate"), modality=modality, description=description,
+                        frame_of_reference=_str(first, "FrameOfReferenceUID"), folder=folder, sequence=sequence)
+        # files unreadable in the same folder are attributed to this series too
+        lost += [p for p in unplaced if p.parent == good[0][1].parent]
+        s.skipped_files = [_rel(p, root) for p in lost]
+        slices = [_slice(d, p) for d, p in good]
+        check_series_geometry(s, slices)
+        series.append(s)
+
+    if ignored:
+        listing = ", ".join(f"{d!r} x{n}" for d, n in sorted(ignored.items()))
+        log.warning("%s: skipped %d series with no recognised sequence (%s); add a pattern with --sequence-map "
+                    "to ingest them", root, sum(ignored.values()), listing)
+    for p in unplaced:
+        if not any(_rel(p, root) in s.skipped_files for s in series):
+            log.warning("%s: unreadable DICOM file skipped", _rel(p, root))
+    info = {"unreadable": [_rel(p, root) for p in unreadable], "ignored_series": dict(ignored),
+            "non_image_files": dict(non_image), "files": len(files)}
+    return sorted(series, key=lambda s: (s.hospital_id, s.study_date, s.folder)), rtstructs, info
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _slice(ds: Any, path: Path) -> _Slice:
+    try:
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+        ipp = np.array([float(v) for v in ds.ImagePositionPatient], dtype=float)
+        ps = tuple(float(v) for v in ds.PixelSpacing)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise NpcaiError(f"{path}: missing or malformed geometry tag ({exc}); re-export the series") from exc
+    return _Slice(path=path, position=ipp, orientation=iop, rows=int(ds.Rows), cols=int(ds.Columns),
+                  pixel_spacing=ps, instance=int(ds.get("InstanceNumber", 0) or 0))
+
+
+def check_series_geometry(series: DicomSeries, slices: list[_Slice]) -> None:
+    """Order ``slices`` along the normal into ``series.files``; refuse inconsistent geometry.
+
+    Refused (NpcaiError naming the series): mixed orientations, mixed matrix sizes or pixel
+    spacings, duplicate slice positions, missing slices (a step deviating from the median by
+    more than 10 %). Unreadable files at either end of the series are skipped with a warning.
+    """
+    ref = slices[0]
+    for s in slices[1:]:
+        if np.abs(s.orientation - ref.orientation).max() > _ORIENTATION_TOL:
+            raise NpcaiError(f"{series.name}: mixed slice orientations (e.g. {s.path.name} vs {ref.path.name}); "
+                             "split the series or remove the odd slices")
+        if (s.rows, s.cols) != (ref.rows, ref.cols):
+            raise NpcaiError(f"{series.name}: mixed matrix sizes ({ref.rows}x{ref.cols} and {s.rows}x{s.cols}); "
+                             "remove the odd slices")
+        if not np.allclose(s.pixel_spacing, ref.pixel_spacing, rtol=1e-4, atol=1e-4):
+            raise NpcaiError(f"{series.name}: mixed pixel spacings ({ref.pixel_spacing} and {s.pixel_spacing}); "
+                             "remove the odd slices")
+    normal = np.cross(ref.orientation[:3], ref.orientation[3:])
+    pos = np.array([float(normal @ s.position) for s in slices])
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    ordered = [slices[i] for i in order]
+    steps = np.diff(pos)
+    if len(steps) and steps.min() < _DUPLICATE_TOL_MM:
+        k = int(np.argmin(steps))
+        raise NpcaiError(f"{series.name}: duplicate slice position {pos[k]:.2f} mm ({ordered[k].path.name} and "
+                         f"{ordered[k + 1].path.name}); remove the duplicates or split the series")
+    if len(steps) >= 2:
+        median = float(np.median(steps))
+        bad = np.where(np.abs(steps - median) > max(_GAP_TOL * median, 0.01))[0]
+        if len(bad):
+            k = int(bad[0])
+            lost = f"; {len(series.skipped_files)} unreadable file(s) in it (e.g. {series.skipped_files[0]})" \
+                if series.skipped_files else ""
+            raise NpcaiError(f"{series.name}: missing slice(s) between {pos[k]:.2f} and {pos[k + 1]:.2f} mm "
+                             f"(step {steps[k]:.2f} mm, usual {median:.2f} mm){lost}; re-export the complete series")
+    if series.skipped_files:
+        log.warning("%s: skipped %d unreadable file(s) (%s); the remaining %d slices are evenly spaced",
+                    series.name, len(series.skipped_files), ", ".join(series.skipped_files[:3]), len(ordered))
+    series.files = [s.path for s in ordered]
+    series.positions_mm = [float(p) for p in pos]
+    series.orientation = tuple(float(v) for v in ref.orientation)
+    series.origin = tuple(float(v) for v in ordered[0].position)
+    series.pixel_spacing = ref.pixel_spacing
+
+
+def _rtstruct_entry(ds: Any, path: Path, root: Path) -> RtStructFile:
+    refs: list[str] = []
+    frame = ""
+    for rf in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
+        frame = frame or _str(rf, "FrameOfReferenceUID")
+        for st in rf.get("RTReferencedStudySequence", []) or []:
+            for se in st.get("RTReferencedSeriesSequence", []) or []:
+                refs.append(_str(se, "SeriesInstanceUID"))
+    if not frame:
+        for roi in ds.get("StructureSetROISequence", []) or []:
+            frame = _str(roi, "ReferencedFrameOfReferenceUID")
+            if frame:
+                break
+    return RtStructFile(path=path, hospital_id=_str(ds, "PatientID"), referenced_series=refs,
+                        frame_of_reference=frame, folder=_rel(path.parent, root))
+
+
+def find_rtstructs(folder: str | os.PathLike) -> list[RtStructFile]:
+    """RTSTRUCT files anywhere under ``folder`` (other files are ignored)."""
+    folder = Path(folder)
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _is_candidate(p)):
+        try:
+            ds, _ = _read_header(path)
+        except Exception:  # noqa: BLE001 - not DICOM: not an RTSTRUCT
+            continue
+        if _str(ds, "Modality") == "RTSTRUCT":
+            found.append(_rtstruct_entry(ds, path, folder))
+    return found
+
+
+def read_series(series: DicomSeries):
+    """The checked series as a SimpleITK image (rescaled values, physical geometry intact).
+
+    Uses SimpleITK's ``ImageSeriesReader`` on the files in normal order; falls back to
+    per-file reading to name a file SimpleITK cannot decode. The resulting origin and slice
+    direction are checked against the DICOM positions.
+    """
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(p) for p in series.files])
+    reader.MetaDataDictionaryArrayUpdateOff()
+    reader.LoadPrivateTagsOff()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        for p in series.files:
+            try:
+                sitk.ReadImage(str(p))
+            except RuntimeError:
+                raise NpcaiError(f"{series.name}: file {p.name} cannot be decoded; re-export the series") from exc
+        raise NpcaiError(f"{series.name}: SimpleITK cannot read the series ({str(exc).splitlines()[-1][:200]}); "
+                         "re-export it") from exc
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise NpcaiError(f"{series.name}: colour (multi-component) images are not supported; export greyscale")
+    if image.GetDimension() != 3:
+        image = sitk.JoinSeries(image)
+    # Build a clean image (no metadata) with geometry from the DICOM positions.
+    iop = np.asarray(series.orientation, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    direction = np.column_stack([iop[:3], iop[3:], normal]).ravel()
+    steps = np.diff(series.positions_mm)
+    z_spacing = float(np.median(steps)) if len(steps) else float(image.GetSpacing()[2] or 1.0)
+    arr = sitk.GetArrayViewFromImage(image)
+    out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    row_mm, col_mm = series.pixel_spacing
+    out.SetSpacing((float(col_mm), float(row_mm), z_spacing))
+    out.SetOrigin(series.origin)
+    out.SetDirection(tuple(float(v) for v in direction))
+    if image.GetSize() != out.GetSize() or not np.allclose(image.GetOrigin(), out.GetOrigin(), atol=1e-2):
+        raise NpcaiError(f"{series.name}: SimpleITK geometry disagrees with the DICOM positions; re-export the series")
+    return out

@@ -1,0 +1,61 @@
+"""The training-curve figure: loss and validation AUC per epoch, the selected epoch marked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["plot_training_curve"]
+
+
+def plot_training_curve(history: pd.DataFrame, path: str | Path, *, best_epoch: int | None = None,
+                        title: str = "Training curve") -> Path:
+    """Write a two-panel PNG: train/validation loss, and validation-patient AUC, per epoch.
+
+    Args:
+        history: columns epoch, train_loss, val_loss, val_auc (epochs 0-based; shown 1-based).
+        path: the PNG to write (atomically).
+        best_epoch: the epoch selected on validation AUC (0-based), marked on both panels.
+        title: the figure title.
+    """
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    ep = history["epoch"].to_numpy() + 1
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    ax1.plot(ep, history["train_loss"], "o-", label="training (slices/bags, augmented)")
+    ax1.plot(ep, history["val_loss"], "s-", label="validation")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("binary cross-entropy loss")
+    ax1.set_title("Loss")
+    ax2.plot(ep, history["val_auc"], "s-", color="tab:orange", label="validation patients")
+    ax2.axhline(0.5, color="grey", ls=":", lw=1, label="chance (0.5)")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("patient-level AUC")
+    ax2.set_title("Validation AUC (selects the epoch)")
+    if best_epoch is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(best_epoch + 1, color="tab:green", ls="--", lw=1, label=f"selected epoch {best_epoch + 1}")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        if len(ep):
+            ax.set_xticks(ep if len(ep) <= 20 else ep[:: max(1, len(ep) // 10)])
+    fig.suptitle(title)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,333 @@
+"""Assemble a study's report: methods from the resolved configuration, Table 1, the seed's
+main table, DeLong comparisons, ROC and study figures, Grad-CAM, the oracle ceiling, and the
+runs that produced every number.
+
+Writes ``OUT/report/report.html`` (self-contained), ``OUT/report/tables/*.csv`` and
+``OUT/report/figures/*.png``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from npcai.report import figures as F
+from npcai.report.html import Report, write_report
+from npcai.report.tables import fmt, main_tables
+
+__all__ = ["build_report", "methods_text", "package_versions"]
+
+_VERSIONED = ("npcai", "torch", "timm", "lightning", "numpy", "scikit-learn", "grad-cam", "SimpleITK")
+
+_MAIN_CAPTION = {
+    "expansion": "Performance of each backbone on each ROI dataset in the test cohort (layout of seed 000, "
+                 "Table 3). aAUC: mean AUC over backbones (SD).",
+    "prepost": "AUC and C-index with 95% CI of the models and TNM staging in the test cohort (seed 001).",
+    "units": "Residual-tumour models trained with each image or each patient as the unit, per treatment "
+             "(layout of seed 002, Table 2). ACC, Se and Sp at the threshold fixed on validation patients.",
+    "metastasis": "AUC (95% CI) and accuracy of each backbone on the intratumoural and intra-peritumoural "
+                  "datasets, and TNM staging (layout of seed 003, Table 2).",
+    "generic": "Performance of every model in the test cohort.",
+}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour decides the numbers."""
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _roi_json(cohort_dir: Path, cache: str) -> dict:
+    path = Path(cohort_dir) / "roi" / cache / "variant.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
+    """The methods paragraphs, generated from the resolved study and what the runs recorded."""
+    from npcai.cohort.model import Cohort
+
+    s = resolved.study
+    cohort = Cohort.load(cohort_dir)
+    t = s.training
+    ep = analysis.endpoint
+    excluded = "; ".join(f"{n} {k}" for k, n in ep["excluded"].items()) or "none"
+    splits = analysis.splits
+    per_split = ", ".join(f"{r['Split']} {r['Patients']}" for _, r in splits.iterrows()
+                          if len(s.subsets) == 1) if len(splits) else ""
+    paras = [
+        f"Cohort: {len(cohort.patients)} patients in {cohort_dir.name} "
+        f"({len(cohort.scans())} scans). Endpoint {s.endpoint}: {ep['description']}. "
+        f"{ep['n_labelled']} patients had a label; excluded: {excluded}."
+        + (f" Subsets trained as separate models: "
+           + "; ".join(f"{x.label or x.name} ({x.where})" for x in s.subsets if x.where) + "." if
+           any(x.where for x in s.subsets) else ""),
+        f"Split: patients (never slices) were divided into training, validation and test sets, "
+        f"stratified by label (test fraction {s.split.test_fraction:g}, validation fraction "
+        f"{s.split.val_fraction:g} of the rest, seed {s.split.seed})"
+        + (f": {per_split} patients" if per_split else "")
+        + ". Every run of a subset reuses the split of its first run, so all models are compared on the "
+          "same test patients (paired DeLong tests).",
+    ]
+    roi_lines = []
+    for roi in s.rois:
+        v = _roi_json(cohort_dir, resolved.roi_cache_name(roi))
+        n = f"{v.get('n_slices', '?')} slices of {v.get('n_patients', '?')} patients" if v else "not built"
+        frame = v.get("frame", roi.frame or "slice") if v else roi.frame
+        roi_lines.append(f"{roi.display} = {roi.variant} on {roi.region} region, {roi.slices} slices, "
+                         f"{roi.timepoint}-treatment {'+'.join(roi.sequences)}, {roi.mask} masks, "
+                         f"frame {frame} ({n})")
+    norm = ""
+    first = _roi_json(cohort_dir, resolved.roi_cache_name(s.rois[0]))
+    if first:
+        norm = (f" Intensities were normalised per scan ({first.get('normalisation')}); mask components "
+                f"smaller than {first.get('min_component')} px were dropped; slices were resized to "
+                f"{first.get('size')}×{first.get('size')} px.")
+    paras.append("Preprocessing: ROI datasets: " + "; ".join(roi_lines) + "." + norm)
+    paras.append(
+        f"Training: backbones {', '.join(s.backbones)} ({'ImageNet-pretrained' if t.pretrained else 'random initialisation, no pretrained weights'}), "
+        f"head dropout {t.dropout:g} + linear layer; unit(s) {', '.join(s.units)}; optimiser {t.optimizer}, "
+        f"learning rate {t.lr:g}, weight decay {t.weight_decay:g}, batch size {t.batch_size}, at most "
+        f"{t.epochs} epochs" + (f" with early stopping after {t.patience} epochs without improvement"
+                               if t.patience else "")
+        + "; the checkpoint was selected on the validation patients' AUC only. A patient's probability is the "
+          f"{t.aggregate} of its slices' probabilities (image unit) or the bag prediction (patient unit).")
+    paras.append(
+        "Statistics: patient-level AUC with DeLong 95% CI; sensitivity, specificity, precision, F1 and accuracy "
+        "at the Youden threshold chosen on the validation patients and applied unchanged to the test patients; "
+        "paired DeLong tests between models on the same test patients; Harrell's C-index with 95% CI against the "
+        "survival endpoint where the cohort has one; TNM stage as an ordinal score for the baseline.")
+    vers = ", ".join(f"{k} {v}" for k, v in package_versions().items())
+    paras.append(f"Preset: {resolved.preset or 'none (the YAML as written)'}. {resolved.preset_description} "
+                 f"Software: {vers}.")
+    return paras
+
+
+def _fig_path(out: Path, name: str) -> Path:
+    return out / "report" / "figures" / f"{name}.png"
+
+
+def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
+    s = resolved.study
+    res = analysis.results
+    figs = []
+    groups: dict[tuple, list] = {}
+    for _, r in res.iterrows():
+        if r["source"] == "tnm" and r["roi"] != "stage":
+            continue
+        if s.layout == "expansion":
+            key = (r["subset"], r["backbone"] if r["source"] != "tnm" else None)
+        elif s.layout == "metastasis":
+            key = (r["subset"], r["group"] if r["source"] != "tnm" else None)
+        elif s.layout == "units":
+            key = (r["subset"], r["unit"] if r["source"] != "tnm" else None)
+        else:
+            key = (r["subset"], r["backbone"] if r["source"] != "tnm" else None)
+        groups.setdefault(key, []).append(r)
+    # TNM (key with None) joins every group of its subset
+    tnm = {k[0]: v for k, v in groups.items() if k[1] is None}
+    for key, rows in groups.items():
+        if key[1] is None:
+            continue
+        rows = rows + tnm.get(key[0], [])
+        curves = []
+        for r in rows:
+            pred = _pred_for(analysis, r)
+            if pred is None:
+                continue
+            test = pred[pred["split"] == "test"]
+            curves.append({"label": r["roi_label"] if r["source"] != "tnm" else r["model"],
+                           "y_true": test["label"].to_numpy(), "y_score": test["prob"].to_numpy(),
+                           "auc": r["auc"], "low": r["auc_low"], "high": r["auc_high"],
+                           "ls": "--" if r["source"] == "tnm" else "-"})
+        if not curves:
+            continue
+        sub = rows[0]["subset_label"]
+        what = key[1]
+        if s.layout == "units":
+            what = f"{key[1]} as unit"
+        title = f"ROC, test patients — {what}" + (f" ({sub})" if len(s.subsets) > 1 else "")
+        name = f"roc_{key[0]}_{key[1]}".replace(" ", "-").replace("/", "-")
+        figs.append((title, F.save_png(F.roc_figure(curves, title), _fig_path(out, name))))
+    return figs
+
+
+def _pred_for(analysis, row) -> pd.DataFrame | None:
+    if row["source"] == "tnm":
+        return analysis.tnm_predictions.get((row["subset"], row["roi"]))
+    key = f"{row['subset']}__{row['roi']}__{row['backbone']}__{row['unit']}"
+    return analysis.predictions.get(key)
+
+
+def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.DataFrame, seconds: float) -> Path:
+    """Write the study's report folder and return the path of report.html."""
+    s = resolved.study
+    out = Path(out)
+    rdir = out / "report"
+    res = analysis.results
+    oracle_auc = None
+    if analysis.oracle and analysis.oracle["subsets"]:
+        oracle_auc = next(iter(analysis.oracle["subsets"].values()))["auc"]
+
+    rep = Report(
+        title=s.title,
+        subtitle=(f"npcai study '{s.name}'" + (f" · design of seed {s.seed_paper}" if s.seed_paper else "")
+                  + f" · preset {resolved.preset or 'none'}"),
+        facts=[("Study", f"{s.name} — {s.reference}"), ("Preset", f"{resolved.preset or 'none'}: {resolved.preset_description}"),
+               ("Cohort", str(Path(cohort_dir).name)), ("Endpoint", s.endpoint),
+               ("Models", f"{len(steps)} ({(steps['status'] == 'reused').sum()} reused from earlier runs)"),
+               ("Generated", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                + f" in {seconds / 60:.1f} min")],
+        footer="Generated by npcai. Every number is reproducible from OUT/study.yaml and the run folders listed under Runs.",
+    )
+
+    sec = rep.section("summary", "Summary")
+    sec.text(s.description)
+    if analysis.findings:
+        sec.bullets(analysis.findings)
+    if resolved.preset == "fast":
+        sec.note("Preset 'fast': small backbones, low resolution and few epochs so that the study finishes on a "
+                 "CPU in minutes. The numbers demonstrate the pipeline; run --preset paper for the seed's protocol.")
+
+    sec = rep.section("methods", "Methods")
+    for p in methods_text(Path(cohort_dir), resolved, analysis):
+        sec.text(p)
+
+    sec = rep.section("cohort", "Cohort, split and Table 1")
+    sec.table("Patients per split (first run of each subset; every other run uses the same split)",
+              analysis.splits, csv_name="split")
+    if analysis.table1 is not None and len(analysis.table1):
+        sec.table("Table 1. Clinical characteristics by split", analysis.table1, csv_name="table1")
+    else:
+        sec.note("Table 1 could not be made for this cohort (see the log).")
+
+    tables = main_tables(res, s.layout)
+    sec = rep.section("main", "Main results")
+    sec.table(_MAIN_CAPTION[s.layout], tables["main"], csv_name="main_table")
+    if "confusion" in tables:
+        sec.table("Table 2 layout: confusion matrices of the models and TNM staging in the test cohort "
+                  "(threshold fixed on validation patients)", tables["confusion"], csv_name="confusion")
+    sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
+    atomic_csv(rdir / "tables" / "results.csv", res)
+
+    sec = rep.section("figures", "Figures")
+    runs = res[res["source"] == "run"]
+    if s.layout == "expansion":
+        exp = runs.dropna(subset=["expansion"])
+        base = runs[runs["kind"] == "whole-slice"]
+        unit = "px"
+        fig = F.expansion_figure(exp, unit=unit, baseline=base, oracle_auc=oracle_auc,
+                                 title="Test AUC against expansion of the tumour mask (seed 000, Fig. 4)")
+        sec.figure("AUC against expansion of the region of interest, per backbone with DeLong 95% CI; black: "
+                   "aAUC ± SD over backbones; red: whole slice; green: oracle ceiling on the same test patients.",
+                   F.save_png(fig, _fig_path(out, "auc_vs_expansion")))
+    if s.layout == "metastasis":
+        fig = F.grouped_auc_figure(runs, group="group", hue="kind", oracle_auc=oracle_auc,
+                                   title="Intratumoural vs intra-peritumoural datasets (test AUC)",
+                                   group_label="Dataset")
+        sec.figure("Mean test AUC over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI.",
+                   F.save_png(fig, _fig_path(out, "auc_by_dataset")))
+    if s.layout == "units":
+        fig = F.grouped_auc_figure(runs.assign(unit=runs["unit"] + " unit"), group="subset_label", hue="unit",
+                                   title="Image vs patient as the training unit (test AUC)",
+                                   group_label="Treatment model", oracle_auc=None)
+        sec.figure("Mean test AUC over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI.",
+                   F.save_png(fig, _fig_path(out, "auc_by_unit")))
+    if s.layout == "prepost":
+        conf = res[res["source"].isin(["run", "ensemble"]) | (res["roi"] == "stage")]
+        fig = F.confusion_figure(conf, "Confusion matrices, test patients")
+        sec.figure("Confusion matrices at the threshold fixed on validation patients.",
+                   F.save_png(fig, _fig_path(out, "confusion")))
+    for title, path in _roc_figures(out, resolved, analysis):
+        sec.figure(title + ". Legend: AUC (DeLong 95% CI).", path)
+
+    sec = rep.section("delong", "DeLong comparisons")
+    if len(analysis.delong):
+        d = analysis.delong.copy()
+        for c in ("AUC A", "AUC B", "Difference", "z"):
+            if c in d:
+                d[c] = d[c].map(fmt)
+        if "p (DeLong, paired)" in d:
+            d["p (DeLong, paired)"] = d["p (DeLong, paired)"].map(lambda p: "–" if pd.isna(p) else
+                                                                  ("<0.001" if p < 0.001 else f"{p:.3f}"))
+        sec.text("Paired two-sided DeLong tests on the test patients that both models share.")
+        sec.table("DeLong tests", d, csv_name="delong")
+    else:
+        sec.note("No pairs to compare.")
+
+    if analysis.oracle:
+        sec = rep.section("oracle", "Oracle ceiling (phantom)")
+        o = analysis.oracle
+        sec.text("This cohort is the synthetic phantom, whose true event probabilities are known. The oracle AUC "
+                 "scores those true probabilities against the observed labels: the best any model can reach on "
+                 "these patients.")
+        rows = [{"Patients": f"test patients ({k})", "n": v["n"], "Oracle AUC (95% CI)":
+                 f"{v['auc']:.3f} ({v['low']:.3f}–{v['high']:.3f})"} for k, v in o["subsets"].items()]
+        if o.get("whole_cohort_auc") is not None:
+            rows.append({"Patients": "whole cohort", "n": "", "Oracle AUC (95% CI)": f"{o['whole_cohort_auc']:.3f}"})
+        best = runs.loc[runs["auc"].idxmax()] if runs["auc"].notna().any() else None
+        if best is not None:
+            rows.append({"Patients": f"best model: {best['model']}", "n": int(best["n_test"]),
+                         "Oracle AUC (95% CI)": f"{best['auc']:.3f} (model)"})
+        sec.table("Oracle AUC", pd.DataFrame(rows), csv_name="oracle")
+
+    sec = rep.section("gradcam", "Grad-CAM")
+    if analysis.montages:
+        for i, (caption, path) in enumerate(analysis.montages):
+            dest = _fig_path(out, f"gradcam_{i:02d}_{Path(path).stem}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(Path(path).read_bytes())
+            sec.figure(f"Grad-CAM (high-risk class): {caption}", dest)
+    if analysis.localisation is not None and len(analysis.localisation):
+        sec.text("Share of positive Grad-CAM energy in the tumour, the nodes, bands outside the lesion (pixels of the "
+                 "native slice) and the far field, mean over the explained test patients; in brackets the ratio to "
+                 "what uniform attention over the network's input would give (>1: the network looks there more "
+                 "than chance).")
+        sec.table("Grad-CAM localisation", localisation_table(analysis.localisation, analysis.results),
+                  csv_name="localisation")
+        atomic_csv(rdir / "tables" / "localisation_long.csv", analysis.localisation)
+    if not analysis.montages and analysis.localisation is None:
+        sec.note("Grad-CAM was not run (--no-explain) or produced no output.")
+
+    sec = rep.section("runs", "Runs and reproducibility")
+    st = steps.copy()
+    st["run"] = st["run"].map(lambda p: str(Path(p).relative_to(out)) if Path(p).is_relative_to(out) else p)
+    sec.table("Training runs and ensembles (reused = finished earlier with identical inputs)", st, csv_name="steps")
+    sec.text("Re-run with `npcai study run` and the same options: finished steps are reused; the resolved design is "
+             "in study.yaml beside the report.")
+    for n in analysis.notes:
+        sec.note(n)
+    return write_report(rep, rdir)
+
+
+def localisation_table(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Runs as rows, regions (px bands and the phantom's signal band) as columns:
+    ``mean share (x ratio to uniform)``."""
+    label = {Path(r).name: m for r, m in zip(results["run"].astype(str), results["model"])}
+    part = summary[summary["scale"].isin(["px", "signal"])]
+    rows = []
+    for run, g in part.groupby("run", sort=False):
+        row = {"Model": label.get(str(run), str(run))}
+        if "subset" in g and g["subset"].nunique() == 1 and summary["subset"].nunique() > 1:
+            row["Subset"] = g["subset"].iloc[0]
+        for _, r in g.iterrows():
+            name = str(r["region"]).replace("_", " ")
+            ratio = r["share_over_uniform"]
+            row[name] = (f"{r['share_mean']:.2f}" + (f" (×{ratio:.1f})" if pd.notna(ratio) else "")
+                         if pd.notna(r["share_mean"]) else "–")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def atomic_csv(path: Path, df: pd.DataFrame) -> None:
+    from npcai.fsutil import atomic_write_text
+
+    atomic_write_text(path, df.to_csv(index=False))

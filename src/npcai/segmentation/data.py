@@ -1,0 +1,302 @@
+"""2D slice datasets for segmentation: labelled axial slices of a cohort, on the model's grid.
+
+Studies 000 and 002 train their segmentation networks on the axial slices that contain
+tumour or suspicious nodes. :func:`load_slices` reads those slices from a cohort once
+(normalised per scan with :mod:`npcai.imaging.normalise`, padded to a square and resized
+to ``size`` px) and keeps them in memory with an index table; :func:`split_by_patient` puts
+whole patients into train / val / test (4:1 test split, a validation part carved from the
+training patients for early stopping), so a patient's slices never straddle two splits.
+
+The mapping between the network's classes and the cohort's mask labels is a
+:class:`LabelSet`: class 0 is background, class ``k`` is the ``k``-th requested label
+(``tumour`` -> mask value 1, ``nodes`` -> mask value 2); labels not requested become
+background.
+
+Geometry: :func:`to_model_grid` pads a ``(rows, cols)`` slice to a centred square and
+resizes it to ``size``; :func:`from_model_grid` undoes exactly that for network outputs, so
+predictions land back on each scan's own grid.
+
+Examples:
+    >>> labels = LabelSet.parse("tumour,nodes")
+    >>> labels.names, labels.values, labels.n_classes
+    (('tumour', 'nodes'), (1, 2), 3)
+    >>> import numpy as np
+    >>> img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    >>> from_model_grid(to_model_grid(img, 8)[None], (3, 4))[0].shape
+    (3, 4)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from npcai.cohort.model import LABELS, Cohort, Scan
+from npcai.errors import NpcaiError
+from npcai.imaging.normalise import normalise_volume, parse_normalisation
+from npcai.progress import track
+
+__all__ = ["LabelSet", "SegmentationSlices", "SliceDataset", "load_slices", "split_by_patient",
+           "default_normalisation", "default_sequence", "to_model_grid", "from_model_grid",
+           "labels_to_classes", "classes_to_labels", "pad_square_box"]
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ labels
+@dataclass(frozen=True)
+class LabelSet:
+    """Which mask labels the network segments, in class order (class 0 = background)."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str | list[str] | tuple[str, ...] | "LabelSet") -> "LabelSet":
+        """Parse ``"tumour,nodes"`` (or a list); unknown or repeated names fail with one line."""
+        if isinstance(text, LabelSet):
+            return text
+        names = [s.strip().lower() for s in (text.split(",") if isinstance(text, str) else text)]
+        names = ["tumour" if n == "tumor" else n for n in names if n]
+        bad = [n for n in names if n not in LABELS]
+        if not names or bad or len(set(names)) != len(names):
+            raise NpcaiError(f"--labels {text!r} is not valid; use a comma-separated subset of "
+                             f"{', '.join(LABELS)} (e.g. tumour,nodes), each once")
+        return cls(tuple(names))
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        """Mask values (1 tumour, 2 nodes) of classes 1..K."""
+        return tuple(LABELS[n] for n in self.names)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.names) + 1
+
+    def __str__(self) -> str:
+        return ",".join(self.names)
+
+
+def labels_to_classes(mask: np.ndarray, labels: LabelSet) -> np.ndarray:
+    """Map a cohort label map (0/1/2) to class indices 0..K (unrequested labels -> 0)."""
+    out = np.zeros(mask.shape, np.uint8)
+    for k, v in enumerate(labels.values, start=1):
+        out[mask == v] = k
+    return out
+
+
+def classes_to_labels(classes: np.ndarray, labels: LabelSet) -> np.ndarray:
+    """Map class indices 0..K back to the cohort's mask values (1 tumour, 2 nodes)."""
+    lut = np.array((0,) + labels.values, np.uint8)
+    return lut[np.asarray(classes, np.intp)]
+
+
+# ------------------------------------------------------------------ geometry
+def pad_square_box(rows: int, cols: int) -> tuple[int, int, int]:
+    """``(pad_top, pad_left, side)`` of the centred square that holds a ``rows x cols`` slice."""
+    side = max(rows, cols)
+    return (side - rows) // 2, (side - cols) // 2, side
+
+
+def to_model_grid(image: np.ndarray, size: int, *, nearest: bool = False,
+                  fill: float = 0.0) -> np.ndarray:
+    """Pad a ``(rows, cols)`` slice (or ``(n, rows, cols)`` stack) to a centred square, resize to ``size``.
+
+    Images use bilinear interpolation (antialiased when shrinking); label maps
+    (``nearest=True``) use nearest neighbour so labels stay labels.
+    """
+    a = np.asarray(image)
+    stack = a if a.ndim == 3 else a[None]
+    n, rows, cols = stack.shape
+    top, left, side = pad_square_box(rows, cols)
+    if side != rows or side != cols:
+        sq = np.full((n, side, side), fill, dtype=stack.dtype)
+        sq[:, top:top + rows, left:left + cols] = stack
+    else:
+        sq = stack
+    if side != size:
+        t = torch.from_numpy(np.ascontiguousarray(sq, dtype=np.float32))[:, None]
+        if nearest:
+            t = F.interpolate(t, size=(size, size), mode="nearest-exact")
+        else:
+            t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=side > size)
+        sq = t[:, 0].numpy().astype(stack.dtype if nearest else np.float32)
+    return sq if a.ndim == 3 else sq[0]
+
+
+def from_model_grid(outputs: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """Bring ``(n, C, size, size)`` network outputs (logits/probabilities) back to a ``(rows, cols)`` grid.
+
+    The inverse of :func:`to_model_grid`: bilinear resize to the padded square, then crop the
+    padding. Take the argmax *after* this step, so boundaries are placed at native resolution.
+    """
+    t = torch.as_tensor(outputs, dtype=torch.float32)
+    squeeze = t.ndim == 3
+    if squeeze:
+        t = t[:, None]
+    rows, cols = shape
+    top, left, side = pad_square_box(rows, cols)
+    if t.shape[-1] != side:
+        t = F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False)
+    t = t[..., top:top + rows, left:left + cols]
+    out = t.numpy()
+    return out[:, 0] if squeeze else out
+
+
+# ------------------------------------------------------------------ defaults per modality
+def default_sequence(cohort: Cohort) -> str:
+    """The sequence to segment: T1c (the studies' sequence) for MR, CT for CT cohorts."""
+    available = {s.sequence for s in cohort.scans() if s.mask}
+    for seq in ("T1c", "CT", "T1", "T2"):
+        if seq in available:
+            return seq
+    raise NpcaiError(f"{cohort.root}: no scan has a manual mask; add contours and re-run `npcai ingest`")
+
+
+def default_normalisation(cohort: Cohort, sequence: str) -> str:
+    """``robust`` per-scan z-score for MR; a soft-tissue window ``window:40,400`` for CT (HU)."""
+    if sequence == "CT" or cohort.modality.upper() == "CT":
+        return "window:40,400"
+    return "robust"
+
+
+# ------------------------------------------------------------------ the slice set
+@dataclass
+class SegmentationSlices:
+    """Labelled slices on the model grid.
+
+    Attributes:
+        images: float16 ``(N, 1, size, size)``, normalised per scan.
+        classes: uint8 ``(N, size, size)``, class indices 0..K (see :class:`LabelSet`).
+        index: one row per slice: ``patient_id, scan_id, slice_index, rows, cols,
+            tumour_px, nodes_px`` (areas on the native slice).
+        labels: the :class:`LabelSet`.
+        size: model grid side in px.
+    """
+
+    images: np.ndarray
+    classes: np.ndarray
+    index: pd.DataFrame
+    labels: LabelSet
+    size: int
+
+    def subset(self, patients) -> "SegmentationSlices":
+        """The slices of the given patients (order kept)."""
+        keep = self.index["patient_id"].isin(list(patients)).to_numpy()
+        return SegmentationSlices(self.images[keep], self.classes[keep],
+                                  self.index[keep].reset_index(drop=True), self.labels, self.size)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def select_scans(cohort: Cohort, *, sequence: str, timepoint: str | None) -> list[Scan]:
+    """Scans of ``sequence`` (and ``timepoint`` when given) that have a manual mask."""
+    scans = [s for s in cohort.scans(timepoint=timepoint, sequence=sequence) if s.mask]
+    if not scans:
+        have = sorted({f"{s.timepoint} {s.sequence}" for s in cohort.scans() if s.mask})
+        raise NpcaiError(f"{cohort.root}: no {timepoint or 'any-timepoint'} {sequence} scan with a manual "
+                         f"mask; choose --sequence/--timepoint among: {', '.join(have) or 'none'}")
+    return scans
+
+
+def load_slices(cohort: Cohort | str | Path, *, labels: LabelSet | str = "tumour,nodes",
+                size: int = 256, sequence: str | None = None, timepoint: str | None = "pre",
+                normalise: str | None = None) -> SegmentationSlices:
+    """Read every slice that contains a requested label, normalised and resized to ``size``.
+
+    Args:
+        cohort: a :class:`Cohort` or its folder.
+        labels: the labels to segment (``"tumour,nodes"``, ``"tumour"``, ...).
+        size: side of the square model grid in px (>= 32).
+        sequence: which scans (default: :func:`default_sequence`).
+        timepoint: ``pre``, ``post`` or None for both.
+        normalise: intensity normalisation (default: :func:`default_normalisation`).
+
+    Raises:
+        NpcaiError: when no slice contains the requested labels, or options are invalid.
+    """
+    cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
+    labels = LabelSet.parse(labels)
+    if size < 32 or size % 32:
+        raise NpcaiError(f"--size {size}: the model grid must be a multiple of 32 px (e.g. 128, 256)")
+    sequence = sequence or default_sequence(cohort)
+    norm = parse_normalisation(normalise or default_normalisation(cohort, sequence))
+    scans = select_scans(cohort, sequence=sequence, timepoint=timepoint)
+    images, classes, rows = [], [], []
+    for scan in track(scans, "Reading labelled slices"):
+        mask = cohort.read_mask(scan, "manual")
+        wanted = np.isin(mask, labels.values)
+        ks = np.flatnonzero(wanted.reshape(mask.shape[0], -1).any(axis=1))
+        if ks.size == 0:
+            continue
+        volume = normalise_volume(cohort.read_array(scan), norm)
+        if volume.shape != mask.shape:
+            raise NpcaiError(f"scan {scan.scan_id}: mask shape {mask.shape} differs from the image "
+                             f"{volume.shape}; re-run `npcai ingest`")
+        fill = float(volume.min())
+        images.append(to_model_grid(volume[ks], size, fill=fill).astype(np.float16))
+        classes.append(to_model_grid(labels_to_classes(mask[ks], labels), size, nearest=True))
+        for k in ks:
+            rows.append({"patient_id": scan.patient_id, "scan_id": scan.scan_id, "slice_index": int(k),
+                         "rows": mask.shape[1], "cols": mask.shape[2],
+                         "tumour_px": int((mask[k] == LABELS["tumour"]).sum()),
+                         "nodes_px": int((mask[k] == LABELS["nodes"]).sum())})
+    if not rows:
+        raise NpcaiError(f"{cohort.root}: no {sequence} slice contains {' or '.join(labels.names)} in the "
+                         f"manual masks; check the contours or choose other --labels")
+    return SegmentationSlices(images=np.concatenate(images)[:, None], classes=np.concatenate(classes),
+                              index=pd.DataFrame(rows), labels=labels, size=size)
+
+
+def split_by_patient(index: pd.DataFrame, *, test_fraction: float = 0.2, val_fraction: float = 0.2,
+                     seed: int = 0) -> pd.Series:
+    """Patient -> ``train``/``val``/``test``: test first (4:1), then validation from training.
+
+    Stratified by whether the patient has node slices (so both splits see nodes), using
+    :func:`npcai.cohort.splits.split_patients`. Needs at least 3 patients.
+    """
+    from npcai.cohort.splits import split_patients
+
+    has_nodes = index.groupby("patient_id")["nodes_px"].max().gt(0).astype(int)
+    if len(has_nodes) < 3:
+        raise NpcaiError(f"only {len(has_nodes)} patient(s) have labelled slices; segmentation needs at "
+                         f"least 3 (train, validation and test patients)")
+    split = split_patients(has_nodes, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    for name in ("train", "val", "test"):
+        if not (split == name).any():
+            raise NpcaiError(f"{len(split)} patients give an empty {name} split; add patients or change "
+                             f"--test-fraction/--val-fraction")
+    return split
+
+
+# ------------------------------------------------------------------ torch dataset
+class SliceDataset(torch.utils.data.Dataset):
+    """``(image float32 (1,S,S), classes int64 (1,S,S))`` pairs, with optional flips for training.
+
+    Left-right flips are anatomically plausible for axial head-and-neck slices (the label
+    stays the same structure); small intensity scaling mimics scanner differences.
+    """
+
+    def __init__(self, slices: SegmentationSlices, *, augment: bool = False, seed: int = 0):
+        self.images = slices.images
+        self.classes = slices.classes
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = self.images[i].astype(np.float32)
+        y = self.classes[i][None].astype(np.int64)
+        if self.augment:
+            if self.rng.random() < 0.5:
+                x, y = x[..., ::-1], y[..., ::-1]
+            x = x * np.float32(self.rng.uniform(0.9, 1.1)) + np.float32(self.rng.normal(0, 0.05))
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))

@@ -1,0 +1,356 @@
+"""A finished study's statistics: one results row per model on the shared test patients,
+paired DeLong comparisons, the TNM baseline, Table 1, Grad-CAM localisation and, on the
+phantom, the oracle ceiling. Pure reading of run folders plus ``npcai.stats`` functions;
+nothing here trains.
+
+Thresholds for sensitivity, specificity and the confusion matrix are fixed on the
+*validation* patients (Youden) and applied unchanged to the test patients, never tuned on
+test.
+
+Examples:
+    >>> analysis = analyse_study("cohort", "study", resolved, steps)   # doctest: +SKIP
+    >>> analysis.results[["model", "auc"]]                               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from npcai.errors import NpcaiError
+from npcai.progress import track
+from npcai.report.tables import RESULT_COLUMNS
+from npcai.studies.schema import ResolvedStudy
+
+__all__ = ["StudyAnalysis", "analyse_study", "model_metrics", "read_predictions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyAnalysis:
+    """Everything the report shows, computed from the run folders."""
+
+    results: pd.DataFrame                         # RESULT_COLUMNS, one row per model
+    predictions: dict[str, pd.DataFrame]          # model key -> patient predictions (all splits)
+    delong: pd.DataFrame                          # paired DeLong tests
+    splits: pd.DataFrame                          # subset, split, patients, label 1, label 0
+    endpoint: dict[str, Any]                      # description, cut-off, excluded counts
+    table1: pd.DataFrame | None = None
+    oracle: dict[str, Any] | None = None          # phantom ceiling: whole cohort and test patients
+    localisation: pd.DataFrame | None = None      # per run Grad-CAM energy shares
+    montages: list[tuple[str, Path]] = field(default_factory=list)
+    tnm_predictions: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_predictions(run_dir: str | Path) -> pd.DataFrame:
+    """A run's ``predictions_patients.csv`` (patient_id, split, label, prob)."""
+    path = Path(run_dir) / "predictions_patients.csv"
+    if not path.is_file():
+        raise NpcaiError(f"{path}: missing; the run did not finish (re-run the study with --resume)")
+    df = pd.read_csv(path, dtype={"patient_id": str})
+    need = {"patient_id", "split", "label", "prob"}
+    if not need <= set(df.columns):
+        raise NpcaiError(f"{path}: needs columns {sorted(need)}")
+    return df
+
+
+def _both_classes(y) -> bool:
+    return len(np.unique(np.asarray(y))) == 2
+
+
+def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Test-patient metrics of one model, with the threshold fixed on its validation patients.
+
+    Args:
+        pred: patient predictions with ``split`` (train/val/test), ``label`` and ``prob``
+            (or any score where higher means label 1).
+        survival: optional (time, event) indexed by patient_id for the C-index.
+    """
+    from npcai.stats.auc import auc_ci, youden_threshold
+
+    from npcai.studies.backend import c_index_ci
+
+    val = pred[pred["split"] == "val"]
+    test = pred[pred["split"] == "test"]
+    out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
+    if len(val) and _both_classes(val["label"]):
+        out["threshold"] = float(youden_threshold(val["label"], val["prob"]).threshold)
+    else:
+        out["threshold"] = float("nan")
+    if len(test) and _both_classes(test["label"]):
+        a = auc_ci(test["label"], test["prob"])
+        out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
+    if np.isfinite(out["threshold"]) and len(test):
+        y = test["label"].to_numpy().astype(int)
+        p = (test["prob"].to_numpy() > out["threshold"]).astype(int)
+        tp, fp = int(((p == 1) & (y == 1)).sum()), int(((p == 1) & (y == 0)).sum())
+        tn, fn = int(((p == 0) & (y == 0)).sum()), int(((p == 0) & (y == 1)).sum())
+        div = lambda a, b: a / b if b else float("nan")  # noqa: E731
+        sens, spec, ppv = div(tp, tp + fn), div(tn, tn + fp), div(tp, tp + fp)
+        out.update(tp=tp, fp=fp, tn=tn, fn=fn, sensitivity=sens, specificity=spec, precision=ppv,
+                   ppv=ppv, npv=div(tn, tn + fn), accuracy=div(tp + tn, len(y)),
+                   f1=div(2 * tp, 2 * tp + fp + fn))
+    if survival is not None and len(test):
+        s = survival.reindex(test["patient_id"])
+        ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
+        if ok.sum() >= 2 and s["event"][ok].sum() > 0:
+            c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
+                           test["prob"].to_numpy()[ok])
+            out.update(c_index=c[0], c_low=c[1], c_high=c[2])
+    return out
+
+
+def _labels(cohort_dir: Path, resolved: ResolvedStudy):
+    from npcai.cohort.endpoints import endpoint_labels
+    from npcai.cohort.model import Cohort
+
+    clinical = Cohort.load(cohort_dir).clinical()
+    return clinical, endpoint_labels(clinical, resolved.study.endpoint)
+
+
+def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStudy,
+                  steps: list[dict[str, Any]], *, explain: bool = True) -> StudyAnalysis:
+    """Evaluate every run and ensemble of a study on its test patients (see module docstring)."""
+    cohort_dir, out = Path(cohort_dir), Path(out)
+    s = resolved.study
+    clinical, labels = _labels(cohort_dir, resolved)
+    survival = labels.survival
+    rois = {r.name: r for r in s.rois}
+    ens = {e.name: e for e in s.ensembles}
+    subsets = {x.name: x for x in s.subsets}
+    rows, preds = [], {}
+    for st in track(steps, "Evaluating runs"):
+        pred = read_predictions(st["run"])
+        preds[st["step"]] = pred
+        roi = rois.get(st["roi"])
+        sub = subsets[st["subset"]]
+        label = roi.display if roi else (ens[st["roi"]].label or st["roi"])
+        multi_bb = len(s.backbones) > 1
+        model = label + (f" · {st['backbone']}" if multi_bb else "")
+        if len(s.units) > 1:
+            model += f" · {st['unit']} unit"
+        if len(s.subsets) > 1:
+            model = f"{sub.label or sub.name}: {model}"
+        row = {"model": model, "source": st["source"], "subset": sub.name,
+               "subset_label": sub.label or sub.name, "roi": st["roi"], "roi_label": label,
+               "group": roi.group if roi else None, "kind": roi.kind if roi else "ensemble",
+               "expansion": roi.expansion if roi else None, "backbone": st["backbone"],
+               "unit": st["unit"], "run": str(Path(st["run"]).relative_to(out))
+               if Path(st["run"]).is_relative_to(out) else st["run"]}
+        row.update(model_metrics(pred, survival))
+        rows.append(row)
+    results = pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
+
+    analysis = StudyAnalysis(results=results, predictions=preds, delong=pd.DataFrame(),
+                             splits=_split_table(steps, preds, subsets),
+                             endpoint={"description": labels.description, "cutoff": labels.cutoff,
+                                       "n_labelled": int(len(labels.labels)),
+                                       "excluded": labels.excluded_counts()})
+    first = _first_runs(steps)
+    if s.tnm_baseline:
+        tnm_rows = _tnm_rows(clinical, preds, first, subsets, survival, analysis.tnm_predictions)
+        analysis.results = pd.concat([analysis.results, tnm_rows], ignore_index=True).reindex(columns=RESULT_COLUMNS)
+    analysis.delong = _delong_table(resolved, steps, preds, clinical)
+    analysis.table1 = _table1(cohort_dir, clinical, preds, first)
+    analysis.oracle = _oracle(cohort_dir, resolved, preds, first)
+    if explain and s.explain.enabled:
+        _explain(out, resolved, steps, analysis)
+    analysis.findings = findings(resolved, analysis)
+    return analysis
+
+
+# ---------------------------------------------------------------------------- helpers
+def _first_runs(steps: list[dict[str, Any]]) -> dict[str, str]:
+    """subset -> key of its first training run (the one whose split all others reuse)."""
+    first: dict[str, str] = {}
+    for st in steps:
+        if st["source"] == "run":
+            first.setdefault(st["subset"], st["step"])
+    return first
+
+
+def _split_table(steps, preds, subsets) -> pd.DataFrame:
+    rows = []
+    for sub, key in _first_runs(steps).items():
+        p = preds[key]
+        for split in ("train", "val", "test"):
+            q = p[p["split"] == split]
+            rows.append({"Subset": subsets[sub].label or sub, "Split": split, "Patients": len(q),
+                         "Label 1": int(q["label"].sum()), "Label 0": int((q["label"] == 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def _tnm_rows(clinical, preds, first, subsets, survival, store: dict) -> pd.DataFrame:
+    """TNM staging as an ordinal score on each subset's test patients (threshold from validation)."""
+    rows = []
+    for sub, key in first.items():
+        p = preds[key][["patient_id", "split", "label"]]
+        for col, name in (("stage", "TNM stage"), ("t_stage", "T stage"), ("n_stage", "N stage")):
+            if col not in clinical.columns:
+                continue
+            score = pd.to_numeric(clinical[col], errors="coerce").reindex(p["patient_id"]).to_numpy()
+            q = p.assign(prob=score).dropna(subset=["prob"])
+            store[(sub, col)] = q
+            row = {"model": name + ("" if len(first) == 1 else f" ({subsets[sub].label or sub})"),
+                   "source": "tnm", "subset": sub, "subset_label": subsets[sub].label or sub,
+                   "roi": col, "roi_label": name, "kind": "tnm", "backbone": "–", "unit": "patient"}
+            row.update(model_metrics(q, survival))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFrame:
+    """Paired DeLong tests for the study's ROI pairs (per subset, backbone and unit), and each
+    model against TNM stage when the study uses the TNM baseline."""
+    from npcai.stats.auc import delong_test
+
+    s = resolved.study
+    label = {r.name: r.display for r in s.rois} | {e.name: e.label or e.name for e in s.ensembles}
+    by_key = {(st["subset"], st["roi"], st["backbone"], st["unit"]): st["step"] for st in steps}
+    rows = []
+
+    def test(pa: pd.DataFrame, pb: pd.DataFrame, name_a: str, name_b: str, ctx: dict) -> None:
+        ta, tb = pa[pa["split"] == "test"], pb[pb["split"] == "test"]
+        m = ta.merge(tb, on="patient_id", suffixes=("_a", "_b"))
+        row = {**ctx, "Model A": name_a, "Model B": name_b, "Paired test patients": len(m)}
+        if len(m) < len(ta) or len(m) < len(tb):
+            row["Note"] = f"only {len(m)} test patients in common"
+        if len(m) >= 4 and _both_classes(m["label_a"]):
+            d = delong_test(m["label_a"], m["prob_a"], m["prob_b"])
+            row.update({"AUC A": d.auc1, "AUC B": d.auc2, "Difference": d.auc1 - d.auc2,
+                        "z": d.statistic, "p (DeLong, paired)": d.p_value})
+        else:
+            row["Note"] = "too few test patients of both classes"
+        rows.append(row)
+
+    for sub in s.subsets:
+        for bb in s.backbones:
+            for unit in s.units:
+                ctx = {"Subset": sub.label or sub.name, "Backbone": bb, "Unit": unit}
+                for a, b in s.delong:
+                    ka, kb = by_key.get((sub.name, a, bb, unit)), by_key.get((sub.name, b, bb, unit))
+                    if ka and kb:
+                        test(preds[ka], preds[kb], label[a], label[b], ctx)
+                if s.tnm_baseline and "stage" in clinical.columns:
+                    for name in [r.name for r in s.rois] + [e.name for e in s.ensembles]:
+                        k = by_key.get((sub.name, name, bb, unit))
+                        if not k:
+                            continue
+                        pa = preds[k]
+                        stage = pd.to_numeric(clinical["stage"], errors="coerce")
+                        pb = pa[["patient_id", "split", "label"]].assign(
+                            prob=stage.reindex(pa["patient_id"]).to_numpy()).dropna(subset=["prob"])
+                        test(pa, pb, label[name], "TNM stage", ctx)
+    df = pd.DataFrame(rows)
+    keep = [c for c in ("Subset", "Backbone", "Unit") if c in df and df[c].nunique() > 1]
+    drop = [c for c in ("Subset", "Backbone", "Unit") if c in df and c not in keep]
+    return df.drop(columns=drop)
+
+
+def _table1(cohort_dir: Path, clinical: pd.DataFrame, preds, first) -> pd.DataFrame | None:
+    from npcai.studies.backend import table1
+
+    key = next(iter(first.values()))
+    split = preds[key].set_index("patient_id")["split"]
+    return table1(clinical, split)
+
+
+def _oracle(cohort_dir: Path, resolved: ResolvedStudy, preds, first) -> dict[str, Any] | None:
+    from npcai.studies.backend import oracle_scores
+
+    found = oracle_scores(cohort_dir, resolved.study.endpoint)
+    if found is None:
+        return None
+    score, whole = found
+    from npcai.stats.auc import auc_ci
+
+    out: dict[str, Any] = {"whole_cohort_auc": whole, "subsets": {}}
+    for sub, key in first.items():
+        test = preds[key][preds[key]["split"] == "test"]
+        sc = score.reindex(test["patient_id"])
+        ok = sc.notna().to_numpy()
+        if ok.sum() >= 4 and _both_classes(test["label"][ok]):
+            a = auc_ci(test["label"][ok], sc[ok])
+            out["subsets"][sub] = {"auc": a.auc, "low": a.low, "high": a.high, "n": int(ok.sum())}
+    return out
+
+
+def _explain(out: Path, resolved: ResolvedStudy, steps, analysis: StudyAnalysis) -> None:
+    """Grad-CAM of the study's chosen runs (one backbone, the listed ROIs) on the same
+    highest-risk test patients, one panel per ROI dataset."""
+    from npcai.studies.backend import explain_runs
+
+    s = resolved.study
+    bb = s.explain.backbone or s.backbones[0]
+    rois = s.explain.rois or [r.name for r in s.rois]
+    for sub in s.subsets:
+        chosen = [st for st in steps if st["source"] == "run" and st["backbone"] == bb
+                  and st["roi"] in rois and st["unit"] == s.units[0] and st["subset"] == sub.name]
+        if not chosen:
+            continue
+        chosen.sort(key=lambda st: rois.index(st["roi"]))
+        exp_dir = out / "explain" / sub.name
+        res = explain_runs(Path(chosen[0]["run"]), [Path(st["run"]) for st in chosen[1:]], exp_dir,
+                           top=s.explain.top)
+        where = f" ({sub.label or sub.name})" if len(s.subsets) > 1 else ""
+        across = sorted(exp_dir.glob("runs_*.png"))
+        for path in across or sorted(exp_dir.glob("montage_*.png")):
+            what = "one slice across ROI datasets" if across else "slices of one run"
+            analysis.montages.append((f"{path.stem.split('_', 1)[1]}: {what}, {bb}{where}", path))
+        if (exp_dir / "localisation.png").is_file():
+            analysis.montages.append((f"Where the Grad-CAM energy goes, per run{where}", exp_dir / "localisation.png"))
+        summary = res.summary.assign(subset=sub.label or sub.name)
+        analysis.localisation = summary if analysis.localisation is None else \
+            pd.concat([analysis.localisation, summary], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------- findings
+def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
+    """Plain sentences with the study's key numbers (the report's summary, the CLI's output)."""
+    s = resolved.study
+    r = analysis.results
+    runs = r[r["source"] == "run"]
+    out: list[str] = []
+    if runs.empty:
+        return out
+    mean = runs.groupby("roi", sort=False)["auc"].mean()
+    label = {x.name: x.display for x in s.rois}
+    if s.layout == "expansion":
+        kinds = {x.name: x.kind for x in s.rois}
+        expanded = [n for n in mean.index if kinds.get(n) == "expanded"]
+        tumour = [n for n in mean.index if kinds.get(n) == "tumour-only"]
+        whole = [n for n in mean.index if kinds.get(n) == "whole-slice"]
+        if expanded:
+            best = mean[expanded].idxmax()
+            out.append(f"Best expanded ROI: {label[best]} with aAUC {mean[best]:.3f}.")
+            for ref, what in ((tumour, "tumour-only"), (whole, "whole-slice")):
+                if ref:
+                    v = mean[ref[0]]
+                    verdict = "beats" if mean[best] > v else "does NOT beat"
+                    out.append(f"It {verdict} the {what} ROI ({label[ref[0]]}: aAUC {v:.3f}).")
+    elif s.layout == "metastasis":
+        for group in dict.fromkeys(x.group for x in s.rois if x.group):
+            g = runs[runs["group"] == group].groupby("kind")["auc"].mean()
+            if len(g) == 2:
+                parts = ", ".join(f"{k} {v:.3f}" for k, v in g.items())
+                out.append(f"{group}: mean AUC {parts}.")
+    else:
+        for _, row in r.iterrows():
+            if pd.notna(row["auc"]):
+                out.append(f"{row['model']}: test AUC {row['auc']:.3f}"
+                           + (f" ({row['auc_low']:.3f}–{row['auc_high']:.3f})" if pd.notna(row["auc_low"]) else "")
+                           + ".")
+    if s.layout == "units":
+        u = runs.groupby(["subset_label", "unit"], sort=False)["auc"].mean()
+        out.append("aAUC by unit: " + "; ".join(f"{a} {b}: {v:.3f}" for (a, b), v in u.items()) + ".")
+    if analysis.oracle:
+        for sub, o in analysis.oracle["subsets"].items():
+            out.append(f"Oracle ceiling on the same test patients ({sub}): AUC {o['auc']:.3f}.")
+    return out

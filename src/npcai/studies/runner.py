@@ -1,0 +1,279 @@
+"""Run a study: ingest (optional) -> ROI caches -> training runs -> ensembles -> statistics ->
+Grad-CAM -> the HTML report, through the same library functions as the CLI commands.
+
+Folder written (``OUT``)::
+
+    OUT/study.yaml          the resolved design (preset and overrides applied)
+    OUT/cohort/             the ingested cohort when the study starts from an export
+    OUT/runs/<step>/        one `npcai train` run folder per step (subset__roi__backbone__unit)
+    OUT/runs/<ensemble>/    soft-voting ensembles (001)
+    OUT/steps/<step>.json   what each finished step was made from (its hash) and how long it took
+    OUT/explain/<step>/     Grad-CAM overlays, montages and localisation tables
+    OUT/report/             report.html, tables/*.csv, figures/*.png
+
+Reuse: a step whose ``steps/<step>.json`` hash matches the resolved step (cohort, ROI
+parameters, backbone, unit, training options, split source) is not trained again, so a
+study can be re-run after adding a backbone, and an interrupted study continues where it
+stopped. With ``resume=True`` an interrupted *training run* also continues from its last
+checkpoint instead of starting over.
+
+Every run of a subset shares the split of that subset's first run (``split_from``), so all
+comparisons (DeLong) are paired on the same test patients.
+
+Examples:
+    >>> result = run_study("peritumoral", cohort="cohort", out="study", preset="fast")  # doctest: +SKIP
+    >>> result.report                                                                 # doctest: +SKIP
+    PosixPath('study/report/report.html')
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from npcai.errors import NpcaiError
+from npcai.fsutil import atomic_write_text, file_sha256
+from npcai.progress import track
+from npcai.studies.schema import ResolvedStudy, Step, load_study
+
+__all__ = ["StudyResult", "run_study", "resolve_study", "plan_study"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyResult:
+    """What :func:`run_study` made: the report path, one results row per evaluated model,
+    the step log (trained or reused, seconds) and the total time."""
+
+    out: Path
+    report: Path
+    results: pd.DataFrame
+    steps: pd.DataFrame
+    seconds: float
+    findings: list[str] = field(default_factory=list)
+
+
+def resolve_study(study: str | Path, preset: str | None = None, *, backbones: list[str] | None = None,
+                  epochs: int | None = None, pretrained: bool | None = None) -> ResolvedStudy:
+    """Load a shipped study (or a YAML path) and apply the preset and overrides."""
+    return load_study(study).resolve(preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
+
+
+def plan_study(resolved: ResolvedStudy) -> pd.DataFrame:
+    """The steps a study will run, as a table (for ``npcai study run --dry-run`` and tests)."""
+    rows = [{"step": s.key, "subset": s.subset.name, "roi": s.roi.name, "variant": s.roi.variant,
+             "region": s.roi.region, "slices": s.roi.slices, "timepoint": s.roi.timepoint,
+             "backbone": s.backbone, "unit": s.unit, "roi_cache": resolved.roi_cache_name(s.roi)}
+            for s in resolved.steps()]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- the run
+def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str | Path | None = None,
+              export: str | Path | None = None, clinical: str | Path | None = None,
+              contours: str | Path | None = None, preset: str | None = None,
+              backbones: list[str] | None = None, epochs: int | None = None,
+              pretrained: bool | None = None, weights: str | Path | None = None,
+              resume: bool = False, explain: bool = True) -> StudyResult:
+    """Run every step of a study and write its report.
+
+    Args:
+        study: a shipped study name (peritumoral, prepost, residual, metastasis), the path of
+            a study YAML, or an already resolved study.
+        out: the study folder (created; finished steps inside it are reused).
+        cohort: an ingested cohort folder; or give ``export`` and ``clinical`` to ingest
+            first into ``out/cohort``.
+        contours: contour folder of the export (default: ``EXPORT/contours`` when present).
+        preset: ``paper`` or ``fast`` (see the study YAML).
+        backbones, epochs, pretrained: override the preset.
+        weights: local pretrained weights for the backbone(s), passed to training.
+        resume: continue interrupted training runs from their last checkpoint.
+        explain: run Grad-CAM on the study's chosen runs.
+
+    Returns:
+        :class:`StudyResult`.
+
+    Raises:
+        NpcaiError: bad study, cohort or export (one line naming it).
+    """
+    t0 = time.perf_counter()
+    resolved = study if isinstance(study, ResolvedStudy) else \
+        resolve_study(study, preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", yaml.safe_dump(resolved.to_dict(), sort_keys=False))
+
+    cohort_dir = _cohort(out, cohort, export, clinical, contours)
+    _check_endpoint(cohort_dir, resolved)
+
+    roi_names = _build_rois(cohort_dir, resolved)
+    step_log = _train_steps(cohort_dir, out, resolved, roi_names, weights=weights, resume=resume)
+    ens_log = _ensembles(out, resolved)
+
+    from npcai.studies.analysis import analyse_study
+
+    analysis = analyse_study(cohort_dir, out, resolved, step_log + ens_log, explain=explain)
+    seconds = time.perf_counter() - t0
+    from npcai.report.study import build_report
+
+    steps = pd.DataFrame(step_log + ens_log)
+    report = build_report(out, cohort_dir, resolved, analysis, steps, seconds)
+    return StudyResult(out=out, report=report, results=analysis.results, steps=steps,
+                       seconds=seconds, findings=analysis.findings)
+
+
+# ---------------------------------------------------------------------------- cohort
+def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
+    if (cohort is None) == (export is None):
+        raise NpcaiError("give either --cohort COHORT or --export DIR --clinical FILE (not both)")
+    if cohort is not None:
+        from npcai.cohort.model import Cohort
+
+        Cohort.load(cohort)
+        return Path(cohort)
+    export = Path(export)
+    if not export.is_dir():
+        raise NpcaiError(f"{export}: export folder not found")
+    if clinical is None:
+        default = export / "clinical.csv"
+        if not default.is_file():
+            raise NpcaiError(f"{export}: no --clinical FILE given and no clinical.csv in the export")
+        clinical = default
+    target = out / "cohort"
+    if (target / "cohort.json").is_file():
+        log.info("reusing the cohort ingested earlier: %s", target)
+        return target
+    if contours is None and (export / "contours").is_dir():
+        contours = export / "contours"
+        log.info("using the export's contours: %s", contours)
+    from npcai.cohort.ingest import ingest
+
+    source = export / "dicom" if (export / "dicom").is_dir() else export
+    ingest(source, clinical=clinical, out=target, contours=contours)
+    return target
+
+
+def _check_endpoint(cohort_dir: Path, resolved: ResolvedStudy) -> None:
+    """Fail before any training when the cohort lacks the endpoint or a subset is empty."""
+    from npcai.cohort.endpoints import endpoint_labels, filter_patients
+    from npcai.cohort.model import Cohort
+
+    clinical = Cohort.load(cohort_dir).clinical()
+    for sub in resolved.study.subsets:
+        labels = endpoint_labels(filter_patients(clinical, sub.where), resolved.study.endpoint).labels
+        if labels.nunique() < 2:
+            raise NpcaiError(f"{cohort_dir}/clinical.csv: study {resolved.study.name}, subset {sub.name}: "
+                             f"endpoint {resolved.study.endpoint} has {len(labels)} labelled patients of a "
+                             f"single class; a classifier needs both classes")
+
+
+# ---------------------------------------------------------------------------- ROI caches
+def _build_rois(cohort_dir: Path, resolved: ResolvedStudy) -> dict[str, str]:
+    from npcai.imaging.roi_cache import build_roi
+
+    names = {}
+    for roi in track(resolved.study.rois, "ROI datasets"):
+        name = resolved.roi_cache_name(roi)
+        params = resolved.roi_params(roi)
+        build_roi(cohort_dir, name, params.pop("variant"), **params)
+        names[roi.name] = name
+    return names
+
+
+# ---------------------------------------------------------------------------- training
+def _cohort_hash(cohort_dir: Path) -> str:
+    return file_sha256(Path(cohort_dir) / "cohort.json")
+
+
+def _step_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _roi_input_hash(cohort_dir: Path, roi_name: str) -> str:
+    variant = json.loads((Path(cohort_dir) / "roi" / roi_name / "variant.json").read_text())
+    return str(variant.get("input_hash", ""))
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "predictions_patients.csv").is_file() and (run_dir / "config.yaml").is_file()
+
+
+def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names: dict[str, str], *,
+                 weights, resume: bool) -> list[dict[str, Any]]:
+    from npcai.studies.backend import train_run
+
+    s = resolved.study
+    log_rows: list[dict[str, Any]] = []
+    first_of_subset: dict[str, Path] = {}
+    steps = resolved.steps()
+    for step in track(steps, f"Training {len(steps)} runs"):
+        run_dir = out / "runs" / step.key
+        split_from = first_of_subset.get(step.subset.name)
+        payload = {"cohort": _cohort_hash(cohort_dir), "roi": _roi_input_hash(cohort_dir, roi_names[step.roi.name]),
+                   "backbone": step.backbone, "unit": step.unit, "training": s.training.model_dump(),
+                   "split": s.split.model_dump(), "endpoint": s.endpoint, "where": step.subset.where,
+                   "split_from": split_from.name if split_from else None,
+                   "weights": str(weights) if weights else None}
+        digest = _step_hash(payload)
+        marker = out / "steps" / f"{step.key}.json"
+        status = "trained"
+        t = time.perf_counter()
+        if marker.is_file() and _finished(run_dir) and json.loads(marker.read_text()).get("hash") == digest:
+            status = "reused"
+            seconds = json.loads(marker.read_text()).get("seconds", 0.0)
+            log.info("step %s: finished earlier with the same inputs; reusing %s", step.key, run_dir)
+        else:
+            if run_dir.exists() and not resume:
+                log.info("step %s: inputs changed or run incomplete; training again", step.key)
+            train_run(cohort_dir, roi=roi_names[step.roi.name], endpoint=s.endpoint, backbone=step.backbone,
+                      out=run_dir, unit=step.unit, training=s.training, split=s.split,
+                      split_from=split_from, where=step.subset.where, weights=weights,
+                      resume=resume and run_dir.exists())
+            seconds = time.perf_counter() - t
+            atomic_write_text(marker, json.dumps({"step": step.key, "hash": digest, "payload": payload,
+                                                  "seconds": seconds}, indent=1, default=str))
+        if split_from is None:
+            first_of_subset[step.subset.name] = run_dir
+        log_rows.append(_step_row(step, run_dir, status, seconds))
+    return log_rows
+
+
+def _step_row(step: Step, run_dir: Path, status: str, seconds: float) -> dict[str, Any]:
+    return {"step": step.key, "source": "run", "subset": step.subset.name, "roi": step.roi.name,
+            "backbone": step.backbone, "unit": step.unit, "status": status,
+            "seconds": round(float(seconds), 1), "run": str(run_dir)}
+
+
+def _ensembles(out: Path, resolved: ResolvedStudy) -> list[dict[str, Any]]:
+    from npcai.studies.backend import ensemble_runs
+
+    s = resolved.study
+    rows = []
+    for ens in s.ensembles:
+        for sub in s.subsets:
+            for bb in s.backbones:
+                for unit in s.units:
+                    members = [out / "runs" / f"{sub.name}__{r}__{bb}__{unit}" for r in ens.rois]
+                    key = f"{sub.name}__{ens.name}__{bb}__{unit}"
+                    run_dir = out / "runs" / key
+                    digest = _step_hash({m.name: file_sha256(m / "predictions_patients.csv") for m in members})
+                    marker = out / "steps" / f"{key}.json"
+                    status, t = "reused", time.perf_counter()
+                    if not (marker.is_file() and _finished(run_dir)
+                            and json.loads(marker.read_text()).get("hash") == digest):
+                        ensemble_runs(members, run_dir)
+                        status = "trained"
+                        atomic_write_text(marker, json.dumps({"step": key, "hash": digest}, indent=1))
+                    rows.append({"step": key, "source": "ensemble", "subset": sub.name, "roi": ens.name,
+                                 "backbone": bb, "unit": unit, "status": status,
+                                 "seconds": round(time.perf_counter() - t, 1), "run": str(run_dir)})
+    return rows
+

@@ -1,0 +1,333 @@
+"""The study YAML: a seed paper's design as data (ROI variants x backbones x units x endpoint).
+
+A study file lists the ROI datasets, backbones, training units, patient subsets and the
+endpoint of one seed study, the training settings the paper used, and named *presets*
+that override parts of it (``paper`` = the seed's own settings, ``fast`` = small backbones
+and resolution for a 2-core CPU). :func:`load_study` validates a file and
+:meth:`Study.resolve` applies a preset and command-line overrides, giving the
+:class:`ResolvedStudy` whose :meth:`~ResolvedStudy.steps` the runner executes.
+
+Examples:
+    >>> from npcai.studies.schema import load_study
+    >>> study = load_study("peritumoral")
+    >>> resolved = study.resolve("fast")
+    >>> [s.key for s in resolved.steps()][:1]     # doctest: +SKIP
+    ['all__original__resnet18__image']
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from npcai.errors import NpcaiError
+
+__all__ = [
+    "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec",
+    "PresetSpec", "Study", "ResolvedStudy", "Step", "load_study", "list_studies",
+    "study_path", "STUDY_DIR",
+]
+
+STUDY_DIR = Path(__file__).parent
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+Layout = Literal["expansion", "prepost", "units", "metastasis", "generic"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RoiSpec(_Model):
+    """One ROI dataset: the arguments of :func:`npcai.imaging.roi_cache.build_roi`, plus
+    how the report labels and groups it."""
+
+    name: str = Field(pattern=_NAME, description="short id used in run and table names")
+    label: str | None = Field(None, description="how tables and figures name the dataset")
+    variant: str = Field(description="original | segmented | expand:Npx | expand:Nmm | bbox[:margin] | bbox-expand:N")
+    region: Literal["primary", "nodes", "both"] = "primary"
+    slices: str = Field("tumour", description="tumour | all | max-area:K")
+    sequences: list[str] = Field(default_factory=lambda: ["T1c"])
+    timepoint: Literal["pre", "post", "both"] = "pre"
+    mask: Literal["manual", "auto"] = "manual"
+    min_component: tuple[int, int] = (10, 10)
+    frame: Literal["slice", "bbox"] | None = Field(
+        None, description="slice = whole slice; bbox = square crop around the kept region first (bbox variants always)")
+    group: str | None = Field(None, description="dataset group in the main table (e.g. 'primary' in 003)")
+    kind: str | None = Field(None, description="column in the main table (e.g. 'intratumoural' in 003)")
+    expansion: float | None = Field(None, description="x position in the AUC-against-expansion plot")
+
+    @field_validator("variant")
+    @classmethod
+    def _variant(cls, v: str) -> str:
+        from npcai.imaging.variants import parse_variant
+
+        try:
+            return str(parse_variant(v))
+        except NpcaiError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("slices")
+    @classmethod
+    def _slices(cls, v: str) -> str:
+        if v not in ("tumour", "all") and not re.fullmatch(r"max-area:\d+", v):
+            raise ValueError(f"slices {v!r}: use tumour, all or max-area:K")
+        return v
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class SubsetSpec(_Model):
+    """A patient subset trained as its own model (002: CCRT and IC+CCRT patients)."""
+
+    name: str = Field(pattern=_NAME)
+    label: str | None = None
+    where: str | None = Field(None, description="pandas query on the clinical table, as `npcai train --where`")
+
+
+class TrainingSpec(_Model):
+    """Hyper-parameters passed to training (the options of `npcai train`)."""
+
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["sgd", "adam", "rmsprop"] = "sgd"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    patience: int | None = Field(None, ge=1, description="early stopping on validation AUC; None = run all epochs")
+    size: int = Field(224, ge=16, description="ROI side in pixels")
+    pretrained: bool = Field(True, description="ImageNet weights (transfer learning), as the seeds")
+    aggregate: Literal["mean", "max", "area-weighted"] = "mean"
+
+
+class SplitSpec(_Model):
+    """Patient-level split shared by every run of the study (paired comparisons)."""
+
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+class EnsembleSpec(_Model):
+    """Soft voting over runs that share test patients (001: Pre + Post)."""
+
+    name: str = Field(pattern=_NAME)
+    label: str | None = None
+    rois: list[str] = Field(min_length=2)
+
+
+class ExplainSpec(_Model):
+    """Which runs get Grad-CAM: one backbone, the listed ROIs (all when empty), top-K test patients."""
+
+    enabled: bool = True
+    backbone: str | None = None
+    rois: list[str] = Field(default_factory=list)
+    top: int = Field(2, ge=1)
+
+
+class PresetSpec(_Model):
+    """Overrides applied by ``--preset``; unspecified fields keep the study's values."""
+
+    description: str = ""
+    backbones: list[str] | None = None
+    units: list[Literal["image", "patient"]] | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    roi_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per ROI name (or '*' for all) field overrides")
+    rois: list[str] | None = Field(None, description="keep only these ROI names")
+
+    @field_validator("training")
+    @classmethod
+    def _training_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(v) - set(TrainingSpec.model_fields)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TrainingSpec.model_fields)}")
+        return v
+
+
+class Study(_Model):
+    """A study design as written in its YAML file (see the shipped ``*.yaml``)."""
+
+    name: str = Field(pattern=_NAME)
+    title: str
+    seed_paper: str | None = Field(None, description="seed file id, e.g. '000'")
+    reference: str = ""
+    description: str = ""
+    endpoint: str
+    layout: Layout = "generic"
+    rois: list[RoiSpec] = Field(min_length=1)
+    backbones: list[str] = Field(min_length=1)
+    units: list[Literal["image", "patient"]] = Field(default_factory=lambda: ["image"])
+    subsets: list[SubsetSpec] = Field(default_factory=lambda: [SubsetSpec(name="all")])
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    ensembles: list[EnsembleSpec] = Field(default_factory=list)
+    delong: list[tuple[str, str]] = Field(default_factory=list,
+                                          description="ROI pairs compared with the paired DeLong test per backbone")
+    tnm_baseline: bool = True
+    explain: ExplainSpec = Field(default_factory=ExplainSpec)
+    presets: dict[str, PresetSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "Study":
+        names = [r.name for r in self.rois]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate ROI names {sorted(dup)}")
+        subs = [s.name for s in self.subsets]
+        if len(set(subs)) != len(subs):
+            raise ValueError("duplicate subset names")
+        known = set(names)
+        comparable = known | {e.name for e in self.ensembles}
+        for a, b in self.delong:
+            if a not in comparable or b not in comparable:
+                raise ValueError(f"delong pair ({a}, {b}) names an unknown ROI or ensemble; known: {sorted(comparable)}")
+        for e in self.ensembles:
+            bad = [r for r in e.rois if r not in known]
+            if bad:
+                raise ValueError(f"ensemble {e.name} names unknown ROI(s) {bad}")
+        for r in self.explain.rois:
+            if r not in known:
+                raise ValueError(f"explain names unknown ROI {r!r}")
+        for pname, p in self.presets.items():
+            for r in list(p.roi_overrides) + list(p.rois or []):
+                if r != "*" and r not in known:
+                    raise ValueError(f"preset {pname!r} names unknown ROI {r!r}")
+        return self
+
+    # ------------------------------------------------------------------ resolution
+    def resolve(self, preset: str | None = None, *, backbones: list[str] | None = None,
+                epochs: int | None = None, size: int | None = None,
+                pretrained: bool | None = None) -> "ResolvedStudy":
+        """Apply a preset, then command-line overrides; returns the study that will run."""
+        data = self.model_dump()
+        presets = data.pop("presets")
+        if preset is not None:
+            if preset not in presets:
+                raise NpcaiError(f"study {self.name}: no preset {preset!r}; choose one of {sorted(presets)}")
+            p = presets[preset]
+            if p["backbones"]:
+                data["backbones"] = list(p["backbones"])
+            if p["units"]:
+                data["units"] = list(p["units"])
+            data["training"].update(p["training"])
+            for roi in data["rois"]:
+                for key in ("*", roi["name"]):
+                    roi.update(copy.deepcopy(p["roi_overrides"].get(key, {})))
+            if p["rois"]:
+                keep = set(p["rois"])
+                data["rois"] = [r for r in data["rois"] if r["name"] in keep]
+        if backbones:
+            data["backbones"] = list(backbones)
+        if epochs is not None:
+            data["training"]["epochs"] = epochs
+        if size is not None:
+            data["training"]["size"] = size
+        if pretrained is not None:
+            data["training"]["pretrained"] = pretrained
+        kept = {r["name"] for r in data["rois"]}
+        data["ensembles"] = [e for e in data["ensembles"] if set(e["rois"]) <= kept]
+        comparable = kept | {e["name"] for e in data["ensembles"]}
+        data["delong"] = [pair for pair in data["delong"] if set(pair) <= comparable]
+        data["explain"]["rois"] = [r for r in data["explain"]["rois"] if r in kept]
+        try:
+            study = Study(**data)
+        except ValidationError as exc:
+            raise NpcaiError(f"study {self.name}, preset {preset}: {_first_error(exc)}") from exc
+        return ResolvedStudy(study=study, preset=preset,
+                             preset_description=presets.get(preset, {}).get("description", "") if preset else "")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training run of a study: subset x ROI x backbone x unit."""
+
+    subset: SubsetSpec
+    roi: RoiSpec
+    backbone: str
+    unit: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.subset.name}__{self.roi.name}__{self.backbone}__{self.unit}"
+
+
+@dataclass
+class ResolvedStudy:
+    """A study with its preset and overrides applied: what runs and what the report states."""
+
+    study: Study
+    preset: str | None
+    preset_description: str = ""
+
+    def steps(self) -> list[Step]:
+        """Every training run, subset-major so that each subset's first run defines its split."""
+        s = self.study
+        return [Step(sub, roi, bb, unit) for sub in s.subsets for roi in s.rois
+                for bb in s.backbones for unit in s.units]
+
+    def roi_cache_name(self, roi: RoiSpec) -> str:
+        """Cache name under COHORT/roi/: the ROI id plus a hash of every build parameter, so
+        two presets (or studies) never overwrite each other's caches."""
+        params = self.roi_params(roi)
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        return f"study-{roi.name}-{params['size']}px-{digest}"
+
+    def roi_params(self, roi: RoiSpec) -> dict[str, Any]:
+        """Keyword arguments of ``build_roi`` for this ROI at the study's training size."""
+        return {"variant": roi.variant, "region": roi.region, "slices": roi.slices,
+                "sequences": tuple(roi.sequences), "timepoint": roi.timepoint, "mask": roi.mask,
+                "size": self.study.training.size, "min_component": tuple(roi.min_component),
+                "frame": roi.frame}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.study.model_dump(mode="json")
+        d.pop("presets", None)
+        return {"preset": self.preset, "preset_description": self.preset_description, "study": d}
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def list_studies() -> list[str]:
+    """Names of the studies shipped with npcai."""
+    return sorted(p.stem for p in STUDY_DIR.glob("*.yaml"))
+
+
+def study_path(study: str | Path) -> Path:
+    """A shipped study name or the path of a study YAML -> the file."""
+    p = Path(study)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise NpcaiError(f"{p}: study file not found; give a shipped study ({', '.join(list_studies())}) or a YAML path")
+        return p
+    shipped = STUDY_DIR / f"{study}.yaml"
+    if not shipped.is_file():
+        raise NpcaiError(f"study {study!r}: unknown; choose one of {', '.join(list_studies())} or give a YAML path")
+    return shipped
+
+
+def load_study(study: str | Path) -> Study:
+    """Read and validate a study (shipped name or YAML path); one-line error on any problem."""
+    path = study_path(study)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise NpcaiError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise NpcaiError(f"{path}: a study file must be a mapping with name, endpoint, rois, backbones")
+    try:
+        return Study(**data)
+    except ValidationError as exc:
+        raise NpcaiError(f"{path}: {_first_error(exc)}; see the shipped studies in {STUDY_DIR}") from exc

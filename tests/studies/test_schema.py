@@ -1,0 +1,120 @@
+"""The study YAML schema: shipped studies validate, presets resolve, bad files fail clearly."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from npcai.errors import NpcaiError
+from npcai.studies.runner import plan_study
+from npcai.studies.schema import STUDY_DIR, Study, list_studies, load_study
+
+
+def test_four_studies_are_shipped():
+    assert list_studies() == ["metastasis", "peritumoral", "prepost", "residual"]
+
+
+@pytest.mark.parametrize("name", ["metastasis", "peritumoral", "prepost", "residual"])
+def test_shipped_study_validates_with_both_presets(name):
+    study = load_study(name)
+    assert set(study.presets) == {"paper", "fast"}
+    for preset in ("paper", "fast"):
+        resolved = study.resolve(preset)
+        steps = resolved.steps()
+        assert steps and len({s.key for s in steps}) == len(steps)
+        assert resolved.preset_description
+    fast = study.resolve("fast").study
+    assert fast.training.size <= 96 and not fast.training.pretrained
+
+
+def test_paper_presets_follow_the_seeds():
+    p000 = load_study("peritumoral").resolve("paper").study
+    assert p000.backbones == ["inception_resnet_v2", "ecaresnet50t", "efficientnet_b3", "efficientnet_b0"]
+    assert (p000.training.optimizer, p000.training.lr, p000.training.batch_size, p000.training.epochs) == \
+        ("sgd", 0.001, 32, 40)
+    assert [r.variant for r in p000.rois] == ["original", "segmented", "expand:5px", "expand:10px",
+                                              "expand:20px", "expand:40px", "expand:60px"]
+    p001 = load_study("prepost").resolve("paper").study
+    assert (p001.backbones, p001.training.optimizer, p001.training.lr) == (["inception_resnet_v2"], "adam", 1e-4)
+    assert [e.rois for e in p001.ensembles] == [["pre", "post"]]
+    p002 = load_study("residual").resolve("paper").study
+    assert p002.units == ["image", "patient"] and [s.where for s in p002.subsets] == \
+        ['treatment == "CCRT"', 'treatment == "IC+CCRT"']
+    assert len(p002.backbones) == 4 and p002.training.optimizer == "sgd"
+    p003 = load_study("metastasis").resolve("paper").study
+    assert len(p003.rois) == 8 and {r.variant for r in p003.rois} == {"segmented", "expand:3mm"}
+    assert {r.slices for r in p003.rois} == {"tumour", "max-area:3"}
+    assert len(plan_study(load_study("metastasis").resolve("paper"))) == 32
+
+
+def test_overrides_apply_after_the_preset():
+    r = load_study("metastasis").resolve("fast", backbones=["resnet18", "resnet34"], epochs=2)
+    assert r.study.backbones == ["resnet18", "resnet34"] and r.study.training.epochs == 2
+    assert len(r.steps()) == 16
+    # each subset's steps come first-run-first so the first run defines the split
+    assert r.steps()[0].roi.name == "both-intra"
+
+
+def test_roi_cache_names_differ_between_presets():
+    s = load_study("peritumoral")
+    fast, paper = s.resolve("fast"), s.resolve("paper")
+    roi_f = next(r for r in fast.study.rois if r.name == "expand20")
+    roi_p = next(r for r in paper.study.rois if r.name == "expand20")
+    assert fast.roi_cache_name(roi_f) != paper.roi_cache_name(roi_p)
+    assert roi_f.variant == "expand:10px" and roi_p.variant == "expand:20px"
+
+
+def _write(tmp_path, data) -> str:
+    p = tmp_path / "study.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def _minimal():
+    return {"name": "mine", "title": "Mine", "endpoint": "pfs-median",
+            "rois": [{"name": "seg", "variant": "segmented"}], "backbones": ["resnet18"]}
+
+
+def test_a_user_yaml_runs_through_the_same_schema(tmp_path):
+    s = load_study(_write(tmp_path, _minimal()))
+    assert isinstance(s, Study) and s.resolve(None).steps()[0].key == "all__seg__resnet18__image"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["rois"][0].update(variant="expand:20"), "rois.0.variant"),
+    (lambda d: d.update(backbones=[]), "backbones"),
+    (lambda d: d.update(colour="red"), "colour"),
+    (lambda d: d["rois"].append({"name": "seg", "variant": "original"}), "duplicate ROI"),
+    (lambda d: d.update(delong=[["seg", "nope"]]), "unknown ROI"),
+    (lambda d: d["rois"][0].update(slices="biggest"), "slices"),
+])
+def test_bad_study_files_fail_with_one_line(tmp_path, change, message):
+    data = _minimal()
+    change(data)
+    with pytest.raises(NpcaiError) as exc:
+        load_study(_write(tmp_path, data))
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_unknown_study_and_preset(tmp_path):
+    with pytest.raises(NpcaiError, match="unknown; choose one of"):
+        load_study("nonexistent")
+    with pytest.raises(NpcaiError, match="no preset 'turbo'"):
+        load_study("peritumoral").resolve("turbo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(NpcaiError, match="not valid YAML"):
+        load_study(bad)
+
+
+def test_study_dir_has_only_valid_yaml():
+    for path in STUDY_DIR.glob("*.yaml"):
+        assert load_study(path).name == path.stem
+
+
+def test_cli_list_and_dry_run(cli):
+    r = cli("study", "list")
+    assert r.code == 0 and "peritumoral" in r.stdout and "28 / 14" in r.stdout
+    r = cli("study", "run", "residual", "--preset", "fast", "--dry-run")
+    assert r.code == 0 and "4 runs" in r.stdout
+    r = cli("study", "run", "nope", "--dry-run")
+    assert r.code == 2 and "unknown" in r.stderr
