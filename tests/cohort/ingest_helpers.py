@@ -17,12 +17,13 @@ def write_series(folder: Path, volume: np.ndarray, *, patient_id: str, descripti
                  study_date: str = "20200101", spacing=(0.8, 0.8, 3.0), origin=(-25.0, -25.0, 10.0),
                  series_uid: str | None = None, study_uid: str | None = None, modality: str = "MR",
                  positions: list[float] | None = None, reverse_files: bool = True,
-                 frame_uid: str | None = None) -> list[Path]:
-    """Write ``volume`` (z, y, x) int16 as one axial DICOM series; returns the file paths.
+                 frame_uid: str | None = None, orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0)) -> list[Path]:
+    """Write ``volume`` (z, y, x) int16 as one DICOM series; returns the file paths.
+
+    Slice k lies at ``origin + positions[k] * normal`` (default positions ``k * spacing[2]``).
 
     Files are numbered in *reverse* slice order by default so ingest must sort by position.
     """
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -31,7 +32,8 @@ def write_series(folder: Path, volume: np.ndarray, *, patient_id: str, descripti
     study_uid = study_uid or generate_uid()
     frame_uid = frame_uid or generate_uid()
     nz = volume.shape[0]
-    zs = positions if positions is not None else [origin[2] + k * spacing[2] for k in range(nz)]
+    zs = positions if positions is not None else [k * spacing[2] for k in range(nz)]
+    normal = np.cross(orientation[:3], orientation[3:])
     paths = []
     for k in range(nz):
         meta = FileMetaDataset()
@@ -53,8 +55,8 @@ def write_series(folder: Path, volume: np.ndarray, *, patient_id: str, descripti
         ds.SeriesDescription = description
         ds.SeriesNumber = 1
         ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [float(origin[0]), float(origin[1]), float(zs[k])]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [float(v) for v in np.asarray(origin, float) + zs[k] * normal]
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
         ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
         ds.SliceThickness = float(spacing[2])
         ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]

@@ -125,7 +125,7 @@ def test_duplicate_slice_positions_are_refused(tmp_path, cli):
                    positions=[0.0, 3.0, 3.0])
     (exp / "clinical.csv").write_text("hospital_id\nH1\n")
     r = cli("ingest", exp / "dicom", "--clinical", exp / "clinical.csv", "--out", tmp_path / "cohort")
-    assert r.code == 2 and "duplicate slice position 3.00 mm" in r.stderr
+    assert r.code == 2 and "duplicate slice position 13.00 mm" in r.stderr
 
 
 def _truncate(path: Path) -> None:
@@ -185,3 +185,35 @@ def test_images_without_clinical_rows_are_excluded_and_listed(mini, tmp_path, ca
     c = Cohort.load(tmp_path / "c")
     assert c.patient_ids == ["P0001", "P0002"]
     assert list(c.clinical()["age"]) == [50.0, 61.0]
+
+
+@pytest.mark.parametrize("orientation", [
+    (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),                      # sagittal
+    (1.0, 0.0, 0.0, 0.0, -1.0, 0.0),                      # axial, normal pointing feet-ward
+    (0.866025, 0.5, 0.0, -0.5, 0.866025, 0.0),            # axial rotated 30 degrees in plane
+])
+def test_non_axial_geometry_maps_voxels_to_dicom_positions(tmp_path, orientation):
+    exp = tmp_path / "export"
+    vol = h.blob_volume((3, 12, 10))
+    files = h.write_series(exp / "dicom" / "H1" / "s", vol, patient_id="H1", orientation=orientation,
+                           spacing=(0.7, 0.9, 4.0), origin=(5.0, -7.0, 30.0))
+    (exp / "clinical.csv").write_text("hospital_id\nH1\n")
+    ingest(exp / "dicom", clinical=exp / "clinical.csv", out=tmp_path / "c")
+    c = Cohort.load(tmp_path / "c")
+    scan = c.scans()[0]
+    image = c.read_image(scan)
+    import pydicom
+
+    for f in files:
+        ds = pydicom.dcmread(f)
+        k = int(ds.InstanceNumber) - 1                     # the k-th slice of the written volume
+        normal = np.cross(orientation[:3], orientation[3:])
+        order = np.argsort([float(np.dot(normal, pydicom.dcmread(g).ImagePositionPatient)) for g in files])
+        z = int(np.where(order == k)[0][0])
+        # voxel (col 0, row 0, slice z) sits at the slice's ImagePositionPatient
+        assert image.TransformIndexToPhysicalPoint((0, 0, z)) == pytest.approx([float(v) for v in ds.ImagePositionPatient],
+                                                                                abs=1e-3)
+        # one column step moves along the row direction cosine by the column spacing
+        step = np.subtract(image.TransformIndexToPhysicalPoint((1, 0, z)), image.TransformIndexToPhysicalPoint((0, 0, z)))
+        assert step == pytest.approx(np.asarray(orientation[:3]) * float(ds.PixelSpacing[1]), abs=1e-4)
+        np.testing.assert_array_equal(c.read_array(scan)[z], vol[k])

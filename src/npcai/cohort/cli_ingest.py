@@ -47,7 +47,7 @@ def ingest_command(
         report = ingest(export, clinical=clinical, out=out, contours=contours, images=images,
                         sequence_map=sequence_map, keep_ids=keep_ids, sheet=sheet, overwrite=overwrite,
                         roi_map=roi_map)
-    console = Console()
+    console = Console(soft_wrap=True)
     groups = ", ".join(f"{k}: {v}" for k, v in report["scans_per_group"].items())
     console.print(f"[bold]cohort[/bold] {report['out']}  ({report['modality']})")
     console.print(f"  patients {report['patients']}, scans {report['scans']} ({groups}), "
@@ -57,7 +57,8 @@ def ingest_command(
                        ("clinical_without_images", "excluded, clinical row but no images"),
                        ("unmatched_contours", "contour files matching no scan"),
                        ("scans_without_contour", "scans without contour"),
-                       ("skipped_files", "unreadable DICOM files skipped")):
+                       ("skipped_files", "unreadable DICOM files skipped"),
+                       ("dropped_columns", "identifying clinical columns dropped")):
         if report[key]:
             items = report[key]
             console.print(f"  [yellow]{label}: {len(items)}[/yellow] ({', '.join(map(str, items[:8]))}"
@@ -71,8 +72,7 @@ def validate_command(
     no_hashes: bool = typer.Option(False, "--no-hashes", help="Skip re-hashing the image files (faster)."),
 ) -> None:
     """Re-check a cohort (files, geometry, masks, clinical join) and print its summary; exit 2 on problems."""
-    import sys
-
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -82,7 +82,7 @@ def validate_command(
 
     with show_progress():
         result = validate_cohort(cohort, check_hashes=not no_hashes)
-    console = Console()
+    console = Console(soft_wrap=True)
     s = result.summary
     if s is not None:
         console.print(f"[bold]{cohort}[/bold]: {s.patients} patients, modality {s.modality}")
@@ -93,18 +93,18 @@ def validate_command(
         for seq, row in s.scans.iterrows():
             t.add_row(str(seq), *[str(int(v)) for v in row])
         console.print(t)
-        t = Table(title="Masks")
-        for col in ("timepoint", "sequence", "scans", "with mask", "slices", "slices tumour", "slices nodes",
-                    "median tumour ml", "median nodes ml"):
+        t = Table(title="Masks (slices with tumour / nodes; median volumes in ml)", box=box.SIMPLE_HEAD)
+        for col in ("time", "seq", "scans", "masks", "slices", "tumour", "nodes", "tum. ml", "nod. ml"):
             t.add_column(col, justify="right")
         for _, r in s.masks.iterrows():
             t.add_row(r.timepoint, r.sequence, str(r.scans), str(r.with_mask), str(r.slices), str(r.slices_tumour),
                       str(r.slices_nodes), f"{r.median_tumour_ml:.2f}", f"{r.median_nodes_ml:.2f}")
         console.print(t)
         if len(s.endpoints):
-            t = Table(title="Endpoints (events/positives vs censored/negatives)")
-            for col in ("endpoint", "kind", "n", "events / positive", "censored / negative", "missing",
-                        "censored %", "median time"):
+            t = Table(title="Endpoints (survival: events / censored, median time; binary: 1 / 0)",
+                      box=box.SIMPLE_HEAD, pad_edge=False)
+            t.add_column("endpoint", no_wrap=True)
+            for col in ("kind", "n", "ev/1", "cens/0", "miss", "cens%", "median"):
                 t.add_column(col, justify="right")
             for _, r in s.endpoints.iterrows():
                 t.add_row(r.endpoint, r.kind, str(r.n), str(r.events_or_positive), str(r.censored_or_negative),
@@ -114,9 +114,7 @@ def validate_command(
         else:
             console.print("no endpoints: the clinical table has ids only (commands needing one will name the column)")
     if result.problems:
-        err = Console(stderr=True)
         for p in result.problems:
-            err.print(f"problem: {p}", markup=False)
-        sys.stderr.flush()
+            typer.echo(f"problem: {p}", err=True)
         raise NpcaiError(f"{cohort}: {len(result.problems)} problem(s) listed above; fix them or re-run `npcai ingest`")
     console.print("[green]cohort is sound[/green]")

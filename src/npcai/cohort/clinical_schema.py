@@ -47,13 +47,18 @@ from npcai.errors import NpcaiError
 
 __all__ = [
     "TREATMENTS", "BINARY_COLUMNS", "read_clinical", "validate_clinical", "require_columns",
-    "survival_endpoints", "binary_columns",
+    "survival_endpoints", "binary_columns", "identifying_columns",
 ]
 
 TREATMENTS = ("CCRT", "IC+CCRT", "RT")
 BINARY_COLUMNS = ("distant_metastasis", "residual_tumour")
 _ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "IVA": 4, "IVB": 4, "IVC": 4}
 _TIME_RX = re.compile(r"_(months|days|years|time)$")
+_IDENTIFYING_NAME_RX = re.compile(
+    r"(^|_)(name|first_?name|last_?name|surname|given_?name|dob|birth|birth_?date|date_?of_?birth|address|street|"
+    r"zip|postcode|postal_?code|phone|telephone|mobile|email|e_?mail|mrn|medical_?record|record_?number|ssn|"
+    r"national_?id|insurance|accession|initials|dates?)(_|$)", re.IGNORECASE)
+_DATE_VALUE_RX = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([ T].*)?\s*$")
 _EVENT_RX = re.compile(r"_event$")
 
 
@@ -152,7 +157,12 @@ def validate_clinical(df: pd.DataFrame, *, source: str | None = None, id_col: st
             try:
                 values.append(rule(v))
             except ValueError as exc:
-                raise NpcaiError(f"{src}: column {col!r} has {exc} for {_where(df, idx, id_col)}; fix the cell "
+                msg = str(exc)
+                hint = ""
+                if msg.endswith(")") and " (" in msg:
+                    msg, hint = msg[:-1].split(" (", 1)
+                    hint = f" ({hint})"
+                raise NpcaiError(f"{src}: column {col!r} has {msg} for {_where(df, idx, id_col)}{hint}; fix the cell "
                                  "or leave it empty") from None
         series = pd.Series(values, index=df.index, dtype=object)
         if rule in (_time, _number_ge0, _age):
@@ -177,7 +187,7 @@ def _as_float(v) -> float:
 def _time(v) -> float:
     f = _as_float(v)
     if f < 0:
-        raise ValueError(f"negative time {v!r} (times must be numbers >= 0)")
+        raise ValueError(f"negative time {v!r} (times must be >= 0)")
     return f
 
 
@@ -274,6 +284,25 @@ def _rule_for(col: str):
     if _EVENT_RX.search(c) or c in BINARY_COLUMNS:
         return _binary
     return None
+
+
+def identifying_columns(df: pd.DataFrame, id_col: str = "hospital_id") -> list[str]:
+    """Columns that look identifying and must not reach a cohort: names, birth dates,
+    addresses, contact details, record numbers, and any column of calendar dates
+    (by its name or because most of its cells are dates)."""
+    cols = []
+    for c in df.columns:
+        if c == id_col:
+            continue
+        key = re.sub(r"[^0-9a-z]+", "_", str(c).strip().lower())
+        if _IDENTIFYING_NAME_RX.search(key):
+            cols.append(c)
+            continue
+        values = df[c].dropna().astype(str)
+        values = values[values.str.strip() != ""]
+        if len(values) and values.str.match(_DATE_VALUE_RX).mean() >= 0.8:
+            cols.append(c)
+    return cols
 
 
 def survival_endpoints(columns: Iterable[str]) -> list[str]:

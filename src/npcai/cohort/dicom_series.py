@@ -145,6 +145,7 @@ class DicomSeries:
     orientation: tuple[float, ...] = ()                       # ImageOrientationPatient (6 values)
     origin: tuple[float, ...] = ()                            # position of the first slice (mm)
     pixel_spacing: tuple[float, float] = (1.0, 1.0)           # (row, column) mm
+    slice_thickness: float | None = None                      # mm, used only for one-slice series
 
     @property
     def uid_hash(self) -> str:
@@ -203,6 +204,14 @@ def _read_header(path: Path):
     return ds, truncated
 
 
+def _float(ds: Any, tag: str) -> float | None:
+    try:
+        v = float(ds.get(tag, None))
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
 def _is_candidate(path: Path) -> bool:
     name = path.name
     if name.startswith(".") or name.upper() == "DICOMDIR":
@@ -233,6 +242,7 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
     rtstructs: list[RtStructFile] = []
     unreadable: list[Path] = []
     non_image: dict[str, int] = defaultdict(int)
+    no_geometry: list[Path] = []
     for path in track(files, "Reading DICOM headers"):
         try:
             ds, truncated = _read_header(path)
@@ -243,8 +253,11 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
         if modality == "RTSTRUCT":
             rtstructs.append(_rtstruct_entry(ds, path, root))
             continue
-        if modality not in _IMAGE_MODALITIES or "PixelSpacing" not in ds or "ImagePositionPatient" not in ds:
+        if modality not in _IMAGE_MODALITIES:
             non_image[modality or "unknown"] += 1
+            continue
+        if "PixelSpacing" not in ds or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            no_geometry.append(path)
             continue
         if truncated:
             unreadable.append(path)
@@ -270,10 +283,14 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
         if sequence is None:
             ignored[description or "(no description)"] += 1
             continue
-        hospital_id = _str(first, "PatientID") or Path(folder).parts[0]
+        hospital_id = _str(first, "PatientID")
+        if not hospital_id:
+            hospital_id = Path(folder).parts[0]
+            log.warning("%s: no PatientID; using its top folder %r as the hospital id", folder, hospital_id)
         s = DicomSeries(series_uid=uid, study_uid=_str(first, "StudyInstanceUID"), hospital_id=hospital_id,
                         study_date=_str(first, "StudyDate"), modality=modality, description=description,
-                        frame_of_reference=_str(first, "FrameOfReferenceUID"), folder=folder, sequence=sequence)
+                        frame_of_reference=_str(first, "FrameOfReferenceUID"), folder=folder, sequence=sequence,
+                        slice_thickness=_float(first, "SpacingBetweenSlices") or _float(first, "SliceThickness"))
         # files unreadable in the same folder are attributed to this series too
         lost += [p for p in unplaced if p.parent == good[0][1].parent]
         s.skipped_files = [_rel(p, root) for p in lost]
@@ -281,6 +298,10 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
         check_series_geometry(s, slices)
         series.append(s)
 
+    if no_geometry:
+        log.warning("%s: ignored %d MR/CT file(s) without PixelSpacing/ImagePositionPatient/ImageOrientationPatient "
+                    "(e.g. %s; enhanced multi-frame or secondary captures); export classic single-frame images "
+                    "to ingest them", root, len(no_geometry), _rel(no_geometry[0], root))
     if ignored:
         listing = ", ".join(f"{d!r} x{n}" for d, n in sorted(ignored.items()))
         log.warning("%s: skipped %d series with no recognised sequence (%s); add a pattern with --sequence-map "
@@ -289,7 +310,8 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
         if not any(_rel(p, root) in s.skipped_files for s in series):
             log.warning("%s: unreadable DICOM file skipped", _rel(p, root))
     info = {"unreadable": [_rel(p, root) for p in unreadable], "ignored_series": dict(ignored),
-            "non_image_files": dict(non_image), "files": len(files)}
+            "non_image_files": dict(non_image), "no_geometry": [_rel(p, root) for p in no_geometry],
+            "files": len(files)}
     return sorted(series, key=lambda s: (s.hospital_id, s.study_date, s.folder)), rtstructs, info
 
 
@@ -421,7 +443,7 @@ def read_series(series: DicomSeries):
     normal = np.cross(iop[:3], iop[3:])
     direction = np.column_stack([iop[:3], iop[3:], normal]).ravel()
     steps = np.diff(series.positions_mm)
-    z_spacing = float(np.median(steps)) if len(steps) else float(image.GetSpacing()[2] or 1.0)
+    z_spacing = float(np.median(steps)) if len(steps) else float(series.slice_thickness or 1.0)
     arr = sitk.GetArrayViewFromImage(image)
     out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
     row_mm, col_mm = series.pixel_spacing

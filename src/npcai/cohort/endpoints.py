@@ -97,7 +97,7 @@ def _binary(col: pd.Series, column: str) -> pd.Series:
     values = pd.to_numeric(col, errors="coerce")
     bad = col.index[col.notna() & (values.isna() | ~values.isin([0, 1]))]
     if len(bad):
-        raise NpcaiError(f"clinical.csv: column {column!r} has value {col.loc[bad[0]]!r} for patient "
+        raise NpcaiError(f"clinical.csv: column {column!r} has value {str(col.loc[bad[0]])!r} for patient "
                          f"{bad[0]}; a binary endpoint must be 0 or 1")
     return values
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from npcai.cohort.clinical_schema import read_clinical, validate_clinical
+from npcai.cohort.clinical_schema import identifying_columns, read_clinical, validate_clinical
 from npcai.cohort.contours import align_label_map, find_volumes, mask_stats, read_label_map, read_volume
 from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, write_pseudonym_map
 from npcai.cohort.dicom_series import (DicomSeries, RtStructFile, SequenceMap, discover_series, find_rtstructs,
@@ -62,6 +62,7 @@ class _Source:
     frame_of_reference: str | None = None
     contour: Path | None = None
     rtstruct: Path | None = None
+    path: Path | None = None                     # the volume file (images mode)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -110,6 +111,11 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     Raises:
         NpcaiError: one line naming the file, series, patient or column at fault; nothing
             is written then.
+
+    Examples:
+        >>> ingest(None, images="kbp/images", contours="kbp/contours", clinical="ids.csv",
+        ...        out="kbp_cohort")["modality"]                                 # doctest: +SKIP
+        'CT'
     """
     import time
 
@@ -124,7 +130,17 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     rois = load_roi_map(roi_map)
 
     # ---- clinical table first: cheap, and the most common source of errors
-    table = validate_clinical(read_clinical(clinical, sheet=sheet))
+    raw = read_clinical(clinical, sheet=sheet)
+    if "patient_id" in raw.columns:
+        raise NpcaiError(f"{Path(clinical).name}: column 'patient_id' is reserved for the pseudonyms ingest assigns; "
+                         "rename it (to hospital_id if it holds the hospital's patient id)")
+    dropped = identifying_columns(raw)
+    if dropped:
+        rep.warn(f"{Path(clinical).name}: dropped identifying column(s) {', '.join(map(repr, dropped))} "
+                 "(names, birth dates, contact details, record numbers and calendar dates never enter a cohort; "
+                 "give intervals such as *_months instead)")
+        raw = raw.drop(columns=dropped)
+    table = validate_clinical(raw)
 
     # ---- image sources
     sources: list[_Source] = []
@@ -137,8 +153,8 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
                              f"(series seen: {', '.join(info['ignored_series']) or 'none'})")
         _assign_timepoints(series)
         sources += [_dicom_source(s) for s in series]
-        if info["unreadable"]:
-            rep.warn(f"{export}: skipped {len(info['unreadable'])} unreadable DICOM file(s): "
+        if info["unreadable"]:   # already logged per series by discover_series
+            rep.warnings.append(f"{export}: skipped {len(info['unreadable'])} unreadable DICOM file(s): "
                      f"{', '.join(info['unreadable'][:3])}")
         if info["ignored_series"]:
             rep.warnings.append(f"{export}: ignored {sum(info['ignored_series'].values())} series with no recognised "
@@ -193,6 +209,8 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
             pid = pseudonyms[src.hospital_id]
             sid = scan_id(pid, src.timepoint, src.sequence)
             image = src.load()
+            if src.path is not None:
+                src.source["file_sha256"] = file_sha256(src.path)
             n_slices += image.GetSize()[2]
             rel_img = f"images/{sid}.nii.gz"
             _write(image, tmp / rel_img)
@@ -224,7 +242,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
 
         source: dict[str, Any] = {
             "kind": "+".join(k for k, v in (("dicom", export), ("volumes", images)) if v is not None),
-            "input_sha256": _input_hash(by_key.values(), clinical),
+            "input_sha256": _input_hash(todo, clinical),
             "clinical_sha256": file_sha256(clinical),
             "keep_ids": bool(keep_ids),
             "sequence_map": {k: v.pattern for k, v in seq_map.patterns.items()},
@@ -261,6 +279,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
         "clinical_without_images": no_images,
         "unmatched_contours": unmatched_contours,
         "scans_without_contour": no_contour,
+        "dropped_columns": dropped,
         "skipped_files": list(info["unreadable"]),
         "ignored_series": dict(info["ignored_series"]),
         "warnings": rep.warnings,
@@ -296,8 +315,8 @@ def _dicom_source(s: DicomSeries) -> _Source:
 
 def _volume_source(key: tuple[str, str, str], path: Path) -> _Source:
     return _Source(hospital_id=key[0], timepoint=key[1], sequence=key[2], name=path.name,
-                   load=lambda p=path: read_volume(p),
-                   source={"kind": "volume", "format": _format(path), "file_sha256": file_sha256(path)})
+                   load=lambda p=path: read_volume(p), path=path,
+                   source={"kind": "volume", "format": _format(path)})
 
 
 def _format(path: Path) -> str:

@@ -7,7 +7,7 @@ polygon fill plus the polygon's outline, matching how planning systems count bou
 voxels) and writes label 1 (tumour) or 2 (nodes) according to an ROI-name map.
 
 Examples:
-    >>> roi_label("gtv_nd", DEFAULT_ROI_MAP)
+    >>> roi_label("gtvND", DEFAULT_ROI_MAP)
     2
     >>> mask = rasterise_rtstruct("RS.dcm", image)   # doctest: +SKIP
 """

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from npcai.cohort.clinical_schema import binary_columns, survival_endpoints, validate_clinical
+from npcai.cohort.clinical_schema import binary_columns, identifying_columns, survival_endpoints, validate_clinical
 from npcai.cohort.model import TIMEPOINTS, Cohort, pseudonym_map_path
 from npcai.errors import NpcaiError
 from npcai.progress import track
@@ -238,6 +238,10 @@ def validate_cohort(cohort_dir: str | os.PathLike, *, check_hashes: bool = True)
                 problems.append(f"clinical.csv: no row for cohort patient(s) {', '.join(missing[:8])}")
             if extra:
                 problems.append(f"clinical.csv: rows for patient(s) not in cohort.json: {', '.join(extra[:8])}")
+        ident = identifying_columns(raw, id_col="patient_id")
+        if ident:
+            problems.append(f"clinical.csv: identifying column(s) {ident[:5]} (names, dates, contact details); "
+                            "remove them")
         if "hospital_id" in raw.columns and not c.source.get("keep_ids"):
             problems.append("clinical.csv: has a hospital_id column but the cohort was not ingested with "
                             "--keep-ids; remove the column")

@@ -49,24 +49,28 @@ def explain(
     console = Console()
     console.print(f"Explained {len(res.patients)} patients ({', '.join(res.patients)}) with {method}, "
                   f"target {target}; layers: " + ", ".join(f"{k}:{v}" for k, v in res.target_layers.items()))
-    table = Table(title="Mean share of CAM energy over patients (uniform attention in brackets)")
-    table.add_column("run")
+    table = Table(title="Mean share of CAM energy over patients (uniform attention)")
+    table.add_column("region")
+    runs = list(dict.fromkeys(res.summary["run"]))
+    for run_name in runs:
+        table.add_column(str(run_name), justify="right")
     show = [("px", "tumour"), ("px", "nodes"), ("px", "band_0_5px"), ("px", "band_5_10px"),
-            ("px", "band_10_20px"), ("px", "band_20_40px"), ("px", "band_gt40px"), ("mm", "far")]
-    if (res.summary["scale"] == "signal").any():
-        show.append(("signal", "signal_band"))
-    for _, region in show:
-        table.add_column(region.replace("band_", ""), justify="right")
-    for run_name, part in res.summary.groupby("run", sort=False):
+            ("px", "band_10_20px"), ("px", "band_20_40px"), ("px", "band_gt40px"), ("mm", "far"),
+            ("signal", "signal_band")]
+    by_key = res.summary.set_index(["run", "scale", "region"])
+    for scale, region in show:
+        if not (res.summary["region"] == region).any():
+            continue
         cells = []
-        for scale, region in show:
-            row = part[(part["scale"] == scale) & (part["region"] == region)]
-            if row.empty:
+        for run_name in runs:
+            key = (run_name, scale, region)
+            if key not in by_key.index:
                 cells.append("-")
                 continue
-            r = row.iloc[0]
+            r = by_key.loc[key]
             cells.append(f"{r.share_mean:.2f} ({r.uniform_mean:.2f})")
-        table.add_row(str(run_name), *cells)
+        label = {"far": "far (>20 mm)", "signal_band": "phantom signal band"}.get(region, region)
+        table.add_row(label, *cells)
     console.print(table)
     console.print(f"  {res.out} ({len(res.files)} files)")
 

@@ -80,7 +80,7 @@ class ExplainResult:
 
 # --------------------------------------------------------------------------- helpers
 def _load(run_dir: Path):
-    from npcai.models import load_run
+    from npcai.models.run import load_run
 
     return load_run(run_dir)
 
@@ -162,10 +162,17 @@ def _variant_label(roi) -> str:
     return f"{variant} ({region})" if region and region != "primary" else variant
 
 
-def _caption(shares: dict[str, float]) -> str:
-    return (f"tumour {shares['share_tumour']:.2f} · nodes {shares['share_nodes']:.2f} · "
-            f"0-5px {shares['share_band_0_5px']:.2f} · 5-10px {shares['share_band_5_10px']:.2f} · "
-            f">40px {shares['share_band_gt40px']:.2f} · far {shares['share_far']:.2f}")
+def _caption(rec: dict[str, Any]) -> str:
+    """The slice's shares, as printed under its overlay (compare them with the picture)."""
+    if not rec["cam_energy"] > 0:
+        return "no positive CAM energy on this slice (no evidence for the target)"
+    f = {k: ("-" if not np.isfinite(v) else f"{v:.2f}") for k, v in rec.items() if k.startswith(("share_", "uniform_"))}
+    text = (f"tumour {f['share_tumour']} · nodes {f['share_nodes']} · 0-5px {f['share_band_0_5px']} · "
+            f"5-10px {f['share_band_5_10px']}\n10-20px {f['share_band_10_20px']} · 20-40px {f['share_band_20_40px']} · "
+            f">40px {f['share_band_gt40px']} · >20mm {f['share_far']}")
+    if "share_signal_band" in f:
+        text += f"\nsignal band {f['share_signal_band']} (uniform {f['uniform_signal_band']})"
+    return text
 
 
 def _fmt_z(row: pd.Series) -> str:
@@ -202,7 +209,8 @@ def summarise_localisation(table: pd.DataFrame, *, confidence: float = 0.95) -> 
                          "target": part["target"].iloc[0], "scale": scale, "region": region,
                          "share_mean": mean, "share_low": low, "share_high": high, "uniform_mean": uni,
                          "share_over_uniform": mean / uni if uni and uni > 0 and np.isfinite(mean) else float("nan"),
-                         "n_patients": n, "n_slices": int(part[col].notna().sum())})
+                         "n_patients": n, "n_slices": int(part[col].notna().sum()),
+                         "n_slices_no_cam": int((part["cam_energy"] <= 0).sum())})
     return pd.DataFrame(rows)
 
 
@@ -257,7 +265,7 @@ def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, tar
             panels[patient].append((meta, Panel(
                 image=image, cam=cam, labels=labels, geometry=geometry, band=band,
                 title=f"{patient} {_fmt_z(meta)} · slice P(high risk) {rec['prob']:.2f}",
-                caption=_caption(shares))))
+                caption=_caption(rec))))
     return table, panels, layer
 
 
@@ -305,6 +313,10 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
     split_of = preds["split"].astype(str).to_dict()
 
     loaded = [_load(rd) for rd in run_dirs]
+    for rd, lr in zip(run_dirs, loaded):
+        if lr.model is None:
+            members = ", ".join(str(m) for m in getattr(lr, "members", [])) or "its member runs"
+            raise NpcaiError(f"{rd}: an ensemble run has no single network to explain; explain {members}")
     cohort_dir = Path(loaded[0].roi.root).parent.parent
     signal = signal_band(cohort_dir)
 

@@ -96,7 +96,7 @@ def draw_panel(ax, panel: Panel):
     if handles:
         ax.legend(handles=handles, loc="lower left", fontsize=6, framealpha=0.6)
     title = panel.title if panel.caption is None else f"{panel.title}\n{panel.caption}"
-    ax.set_title(title, fontsize=7)
+    ax.set_title(title, fontsize=6.5)
     ax.set_xlabel("x (mm)", fontsize=7)
     ax.set_ylabel("y (mm)", fontsize=7)
     ax.tick_params(labelsize=6)
@@ -141,7 +141,7 @@ def save_montage(path: str | Path, panels: list[Panel], title: str, *, ncols: in
         raise ValueError("save_montage needs at least one panel")
     ncols = ncols or min(n, 4)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols + 0.8, 3.4 * nrows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols + 0.8, 3.9 * nrows + 0.6), squeeze=False)
     try:
         art = None
         for ax, panel in zip(axes.flat, panels):

@@ -68,20 +68,21 @@ def drop_small_components(labels: np.ndarray, min_size: tuple[int, int] = (10, 1
     if min_h <= 0 and min_w <= 0:
         return out
     stack = out if out.ndim == 3 else out[None]
-    structure = np.ones((3, 3), bool)
-    for k in range(stack.shape[0]):
-        sl = stack[k]
-        for label in np.unique(sl):
-            if label == 0:
-                continue
-            comp, n = ndimage.label(sl == label, structure=structure)
-            if n == 0:
-                continue
-            for i, box in enumerate(ndimage.find_objects(comp), start=1):
-                h = box[0].stop - box[0].start
-                w = box[1].stop - box[1].start
-                if h < min_h and w < min_w:
-                    sl[comp == i] = 0
+    # 8-connected within a slice, never across slices: one labelling call per label value.
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True
+    for label in np.unique(stack):
+        if label == 0:
+            continue
+        comp, n = ndimage.label(stack == label, structure=structure)
+        if n == 0:
+            continue
+        small = np.zeros(n + 1, bool)
+        for i, box in enumerate(ndimage.find_objects(comp), start=1):
+            h = box[1].stop - box[1].start
+            w = box[2].stop - box[2].start
+            small[i] = h < min_h and w < min_w
+        stack[small[comp]] = 0
     return out
 
 

@@ -93,8 +93,7 @@ def preview_montage(cohort_dir: str | Path, patient_id: str, variants: list[str]
     ncols = min(n, 4)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.7 * nrows + 0.8), squeeze=False)
-    cmap = matplotlib.colormaps["gray"].copy()
-    cmap.set_bad("black")
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="black")
     for ax in axes.flat[n:]:
         ax.axis("off")
     for ax, v in zip(axes.flat, parsed):

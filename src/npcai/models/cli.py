@@ -1,6 +1,147 @@
-"""CLI commands of this package (placeholder: filled by the issue that builds them)."""
+"""``npcai train`` and ``npcai ensemble``: parse, call :mod:`npcai.models`, print a short summary."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
 import typer
+from click.core import ParameterSource
+
+from npcai.errors import NpcaiError
+
+# CLI parameter name -> TrainConfig field (identical except where noted)
+_CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
+                  "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
+                  "test_fraction", "split_from", "where", "aggregate", "pooling", "bag_size", "augment",
+                  "num_workers")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app."""
+    """Add ``train`` and ``ensemble`` to the root app."""
+
+    @app.command("train")
+    def train_cmd(
+        ctx: typer.Context,
+        cohort: Optional[Path] = typer.Argument(None, help="Cohort folder (from `npcai ingest`); "
+                                                "optional with --config."),
+        out: Path = typer.Option(..., "--out", help="Run folder to write (config, split, predictions, checkpoints)."),
+        roi: Optional[str] = typer.Option(None, "--roi", help="ROI cache name (COHORT/roi/NAME, from `npcai roi build`)."),
+        endpoint: Optional[str] = typer.Option(None, "--endpoint", help="pfs-median, distant-metastasis, "
+                                               "residual-tumour, or any 0/1 clinical column."),
+        backbone: str = typer.Option("efficientnet_b0", "--backbone", help="Seed backbone (inception_resnet_v2, "
+                                     "ecaresnet50t, efficientnet_b0, efficientnet_b3, resnet50, legacy_xception, "
+                                     "seresnet50) or any timm model name."),
+        unit: str = typer.Option("image", "--unit", help="image: every slice carries its patient's label; "
+                                 "patient: bags of slices with mean/attention pooling (study 002)."),
+        pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights "
+                                                  "from timm's hub (default; fails offline) or random init."),
+        weights: Optional[Path] = typer.Option(None, "--weights", help="Local backbone weights (state dict or "
+                                               ".safetensors) instead of the hub."),
+        optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd (momentum 0.9) or rmsprop."),
+        lr: float = typer.Option(1e-4, "--lr", help="Learning rate."),
+        weight_decay: float = typer.Option(0.0, "--weight-decay", help="L2 weight decay."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Slices (image unit) or bags (patient unit) per step."),
+        epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
+        patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation AUC."),
+        dropout: float = typer.Option(0.5, "--dropout", help="Dropout before the linear head."),
+        size: Optional[int] = typer.Option(None, "--size", help="Network input side in px (default: the ROI cache's)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of split, shuffling, augmentation and initialisation."),
+        val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the training patients used for "
+                                           "validation (model selection)."),
+        test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of all patients held out for test."),
+        split_from: Optional[Path] = typer.Option(None, "--split-from", help="Reuse this run's split.csv "
+                                                  "(same test patients, for comparisons and ensembles)."),
+        where: Optional[str] = typer.Option(None, "--where", help="Patient filter, a pandas query on clinical "
+                                            "columns, e.g. 'treatment == \"CCRT\"'."),
+        aggregate: str = typer.Option("mean", "--aggregate", help="Image unit: patient probability from slices: "
+                                      "mean, max or area-weighted (tumour area)."),
+        pooling: str = typer.Option("mean", "--pooling", help="Patient unit: mean or attention pooling."),
+        bag_size: int = typer.Option(8, "--bag-size", help="Patient unit: slices per training bag (sampled with "
+                                     "replacement when fewer)."),
+        augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, small affine and intensity "
+                                     "jitter on training batches."),
+        num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
+        config: Optional[Path] = typer.Option(None, "--config", help="Reproduce a run: read options from its "
+                                              "config.yaml (options given here override)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoints/last.ckpt "
+                                    "(an interrupted run, or more --epochs)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+        mlflow: bool = typer.Option(False, "--mlflow", help="Also log metrics to MLflow (needs mlflow installed)."),
+    ) -> None:
+        """Train a classifier on an ROI cache and write a run folder; prints the test patients' AUC."""
+        from rich.console import Console
+
+        from npcai.models.run import read_config
+        from npcai.models.train import TrainConfig, train
+        from npcai.progress import show_progress
+
+        given = {k: v for k, v in locals().items() if k in _CONFIG_PARAMS}
+        for k in ("cohort", "split_from"):
+            if given[k] is not None:
+                given[k] = str(given[k])
+        if weights is not None and pretrained is not None:
+            raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
+        if config is not None:
+            base = dict(read_config(Path(config).parent if Path(config).name == "config.yaml" else config)["options"]) \
+                if Path(config).is_dir() or Path(config).name == "config.yaml" else None
+            if base is None:
+                raise NpcaiError(f"--config {config}: expected a run's config.yaml")
+            for k, v in given.items():
+                if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None):
+                    base[k] = v
+            if weights is not None or pretrained is not None:
+                base["weights"] = str(weights) if weights is not None else None
+                base["pretrained"] = bool(pretrained) if weights is None else False
+            opts = base
+        else:
+            missing = [f"--{k}" if k != "cohort" else "COHORT" for k in ("cohort", "roi", "endpoint")
+                       if given[k] is None]
+            if missing:
+                raise NpcaiError(f"npcai train: missing {', '.join(missing)} (or pass --config RUN/config.yaml)")
+            opts = dict(given, weights=str(weights) if weights is not None else None,
+                        pretrained=(pretrained if pretrained is not None else weights is None))
+        cfg = TrainConfig.from_dict(opts)
+        with show_progress():
+            result = train(cfg, out, resume=resume, overwrite=overwrite, mlflow=mlflow)
+        s = result.summary["splits"]
+        con = Console()
+        con.print(f"[bold]run[/bold] {result.run_dir}: {cfg.backbone}, {cfg.unit} unit, endpoint {cfg.endpoint}")
+        con.print("patients train/val/test: " + " / ".join(
+            f"{s[k]['patients']} ({s[k]['label_1']} positive)" for k in ("train", "val", "test"))
+            + f"; excluded {result.summary['excluded']['count']}")
+        con.print(f"selected epoch {result.best_epoch + 1} of {result.epochs_run} "
+                  f"(validation AUC {result.val_auc:.3f})")
+        con.print(f"[bold]test AUC {result.test_auc:.3f}[/bold] (n = {result.n_test} patients; "
+                  f"CIs: `npcai evaluate {result.run_dir}`)")
+
+    @app.command("ensemble")
+    def ensemble_cmd(
+        runs: list[Path] = typer.Argument(..., help="Two or more run folders sharing their test patients."),
+        out: Path = typer.Option(..., "--out", help="Ensemble run folder to write."),
+        weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weights, one per run "
+                                              "(default equal), e.g. 0.6,0.4."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    ) -> None:
+        """Soft-voting ensemble (study 001): average the runs' patient probabilities."""
+        from rich.console import Console
+
+        from npcai.models.ensemble import ensemble_runs
+        from npcai.progress import show_progress
+
+        w = None
+        if weights:
+            try:
+                w = [float(v) for v in weights.split(",")]
+            except ValueError as exc:
+                raise NpcaiError(f"--weights {weights!r}: give numbers separated by commas, e.g. 0.5,0.5") from exc
+            if len(w) != len(runs):
+                raise NpcaiError(f"--weights {weights!r}: {len(w)} weights for {len(runs)} runs")
+        with show_progress():
+            result = ensemble_runs(runs, out, weights=w, overwrite=overwrite)
+        Console().print(f"[bold]ensemble[/bold] {result.run_dir} of {len(runs)} runs "
+                        f"(weights {', '.join(f'{x:.2f}' for x in result.weights)}): "
+                        f"[bold]test AUC {result.test_auc:.3f}[/bold] (n = {result.n_test} patients)")
+
+
+_ = dataclasses  # (kept for readers: options map 1:1 onto TrainConfig fields)

@@ -22,7 +22,7 @@ from npcai.errors import NpcaiError
 from npcai.models.classifier import ImageClassifier, PatientMILClassifier
 
 __all__ = ["SEED_BACKBONES", "list_backbones", "create_classifier", "create_backbone",
-           "load_backbone_weights", "min_input_size"]
+           "load_backbone_weights", "min_input_size", "hub_reachable"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,60 @@ def load_backbone_weights(model: torch.nn.Module, path: str | Path, backbone: st
     model.load_state_dict(state, strict=True)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (True when a proxy is configured).
+
+    Checked before a pretrained download so that an offline machine fails in seconds
+    instead of after the hub client's minute of retries.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from concurrent.futures import ThreadPoolExecutor
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+    def connect() -> bool:  # name resolution ignores socket timeouts, so bound it with a thread
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            return True
+        except OSError:
+            return False
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(connect).result(timeout=timeout)
+    except Exception:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _create_pretrained(backbone: str, in_chans: int) -> torch.nn.Module:
+    """timm's pretrained model; when the hub is unreachable only the local cache is tried."""
+    import contextlib
+
+    import timm
+    from huggingface_hub import constants
+
+    offline = not hub_reachable()
+    with contextlib.ExitStack() as stack:
+        if offline:  # cache only: no minute of network retries
+            old = constants.HF_HUB_OFFLINE
+            constants.HF_HUB_OFFLINE = True
+            stack.callback(setattr, constants, "HF_HUB_OFFLINE", old)
+        try:
+            return timm.create_model(backbone, pretrained=True, num_classes=0, in_chans=in_chans)
+        except Exception as exc:
+            why = "no access to the model hub" if offline else f"model hub error: {type(exc).__name__}"
+            raise NpcaiError(
+                f"could not download pretrained weights for {backbone} ({why}); "
+                f"pass --weights PATH to a local file or --no-pretrained") from exc
+
+
 def create_backbone(backbone: str, *, in_chans: int = 1, pretrained: bool = False,
                     weights: str | Path | None = None) -> torch.nn.Module:
     """A timm feature extractor (``num_classes=0``) with the requested weights."""
@@ -129,12 +183,7 @@ def create_backbone(backbone: str, *, in_chans: int = 1, pretrained: bool = Fals
     if pretrained and weights is not None:
         raise NpcaiError("pass either --pretrained or --weights PATH, not both")
     if pretrained:
-        try:
-            return timm.create_model(backbone, pretrained=True, num_classes=0, in_chans=in_chans)
-        except Exception as exc:
-            raise NpcaiError(
-                f"could not download pretrained weights for {backbone} (no access to the model hub: "
-                f"{type(exc).__name__}); pass --weights PATH to a local file or --no-pretrained") from exc
+        return _create_pretrained(backbone, in_chans)
     model = timm.create_model(backbone, pretrained=False, num_classes=0, in_chans=in_chans)
     if weights is not None:
         load_backbone_weights(model, weights, backbone)

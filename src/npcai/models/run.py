@@ -62,7 +62,8 @@ def partial_dir(out: str | Path) -> Path:
 
 
 def write_yaml(path: Path, data: dict) -> None:
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+    plain = json.loads(json.dumps(data, default=str))  # numpy / version objects -> plain YAML types
+    atomic_write_text(path, yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -113,7 +113,7 @@ def _png_data_uri(path: Path) -> str:
 def _prepare(section: Section) -> dict[str, Any]:
     blocks = []
     for b in section.blocks:
-        d: dict[str, Any] = {"kind": b.kind, "text": b.text, "items": b.items, "caption": b.caption}
+        d: dict[str, Any] = {"kind": b.kind, "text": b.text, "entries": b.items, "caption": b.caption}
         if b.kind == "table":
             d["html"] = dataframe_html(b.table if b.table is not None else pd.DataFrame())
             d["csv"] = f"tables/{b.csv_name}.csv" if b.csv_name else None

@@ -181,7 +181,8 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         title=s.title,
         subtitle=(f"npcai study '{s.name}'" + (f" · design of seed {s.seed_paper}" if s.seed_paper else "")
                   + f" · preset {resolved.preset or 'none'}"),
-        facts=[("Study", f"{s.name} — {s.reference}"), ("Preset", f"{resolved.preset or 'none'}: {resolved.preset_description}"),
+        facts=[("Study", f"{s.name}" + (f" — {s.reference}" if s.reference else "")), ("Preset", f"{resolved.preset or 'none (the YAML as written)'}"
+                                                    + (f": {resolved.preset_description}" if resolved.preset_description else "")),
                ("Cohort", str(Path(cohort_dir).name)), ("Endpoint", s.endpoint),
                ("Models", f"{len(steps)} ({(steps['status'] == 'reused').sum()} reused from earlier runs)"),
                ("Generated", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -205,7 +206,9 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
     sec.table("Patients per split (first run of each subset; every other run uses the same split)",
               analysis.splits, csv_name="split")
     if analysis.table1 is not None and len(analysis.table1):
-        sec.table("Table 1. Clinical characteristics by split", analysis.table1, csv_name="table1")
+        atomic_csv(rdir / "tables" / "table1.csv", analysis.table1)
+        sec.table("Table 1. Clinical characteristics of the patients by split (p: difference between splits)",
+                  table1_display(analysis.table1))
     else:
         sec.note("Table 1 could not be made for this cohort (see the log).")
 
@@ -306,6 +309,23 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
     for n in analysis.notes:
         sec.note(n)
     return write_report(rep, rdir)
+
+
+def _p(p) -> str:
+    if p is None or (isinstance(p, float) and pd.isna(p)) or p == "":
+        return ""
+    p = float(p)
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def table1_display(t1: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 for reading: variable names once, p-values rounded, test names kept."""
+    t = t1.copy()
+    if "variable" in t:
+        t["variable"] = t["variable"].where(t["variable"].ne(t["variable"].shift()), "")
+    if "p_value" in t:
+        t["p_value"] = t["p_value"].map(_p)
+    return t.rename(columns={"variable": "Characteristic", "level": "", "p_value": "p", "test_used": "Test"})
 
 
 def localisation_table(summary: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:

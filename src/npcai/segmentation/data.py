@@ -258,16 +258,30 @@ def split_by_patient(index: pd.DataFrame, *, test_fraction: float = 0.2, val_fra
                      seed: int = 0) -> pd.Series:
     """Patient -> ``train``/``val``/``test``: test first (4:1), then validation from training.
 
-    Stratified by whether the patient has node slices (so both splits see nodes), using
-    :func:`npcai.cohort.splits.split_patients`. Needs at least 3 patients.
+    Stratified by whether the patient has node slices (so every split sees nodes when some
+    patients have them); largest-remainder allocation keeps the totals exact. Deterministic
+    for a seed. Needs at least 3 patients.
     """
-    from npcai.cohort.splits import split_patients
-
-    has_nodes = index.groupby("patient_id")["nodes_px"].max().gt(0).astype(int)
+    if not (0 < test_fraction < 1 and 0 < val_fraction < 1):
+        raise NpcaiError(f"--test-fraction {test_fraction} / --val-fraction {val_fraction}: use values in (0, 1)")
+    has_nodes = index.groupby("patient_id")["nodes_px"].max().gt(0).astype(int).sort_index()
     if len(has_nodes) < 3:
         raise NpcaiError(f"only {len(has_nodes)} patient(s) have labelled slices; segmentation needs at "
                          f"least 3 (train, validation and test patients)")
-    split = split_patients(has_nodes, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+    rng = np.random.default_rng(seed)
+    split = pd.Series("train", index=has_nodes.index, name="split")
+
+    def pick(ids: pd.Index, fraction: float) -> list[str]:
+        n_pick = max(1, int(round(fraction * len(ids))))
+        groups = {g: sorted(ids[has_nodes.loc[ids].to_numpy() == g]) for g in (0, 1)}
+        quota = {g: fraction * len(m) for g, m in groups.items()}
+        alloc = {g: int(np.floor(q)) for g, q in quota.items()}
+        for g in sorted(quota, key=lambda g: -(quota[g] - alloc[g]))[:max(0, n_pick - sum(alloc.values()))]:
+            alloc[g] += 1
+        return [p for g, m in groups.items() for p in rng.permutation(np.array(m, dtype=object))[:alloc[g]]]
+
+    split[pick(split.index, test_fraction)] = "test"
+    split[pick(split.index[split == "train"], val_fraction)] = "val"
     for name in ("train", "val", "test"):
         if not (split == name).any():
             raise NpcaiError(f"{len(split)} patients give an empty {name} split; add patients or change "

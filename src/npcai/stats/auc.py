@@ -156,7 +156,7 @@ def auc_ci(y_true, y_score, level: float = 0.95, *, what: str = "AUC",
     auc = float(v10.mean())
     se = float(np.sqrt(_delong_var(v10, v01, what)))
     z = _st.norm.ppf(1 - (1 - level) / 2)
-    return AucResult(auc=auc, se=se, low=max(0.0, auc - z * se), high=min(1.0, auc + z * se),
+    return AucResult(auc=auc, se=se, low=float(max(0.0, auc - z * se)), high=float(min(1.0, auc + z * se)),
                      n_pos=int(v10.size), n_neg=int(v01.size), level=level)
 
 

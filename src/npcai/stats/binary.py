@@ -41,18 +41,26 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Proportion:
-    """``k / n`` with its Wilson interval."""
+    """``k / n`` with its Wilson interval.
 
-    value: float
+    Inside :class:`BinaryMetrics` a proportion with ``n == 0`` (e.g. the NPV when no patient
+    is predicted 0) is *undefined*: ``value``, ``low`` and ``high`` are None and ``undefined``
+    says why -- never NaN.
+    """
+
+    value: float | None
     k: int
     n: int
-    low: float
-    high: float
+    low: float | None
+    high: float | None
+    undefined: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
+        if self.value is None:
+            return f"undefined ({self.undefined})"
         return f"{self.value:.3f} ({self.low:.3f}-{self.high:.3f}; {self.k}/{self.n})"
 
 
@@ -121,17 +129,25 @@ class BinaryMetrics:
 
 def metrics_from_confusion(cm: ConfusionMatrix, threshold: float = float("nan"),
                            level: float = 0.95) -> BinaryMetrics:
-    """All proportions of a confusion matrix with Wilson CIs (e.g. to check a paper's table)."""
+    """All proportions of a confusion matrix with Wilson CIs (e.g. to check a paper's table).
+
+    A proportion whose denominator is 0 is returned undefined (value None, with the reason).
+    """
     f1_den = 2 * cm.tp + cm.fp + cm.fn
     if f1_den == 0:
         raise NpcaiError("F1 is undefined: no positive patients and no positive predictions")
+    def part(k: int, n: int, why: str) -> Proportion:
+        if n == 0:
+            return Proportion(value=None, k=int(k), n=0, low=None, high=None, undefined=why)
+        return proportion(k, n, level)
+
     return BinaryMetrics(
         threshold=threshold, confusion=cm,
-        sensitivity=proportion(cm.tp, cm.tp + cm.fn, level, "sensitivity (no label-1 patients)"),
-        specificity=proportion(cm.tn, cm.tn + cm.fp, level, "specificity (no label-0 patients)"),
-        ppv=proportion(cm.tp, cm.tp + cm.fp, level, "PPV/precision (no patient predicted 1)"),
-        npv=proportion(cm.tn, cm.tn + cm.fn, level, "NPV (no patient predicted 0)"),
-        accuracy=proportion(cm.tp + cm.tn, cm.n, level, "accuracy"),
+        sensitivity=part(cm.tp, cm.tp + cm.fn, "no patients with label 1"),
+        specificity=part(cm.tn, cm.tn + cm.fp, "no patients with label 0"),
+        ppv=part(cm.tp, cm.tp + cm.fp, "no patient predicted 1 at this threshold"),
+        npv=part(cm.tn, cm.tn + cm.fn, "no patient predicted 0 at this threshold"),
+        accuracy=part(cm.tp + cm.tn, cm.n, "no patients"),
         f1=2 * cm.tp / f1_den)
 
 

@@ -8,7 +8,7 @@ Both are fitted by Newton-Raphson and checked against R's ``glm``.
 
 Examples:
     >>> from npcai.stats.calibration import brier_score
-    >>> brier_score([0, 1], [0.2, 0.6])
+    >>> round(brier_score([0, 1], [0.2, 0.6]), 6)
     0.1
 """
 from __future__ import annotations
@@ -52,30 +52,38 @@ class CalibrationResult:
 
 
 def _logistic(X: np.ndarray, y: np.ndarray, offset: np.ndarray, what: str,
-              max_iter: int = 50, tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
-    """Newton-Raphson logistic regression; returns (coefficients, covariance)."""
+              max_iter: int = 100, tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """Newton-Raphson logistic regression; returns (coefficients, covariance).
+
+    Perfectly separated labels make the coefficients run off to infinity: Newton then never
+    converges (or the information matrix becomes singular), and that is reported, not hidden.
+    """
+    from scipy.special import expit
+
+    fail = (f"{what}: the logistic recalibration does not converge (the predictions separate the "
+            "labels perfectly, or all predictions are equal); calibration is not estimable on these patients")
     beta = np.zeros(X.shape[1])
     for _ in range(max_iter):
-        eta = X @ beta + offset
-        mu = 1 / (1 + np.exp(-eta))
-        w = mu * (1 - mu)
-        info = X.T @ (X * w[:, None])
-        grad = X.T @ (y - mu)
+        mu = expit(X @ beta + offset)
+        info = X.T @ (X * (mu * (1 - mu))[:, None])
         try:
-            step = np.linalg.solve(info, grad)
+            step = np.linalg.solve(info, X.T @ (y - mu))
         except np.linalg.LinAlgError as exc:
-            raise NpcaiError(f"{what}: the logistic recalibration model is singular "
-                             "(all predictions equal?); calibration is not estimable") from exc
+            raise NpcaiError(fail) from exc
         beta = beta + step
+        if not np.all(np.isfinite(beta)):
+            raise NpcaiError(fail)
         if np.max(np.abs(step)) < tol * (1 + np.max(np.abs(beta))):
             break
-        if np.max(np.abs(beta)) > 50:
-            raise NpcaiError(f"{what}: the recalibration model diverges (the predictions separate "
-                             "the labels perfectly); calibration is not estimable on these patients")
-    eta = X @ beta + offset
-    mu = 1 / (1 + np.exp(-eta))
+    else:
+        raise NpcaiError(fail)
+    mu = expit(X @ beta + offset)
     info = X.T @ (X * (mu * (1 - mu))[:, None])
-    return beta, np.linalg.inv(info)
+    try:
+        cov = np.linalg.inv(info)
+    except np.linalg.LinAlgError as exc:
+        raise NpcaiError(fail) from exc
+    return beta, cov
 
 
 def calibration_intercept_slope(y_true, prob, ids: Sequence | None = None) -> CalibrationResult:

@@ -1,6 +1,187 @@
-"""CLI commands of this package (placeholder: filled by the issue that builds them)."""
+"""``npcai evaluate``, ``npcai compare`` and ``npcai table1``: parse, call npcai.stats, print."""
+from __future__ import annotations
+
+from pathlib import Path
+
 import typer
+
+__all__ = ["register"]
+
+
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder written by `npcai train` (or `npcai ensemble`)."),
+    split: str = typer.Option("test", help="Split to evaluate: test (default) or val."),
+    threshold: float = typer.Option(None, help="Fixed decision threshold on the probability; "
+                                               "default: Youden's J on the validation patients."),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for the F1 and slice-AUC CIs and the "
+                                          "ROC band (0 skips them)."),
+    seed: int = typer.Option(0, help="Bootstrap random seed."),
+    figures: bool = typer.Option(True, help="Write RUN/figures/roc.png and confusion.png."),
+) -> None:
+    """Evaluate a run on its test patients: AUC with DeLong CI, metrics at the threshold fixed on validation patients (Wilson CIs), confusion matrix, C-index, calibration, TNM baseline; writes RUN/metrics.json and RUN/figures/."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.progress import show_progress
+    from npcai.stats.evaluate import evaluate_run
+
+    with show_progress():
+        m = evaluate_run(run, split, threshold=threshold, n_boot=n_boot, seed=seed, figures=figures)
+    con = Console()
+    t = Table(title=f"{m['run']}: {m['split']} split, {m['n_patients']} patients "
+                    f"({m['n_label_1']} label 1, {m['n_label_0']} label 0), endpoint {m['endpoint']}")
+    t.add_column("metric")
+    t.add_column("value (95% CI)")
+    t.add_column("note")
+    a = m["patient"]["auc"]
+    t.add_row("AUC, patients", f"{a['auc']:.3f} ({a['low']:.3f}-{a['high']:.3f})", "DeLong")
+    if "slice" in m:
+        s = m["slice"]
+        boot = s.get("auc_bootstrap_patients")
+        t.add_row("AUC, slices", f"{s['auc']['auc']:.3f} ({s['auc']['low']:.3f}-{s['auc']['high']:.3f})",
+                  f"{s['n_slices']} slices; DeLong" + (f"; patient bootstrap {boot['low']:.3f}-{boot['high']:.3f}"
+                                                       if boot else ""))
+    thr = m["threshold"]
+    t.add_row("threshold", f"{thr['value']:.4f}", thr["source"])
+    b = m["binary"]
+    for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+        p = b[key]
+        if p["value"] is None:
+            t.add_row(key, "undefined", p["undefined"])
+        else:
+            t.add_row(key, f"{p['value']:.3f} ({p['low']:.3f}-{p['high']:.3f})", f"{p['k']}/{p['n']}; Wilson")
+    f1ci = b.get("f1_ci", {})
+    t.add_row("F1", f"{b['f1']:.3f}" + (f" ({f1ci['low']:.3f}-{f1ci['high']:.3f})" if "low" in f1ci else ""),
+              "patient bootstrap" if "low" in f1ci else "")
+    cm = b["confusion"]
+    t.add_row("confusion", f"TP {cm['tp']}  FN {cm['fn']}  FP {cm['fp']}  TN {cm['tn']}", "")
+    c = m["c_index"]
+    if "unavailable" in c:
+        t.add_row("C-index", "-", c["unavailable"])
+    else:
+        t.add_row("C-index", f"{c['c_index']:.3f} ({c['low']:.3f}-{c['high']:.3f})",
+                  f"{c['kind']}; {c['survival']}")
+    cal = m["calibration"]
+    if "unavailable" in cal:
+        t.add_row("Brier", f"{cal['brier']:.3f}", "")
+        t.add_row("calibration", "-", cal["unavailable"])
+    else:
+        t.add_row("Brier", f"{cal['brier']:.3f}", "")
+        t.add_row("calibration", f"intercept {cal['intercept']:.2f} (SE {cal['intercept_se']:.2f}), "
+                  f"slope {cal['slope']:.2f} (SE {cal['slope_se']:.2f})", "ideal 0 and 1")
+    tnm = m.get("tnm", {})
+    for row in tnm.get("table", []):
+        note = ""
+        for d in tnm.get("delong", []):
+            if d["score"] == row["score"]:
+                note = f"model vs {row['score']}: DeLong p = {d['p_value']:.3g}"
+        cidx = f"; C {row['c_index']:.3f}" if row.get("c_index") is not None else ""
+        t.add_row(f"TNM: {row['score']}", f"AUC {row['auc']:.3f} ({row['auc_low']:.3f}-{row['auc_high']:.3f})"
+                  + cidx, note)
+    if "unavailable" in tnm:
+        t.add_row("TNM baseline", "-", tnm["unavailable"])
+    con.print(t)
+    con.print(f"wrote {run / 'metrics.json'}" + (f", {run / 'figures'}/roc.png, confusion.png" if figures else ""))
+
+
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Two or more run folders evaluated on the same split."),
+    out: Path = typer.Option(..., "--out", help="Output folder for table3.csv, delong.csv, roc_<dataset>.png."),
+    group_by: str = typer.Option("roi", help="Group runs into datasets by 'roi' (rows: backbones) "
+                                             "or 'backbone' (rows: ROI variants)."),
+    pairs: str = typer.Option(None, help="DeLong pairs as RUN_A:RUN_B,... (run folder names); default: "
+                                         "same backbone, different dataset (or the reverse with "
+                                         "--group-by backbone)."),
+    unpaired: bool = typer.Option(False, help="Use the unpaired DeLong test (runs on different patients)."),
+    split: str = typer.Option("test", help="Split compared."),
+    overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
+) -> None:
+    """Compare runs as study 000's Table 3 (sensitivity, specificity, F1, precision, AUC with CI, aAUC ± SD per dataset), with DeLong tests between runs and one ROC figure per dataset."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.progress import show_progress
+    from npcai.stats.compare import compare_runs, parse_pairs, write_compare
+
+    with show_progress():
+        res = compare_runs(runs, group_by=group_by, split=split, pairs=parse_pairs(pairs),
+                           unpaired=unpaired)
+        write_compare(res, out, overwrite=overwrite)
+    con = Console()
+    t = Table(title=f"Table 3 ({split} patients)")
+    for col in ("dataset", "model", "sens.", "spec.", "F1", "precision", "AUC", "95% CI", "aAUC (SD)"):
+        t.add_column(col, overflow="fold")
+    def num(v) -> str:
+        return "undefined" if v is None or v != v else f"{v:.3f}"
+
+    for _, r in res.table3.iterrows():
+        aauc = "" if r["aauc"] != r["aauc"] else f"{r['aauc']:.3f} ({r['aauc_sd']:.3f})"
+        t.add_row(str(r["dataset"]), str(r["model"]), num(r["sensitivity"]), num(r["specificity"]),
+                  num(r["f1"]), num(r["precision"]), f"{r['auc']:.3f}",
+                  f"{r['auc_low']:.3f}-{r['auc_high']:.3f}", aauc)
+    con.print(t)
+    if len(res.delong):
+        d = Table(title="DeLong tests" + (" (unpaired)" if unpaired else " (paired)"))
+        for col in ("run A", "run B", "AUC A", "AUC B", "statistic", "p"):
+            d.add_column(col, overflow="fold")
+        for _, r in res.delong.iterrows():
+            d.add_row(r["run_a"], r["run_b"], f"{r['auc_a']:.3f}", f"{r['auc_b']:.3f}",
+                      f"{r['statistic']:.3f}", f"{r['p_value']:.3g}")
+        con.print(d)
+    if res.tnm is not None:
+        k = Table(title="TNM staging on the same test patients (paired DeLong vs each run)")
+        for col in ("run", "stage", "AUC (95% CI)", "C-index", "run AUC", "p"):
+            k.add_column(col, overflow="fold")
+        for _, r in res.tnm.iterrows():
+            k.add_row(r["run"], r["score"], f"{r['auc']:.3f} ({r['auc_low']:.3f}-{r['auc_high']:.3f})",
+                      "-" if r["c_index"] is None or r["c_index"] != r["c_index"] else f"{r['c_index']:.3f}",
+                      f"{r['auc_model']:.3f}", f"{r['p_value']:.3g}")
+        con.print(k)
+    con.print(f"wrote {out}/table3.csv, delong.csv, " + ("tnm.csv, " if res.tnm is not None else "") +
+              ", ".join(f"roc_{k}.png" for k in res.curves))
+
+
+def table1_cmd(
+    folder: Path = typer.Argument(..., help="A run folder (patients of its split.csv) or a cohort folder."),
+    by: str = typer.Option("split", help="Group by 'split' (runs), 'label', or any clinical column "
+                                         "(e.g. centre, treatment)."),
+    endpoint: str = typer.Option(None, help="Endpoint for --by label on a cohort (e.g. pfs-median)."),
+    variables: str = typer.Option(None, help="Comma-separated clinical columns to describe "
+                                             "(default: age, sex, T, N, stage, EBV DNA, treatment, centre)."),
+    out: Path = typer.Option(None, help="Write the table as CSV to this file."),
+) -> None:
+    """Clinical characteristics by group as the seeds' Table 1: mean ± SD or n (%), with t-test, chi-square or Fisher p-values; printed and optionally written as CSV."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.fsutil import atomic_write_text
+    from npcai.progress import show_progress
+    from npcai.stats.table1 import table1_from_folder
+
+    with show_progress():
+        df = table1_from_folder(folder, by, endpoint=endpoint,
+                                variables=[v.strip() for v in variables.split(",")] if variables else None)
+    if out is not None:
+        atomic_write_text(out, df.to_csv(index=False, float_format="%.4g"))
+    con = Console()
+    t = Table(title=f"Table 1: clinical characteristics by {by}")
+    for col in df.columns:
+        t.add_column(str(col), overflow="fold")
+    previous = None
+    for _, r in df.iterrows():
+        cells = ["" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v))
+                 for v in r.tolist()]
+        if r["variable"] == previous:
+            cells[0] = ""      # the variable's name only on its first row, as in the papers
+        previous = r["variable"]
+        t.add_row(*cells)
+    con.print(t)
+    if out is not None:
+        con.print(f"wrote {out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this package's commands to the root app."""
+    """Add ``evaluate``, ``compare`` and ``table1`` to the root app."""
+    app.command("evaluate")(evaluate)
+    app.command("compare")(compare)
+    app.command("table1")(table1_cmd)

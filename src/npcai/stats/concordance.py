@@ -126,8 +126,8 @@ def harrell_c(time, event, risk, *, se_method: Literal["ij", "noether"] = "ij",
     else:
         raise NpcaiError(f"{what}: se_method {se_method!r} is not 'ij' or 'noether'")
     z = _st.norm.ppf(1 - (1 - level) / 2)
-    return ConcordanceResult(c_index=float(c), se=se, low=max(0.0, c - z * se),
-                             high=min(1.0, c + z * se), n=int(t.size), n_events=int(e.sum()),
+    return ConcordanceResult(c_index=float(c), se=se, low=float(max(0.0, c - z * se)),
+                             high=float(min(1.0, c + z * se)), n=int(t.size), n_events=int(e.sum()),
                              comparable=n_pairs, concordant=nc, discordant=nd, tied_risk=nt,
                              se_method=se_method, level=level)
 

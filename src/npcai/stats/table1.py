@@ -15,13 +15,15 @@ Examples:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
 from npcai.errors import NpcaiError
 
-__all__ = ["DEFAULT_VARIABLES", "CONTINUOUS", "table1"]
+__all__ = ["DEFAULT_VARIABLES", "CONTINUOUS", "table1", "table1_from_folder"]
 
 #: the clinical characteristics shown by default (those present in the table)
 DEFAULT_VARIABLES = ("age", "sex", "t_stage", "n_stage", "stage", "ebv_dna", "treatment", "centre")
@@ -55,8 +57,11 @@ def _is_continuous(var: str, col: pd.Series) -> bool:
     return bool(num.notna().sum() == col.notna().sum() and num.nunique() > 10)
 
 
-def _fmt_p(p: float) -> float:
-    return float(p)
+def _clean_p(p, test: str) -> tuple[float | None, str]:
+    """A test on a constant variable gives NaN: report no p-value and say why."""
+    if p is None or not np.isfinite(p):
+        return None, f"{test} not computable (no variation)"
+    return float(p), test
 
 
 def table1(clinical: pd.DataFrame, by: pd.Series | str, variables: list[str] | None = None,
@@ -67,7 +72,7 @@ def table1(clinical: pd.DataFrame, by: pd.Series | str, variables: list[str] | N
         clinical: one row per patient.
         by: a column name of ``clinical`` or a Series aligned with it (e.g. split or label).
         variables: columns to describe; default: those of :data:`DEFAULT_VARIABLES` present.
-        group_order: order of the group columns (default: sorted group values).
+        group_order: order of the group columns (default: train, val, test for splits, else sorted).
 
     Returns:
         DataFrame with columns ``variable, level, <group 1>, <group 2>, ..., p_value, test_used``;
@@ -87,7 +92,9 @@ def table1(clinical: pd.DataFrame, by: pd.Series | str, variables: list[str] | N
         by_name = getattr(by, "name", None) or "group"
     keep = groups.notna()
     clinical, groups = clinical.loc[keep], groups.loc[keep].astype(str)
-    order = group_order or sorted(groups.unique())
+    present = list(groups.unique())
+    split_order = [g for g in ("train", "val", "test") if g in present]
+    order = group_order or (split_order if len(split_order) == len(present) else sorted(present))
     if len(order) < 2:
         raise NpcaiError(f"table1: all patients are in one {by_name} group ({order[0] if order else 'none'}); "
                          "a comparison needs at least two groups")
@@ -115,6 +122,8 @@ def table1(clinical: pd.DataFrame, by: pd.Series | str, variables: list[str] | N
                     p, test = _st.f_oneway(*parts).pvalue, "ANOVA"
             else:
                 p, test = None, "too few values"
+            if p is not None:
+                p, test = _clean_p(p, test)
             rows.append({"variable": var, "level": "mean ± SD",
                          **{g: (f"{x.mean():.2f} ± {x.std(ddof=1):.2f}" if len(x) >= 2 else
                                 (f"{x.mean():.2f}" if len(x) else "-")) for g, x in zip(order, parts)},
@@ -133,6 +142,7 @@ def table1(clinical: pd.DataFrame, by: pd.Series | str, variables: list[str] | N
                     p, test = _st.fisher_exact(used.to_numpy()).pvalue, "Fisher"
                 else:
                     p, test = chi.pvalue, "chi-square"
+                p, test = _clean_p(p, test)
             first = True
             for lev in levels:
                 rows.append({"variable": var, "level": _level_label(var, lev),
@@ -145,7 +155,54 @@ def table1(clinical: pd.DataFrame, by: pd.Series | str, variables: list[str] | N
         if any(n_missing.values()):
             rows.append({"variable": var, "level": "missing", **{g: str(n_missing[g]) for g in order},
                          "p_value": None, "test_used": ""})
-    out = pd.DataFrame(rows, columns=["variable", "level", *order, "p_value", "test_used"])
-    if np.any([isinstance(v, float) and np.isnan(v) for v in out["p_value"].dropna()]):
-        raise NpcaiError("table1: a test returned NaN (a constant variable?); drop that variable")
-    return out
+    return pd.DataFrame(rows, columns=["variable", "level", *order, "p_value", "test_used"])
+
+
+def table1_from_folder(path: str | Path, by: str = "split", *, endpoint: str | None = None,
+                       variables: list[str] | None = None) -> pd.DataFrame:
+    """Table 1 of a run folder (its patients, by ``split`` or ``label``) or of a cohort folder.
+
+    For a cohort, ``by`` is ``label`` (needs ``endpoint``) or any clinical column (e.g.
+    ``centre``, ``treatment``); a cohort has no split, so ``by="split"`` needs a run.
+    """
+    from npcai.cohort.model import Cohort
+
+    path = Path(path)
+    if (path / "config.yaml").is_file():
+        from npcai.stats.evaluate import run_clinical
+        from npcai.stats.runfolder import read_run
+
+        run = read_run(path)
+        clinical = run_clinical(run)
+        if clinical is None:
+            raise NpcaiError(f"{path / 'config.yaml'}: names no cohort; table1 needs the clinical table")
+        split_path = path / "split.csv"
+        if not split_path.is_file():
+            raise NpcaiError(f"{split_path}: missing; re-run `npcai train`")
+        split = pd.read_csv(split_path, dtype={"patient_id": str}).set_index("patient_id")
+        missing = split.index.difference(clinical.index)
+        if len(missing):
+            raise NpcaiError(f"{split_path}: patient {missing[0]} is not in the cohort's clinical.csv; "
+                             "the run and the cohort do not match")
+        clin = clinical.loc[split.index]
+        if by in ("split", "label"):
+            groups = split[by].astype(str)
+            if by == "label":
+                groups = groups.map(lambda v: f"label {v}")
+            return table1(clin, groups.rename(by), variables)
+        return table1(clin, by, variables)
+    if (path / "cohort.json").is_file():
+        clinical = Cohort.load(path).clinical()
+        if by == "split":
+            raise NpcaiError(f"{path}: a cohort has no split; pass a run folder, or --by label "
+                             "--endpoint NAME, or --by a clinical column such as centre")
+        if by == "label":
+            if not endpoint:
+                raise NpcaiError("table1 --by label on a cohort needs --endpoint (e.g. pfs-median)")
+            from npcai.cohort.endpoints import endpoint_labels
+
+            ep = endpoint_labels(clinical, endpoint)
+            groups = ep.labels.map(lambda v: f"label {v}").rename("label")
+            return table1(clinical.loc[groups.index], groups, variables)
+        return table1(clinical, by, variables)
+    raise NpcaiError(f"{path}: neither a run folder (config.yaml) nor a cohort folder (cohort.json)")

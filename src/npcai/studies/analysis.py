@@ -65,13 +65,16 @@ def _both_classes(y) -> bool:
     return len(np.unique(np.asarray(y))) == 2
 
 
-def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> dict[str, Any]:
+def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
+                  default_threshold: float | None = 0.5) -> dict[str, Any]:
     """Test-patient metrics of one model, with the threshold fixed on its validation patients.
 
     Args:
         pred: patient predictions with ``split`` (train/val/test), ``label`` and ``prob``
             (or any score where higher means label 1).
         survival: optional (time, event) indexed by patient_id for the C-index.
+        default_threshold: used when the validation patients cannot fix one (single class,
+            equal scores); None leaves the threshold metrics empty (e.g. for TNM stage scores).
     """
     from npcai.stats.auc import auc_ci, youden_threshold
 
@@ -80,13 +83,19 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> d
     val = pred[pred["split"] == "val"]
     test = pred[pred["split"] == "test"]
     out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
+    # the rule of `npcai evaluate`: Youden's J on the validation patients, else the default
+    out["threshold"] = float("nan") if default_threshold is None else float(default_threshold)
     if len(val) and _both_classes(val["label"]):
-        out["threshold"] = float(youden_threshold(val["label"], val["prob"]).threshold)
-    else:
-        out["threshold"] = float("nan")
+        try:
+            out["threshold"] = float(youden_threshold(val["label"], val["prob"]).threshold)
+        except NpcaiError as exc:   # e.g. every validation score equal
+            log.warning("threshold: %s; using %s", exc, out["threshold"])
     if len(test) and _both_classes(test["label"]):
-        a = auc_ci(test["label"], test["prob"])
-        out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
+        try:
+            a = auc_ci(test["label"], test["prob"])
+            out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
+        except NpcaiError as exc:   # too few test patients of a class for DeLong's variance
+            log.warning("test AUC left empty: %s", exc)
     if np.isfinite(out["threshold"]) and len(test):
         y = test["label"].to_numpy().astype(int)
         p = (test["prob"].to_numpy() > out["threshold"]).astype(int)
@@ -101,9 +110,12 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> d
         s = survival.reindex(test["patient_id"])
         ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
         if ok.sum() >= 2 and s["event"][ok].sum() > 0:
-            c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
-                           test["prob"].to_numpy()[ok])
-            out.update(c_index=c[0], c_low=c[1], c_high=c[2])
+            try:
+                c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
+                               test["prob"].to_numpy()[ok])
+                out.update(c_index=c[0], c_low=c[1], c_high=c[2])
+            except NpcaiError as exc:
+                log.warning("test C-index left empty: %s", exc)
     return out
 
 
@@ -201,7 +213,7 @@ def _tnm_rows(clinical, preds, first, subsets, survival, store: dict) -> pd.Data
             row = {"model": name + ("" if len(first) == 1 else f" ({subsets[sub].label or sub})"),
                    "source": "tnm", "subset": sub, "subset_label": subsets[sub].label or sub,
                    "roi": col, "roi_label": name, "kind": "tnm", "backbone": "–", "unit": "patient"}
-            row.update(model_metrics(q, survival))
+            row.update(model_metrics(q, survival, default_threshold=None))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -222,12 +234,12 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFra
         row = {**ctx, "Model A": name_a, "Model B": name_b, "Paired test patients": len(m)}
         if len(m) < len(ta) or len(m) < len(tb):
             row["Note"] = f"only {len(m)} test patients in common"
-        if len(m) >= 4 and _both_classes(m["label_a"]):
+        try:
             d = delong_test(m["label_a"], m["prob_a"], m["prob_b"])
             row.update({"AUC A": d.auc1, "AUC B": d.auc2, "Difference": d.auc1 - d.auc2,
                         "z": d.statistic, "p (DeLong, paired)": d.p_value})
-        else:
-            row["Note"] = "too few test patients of both classes"
+        except NpcaiError as exc:
+            row["Note"] = str(exc)
         rows.append(row)
 
     for sub in s.subsets:
@@ -276,9 +288,11 @@ def _oracle(cohort_dir: Path, resolved: ResolvedStudy, preds, first) -> dict[str
         test = preds[key][preds[key]["split"] == "test"]
         sc = score.reindex(test["patient_id"])
         ok = sc.notna().to_numpy()
-        if ok.sum() >= 4 and _both_classes(test["label"][ok]):
+        try:
             a = auc_ci(test["label"][ok], sc[ok])
             out["subsets"][sub] = {"auc": a.auc, "low": a.low, "high": a.high, "n": int(ok.sum())}
+        except NpcaiError as exc:
+            log.warning("oracle AUC on the test patients of %s left empty: %s", sub, exc)
     return out
 
 
@@ -320,8 +334,11 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
     out: list[str] = []
     if runs.empty:
         return out
-    mean = runs.groupby("roi", sort=False)["auc"].mean()
+    mean = runs.groupby("roi", sort=False)["auc"].mean().dropna()
     label = {x.name: x.display for x in s.rois}
+    if mean.empty:
+        out.append("No test AUC could be computed (too few test patients of each class); "
+                   "use a larger cohort or a larger test fraction.")
     if s.layout == "expansion":
         kinds = {x.name: x.kind for x in s.rois}
         expanded = [n for n in mean.index if kinds.get(n) == "expanded"]
@@ -333,11 +350,11 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
             for ref, what in ((tumour, "tumour-only"), (whole, "whole-slice")):
                 if ref:
                     v = mean[ref[0]]
-                    verdict = "beats" if mean[best] > v else "does NOT beat"
+                    verdict = "beats" if mean[best] > v else ("ties with" if mean[best] == v else "does NOT beat")
                     out.append(f"It {verdict} the {what} ROI ({label[ref[0]]}: aAUC {v:.3f}).")
     elif s.layout == "metastasis":
         for group in dict.fromkeys(x.group for x in s.rois if x.group):
-            g = runs[runs["group"] == group].groupby("kind")["auc"].mean()
+            g = runs[runs["group"] == group].groupby("kind")["auc"].mean().dropna()
             if len(g) == 2:
                 parts = ", ".join(f"{k} {v:.3f}" for k, v in g.items())
                 out.append(f"{group}: mean AUC {parts}.")

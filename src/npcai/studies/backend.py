@@ -43,9 +43,10 @@ def train_run(cohort_dir: Path, *, roi: str, endpoint: str, backbone: str, out: 
 
 def ensemble_runs(members: list[Path], out: Path) -> Path:
     """`npcai ensemble` (soft voting of patient probabilities) into ``out``."""
-    from npcai.models.ensemble import ensemble
+    from npcai.models.ensemble import ensemble_runs as soft_voting
 
-    return ensemble(members, out=out, overwrite=True)
+    soft_voting(members, out, overwrite=True)
+    return out
 
 
 def c_index_ci(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> tuple[float, float, float]:

@@ -31,8 +31,9 @@ def run(
                                                                     "(default: EXPORT/contours when present)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Study folder (default: study_<STUDY>). Finished "
                                                           "steps inside it are reused."),
-    preset: str = typer.Option("paper", "--preset", help="paper = the seed's settings; fast = small "
-                                                        "backbones and resolution for a CPU."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="paper = the seed's settings (the default "
+                                                               "when the study has it); fast = small backbones "
+                                                               "and resolution for a CPU."),
     backbones: Optional[str] = typer.Option(None, "--backbones", help="Comma-separated timm backbones, "
                                                                      "overriding the preset (e.g. resnet18,efficientnet_b0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's maximum epochs."),
@@ -58,7 +59,7 @@ def run(
     out = out or Path(f"study_{resolved.study.name}")
     if dry_run:
         plan = plan_study(resolved)
-        table = Table(title=f"{resolved.study.name} ({preset}): {len(plan)} runs")
+        table = Table(title=f"{resolved.study.name} ({resolved.preset}): {len(plan)} runs")
         for col in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit"):
             table.add_column(col)
         for _, r in plan.iterrows():
@@ -69,7 +70,7 @@ def run(
         result = run_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
                            contours=contours, weights=weights, resume=resume, explain=explain)
     trained = int((result.steps["status"] == "trained").sum())
-    console.print(f"[bold]{resolved.study.name}[/bold] ({preset}): {len(result.steps)} models "
+    console.print(f"[bold]{resolved.study.name}[/bold] ({resolved.preset}): {len(result.steps)} models "
                   f"({trained} trained, {len(result.steps) - trained} reused) in {result.seconds / 60:.1f} min")
     for line in result.findings:
         console.print(f"  • {line}")

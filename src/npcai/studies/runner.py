@@ -63,8 +63,14 @@ class StudyResult:
 
 def resolve_study(study: str | Path, preset: str | None = None, *, backbones: list[str] | None = None,
                   epochs: int | None = None, pretrained: bool | None = None) -> ResolvedStudy:
-    """Load a shipped study (or a YAML path) and apply the preset and overrides."""
-    return load_study(study).resolve(preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
+    """Load a shipped study (or a YAML path) and apply the preset and overrides.
+
+    ``preset=None`` means ``paper`` when the study defines it, else the YAML as written.
+    """
+    s = load_study(study)
+    if preset is None and "paper" in s.presets:
+        preset = "paper"
+    return s.resolve(preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
 
 
 def plan_study(resolved: ResolvedStudy) -> pd.DataFrame:

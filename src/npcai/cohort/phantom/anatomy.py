@@ -70,7 +70,8 @@ class Geometry:
 
     @property
     def pixel_mm(self) -> float:
-        return FOV_MM / self.size
+        """In-plane spacing, rounded to 6 decimals so the DICOM text and NIfTI agree exactly."""
+        return round(FOV_MM / self.size, 6)
 
     @property
     def slice_mm(self) -> float:
@@ -78,23 +79,50 @@ class Geometry:
 
     def origin(self, z0: float) -> tuple[float, float, float]:
         """Patient-coordinate (LPS, mm) centre of the first voxel."""
-        half = (self.size - 1) / 2 * self.pixel_mm
-        return (-half, -half, z0)
+        half = round((self.size - 1) / 2 * self.pixel_mm, 6)
+        return (-half, -half, round(z0, 6))
+
+
+@dataclass
+class Patch:
+    """An array placed in the volume: slices ``z0:z1`` and box ``y0:y1, x0:x1``.
+
+    ``z0 is None`` means a 2-D in-plane array shared by every slice (static anatomy).
+    """
+
+    array: np.ndarray
+    y0: int = 0
+    x0: int = 0
+    z0: int | None = None
+
+    def view(self, volume: np.ndarray) -> np.ndarray:
+        if self.z0 is None:
+            h, w = self.array.shape
+            return volume[:, self.y0:self.y0 + h, self.x0:self.x0 + w]
+        d, h, w = self.array.shape
+        return volume[self.z0:self.z0 + d, self.y0:self.y0 + h, self.x0:self.x0 + w]
 
 
 @dataclass
 class TissueModel:
-    """One timepoint's anatomy: ordered tissue layers and additive texture terms."""
+    """One timepoint's anatomy: ordered tissue layers and additive texture terms.
 
-    layers: list[tuple[str, np.ndarray]] = field(default_factory=list)   # (tissue, fraction)
-    textures: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (sign key, field)
+    Static anatomy is stored in 2-D (identical on every slice) and the tumour and nodes as
+    3-D patches in a bounding box, so a 256 px x 16 slice scan renders in a fraction of a
+    second.
+    """
+
+    shape: tuple[int, int, int]
+    layers: list[tuple[str, Patch]] = field(default_factory=list)     # (tissue, fraction)
+    textures: list[tuple[str, Patch]] = field(default_factory=list)   # (sign key, field)
     labels: np.ndarray | None = None          # uint8 (z, y, x): 1 tumour, 2 nodes
     info: dict = field(default_factory=dict)
 
 
 def _soft(signed_mm: np.ndarray, width_mm: float) -> np.ndarray:
     """Partial-volume fraction inside a shape from a signed distance (negative inside)."""
-    return (1.0 / (1.0 + np.exp(np.clip(signed_mm / width_mm, -30, 30)))).astype(np.float32)
+    x = np.clip(np.asarray(signed_mm, dtype=np.float32) / np.float32(width_mm), -30, 30)
+    return 1.0 / (1.0 + np.exp(x))
 
 
 def _ellipse_sd(X, Y, cx, cy, ax, ay, angle=0.0):
@@ -108,10 +136,23 @@ def _ellipse_sd(X, Y, cx, cy, ax, ay, angle=0.0):
 
 def _smooth_noise(rng, shape, sigma_px: float) -> np.ndarray:
     """Unit-SD smooth random field, smoothed in-plane only."""
-    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32),
-                                sigma=(0, sigma_px, sigma_px))
+    sig = (0, sigma_px, sigma_px) if len(shape) == 3 else (sigma_px, sigma_px)
+    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma=sig)
     sd = float(f.std()) or 1.0
     return f / sd
+
+
+def _box(cx_mm: float, cy_mm: float, half_mm: float, coords: np.ndarray) -> tuple[int, int, int, int]:
+    """Pixel box (y0, y1, x0, x1) covering a square of half-width ``half_mm`` around a point."""
+    S = len(coords)
+    px = float(coords[1] - coords[0])
+    def lo_hi(c):
+        lo = int(np.floor((c - half_mm - coords[0]) / px))
+        hi = int(np.ceil((c + half_mm - coords[0]) / px)) + 1
+        return max(0, lo), min(S, hi)
+    y0, y1 = lo_hi(cy_mm)
+    x0, x1 = lo_hi(cx_mm)
+    return y0, y1, x0, x1
 
 
 def render_tissues(patient: dict, geom: Geometry, *, timepoint: str, seed: int) -> TissueModel:
@@ -127,52 +168,50 @@ def render_tissues(patient: dict, geom: Geometry, *, timepoint: str, seed: int) 
     t_rng = np.random.default_rng([seed, 11 if timepoint == "pre" else 13])
     post = timepoint == "post"
 
-    coords = (np.arange(S, dtype=np.float32) - (S - 1) / 2) * px
     shift = t_rng.normal(0, 1.5, 2) if post else np.zeros(2)
-    Xs, Ys = np.meshgrid(coords - shift[0], coords - shift[1])
-    X = np.broadcast_to(Xs, (Z, S, S))
-    Y = np.broadcast_to(Ys, (Z, S, S))
-    zpos = (np.arange(Z) - (Z - 1) / 2) * SLICE_MM               # mm from the volume centre
-    zz = zpos[:, None, None]
+    xs = (np.arange(S, dtype=np.float32) - (S - 1) / 2) * px - np.float32(shift[0])
+    ys = (np.arange(S, dtype=np.float32) - (S - 1) / 2) * px - np.float32(shift[1])
+    X, Y = np.meshgrid(xs, ys)                                       # 2-D, mm
+    zpos = (np.arange(Z) - (Z - 1) / 2) * SLICE_MM                   # mm from the volume centre
 
-    model = TissueModel()
-    add = model.layers.append
+    model = TissueModel(shape=(Z, S, S))
 
-    # ---- body: head outline tapering caudally, skin, fat, muscle
+    def add(tissue: str, frac: np.ndarray, y0: int = 0, x0: int = 0, z0: int | None = None):
+        model.layers.append((tissue, Patch(frac.astype(np.float32, copy=False), y0, x0, z0)))
+
+    # ---- static body (2-D): skin, fat, muscle, parotids, mandibular rami, vertebra, cord
     hx, hy = a_rng.uniform(66, 74), a_rng.uniform(82, 92)
-    taper = (1.0 - 0.004 * zz)                                     # caudal slices narrower
-    rho_head = np.sqrt((X / (hx * taper)) ** 2 + ((Y - 6.0) / (hy * taper)) ** 2)
-    mean_ax = (hx + hy) / 2
-    head = (rho_head - 1.0) * mean_ax
-    add(("skin", _soft(head, pv)))
-    add(("fat", _soft(head + 2.5, pv)))
+    head = (np.sqrt((X / hx) ** 2 + ((Y - 6.0) / hy) ** 2) - 1.0) * (hx + hy) / 2
+    add("skin", _soft(head, pv))
+    add("fat", _soft(head + 2.5, pv))
     fat_t = a_rng.uniform(5, 9)
-    add(("muscle", _soft(head + 2.5 + fat_t, pv)))
-    # parotids (posterolateral), mandibular rami (anterolateral), vertebra, cord
-    for side in (-1, 1):
-        add(("parotid", _soft(_ellipse_sd(X, Y, side * 48, 22, 11, 17, side * 0.3), pv)))
-        ram = _ellipse_sd(X, Y, side * 46, -14, 6.5, 19, side * -0.25)
-        add(("cortex", _soft(ram, pv)))
-        add(("marrow", _soft(ram + 2.0, pv)))
+    add("muscle", _soft(head + 2.5 + fat_t, pv))
+    for sd in (-1, 1):
+        add("parotid", _soft(_ellipse_sd(X, Y, sd * 55, 20, 8, 15, sd * 0.3), pv))
+        ram = _ellipse_sd(X, Y, sd * 46, -14, 6.5, 19, sd * -0.25)
+        add("cortex", _soft(ram, pv))
+        add("marrow", _soft(ram + 2.0, pv))
     vert = _ellipse_sd(X, Y, 0, 30, 16, 12)
-    add(("cortex", _soft(vert, pv)))
-    add(("marrow", _soft(vert + 2.0, pv)))
-    add(("csf", _soft(_ellipse_sd(X, Y, 0, 49, 8.5, 7.5), pv)))
-    add(("cord", _soft(_ellipse_sd(X, Y, 0, 49, 5.0, 4.5), pv)))
+    add("cortex", _soft(vert, pv))
+    add("marrow", _soft(vert + 2.0, pv))
+    add("csf", _soft(_ellipse_sd(X, Y, 0, 49, 8.5, 7.5), pv))
+    add("cord", _soft(_ellipse_sd(X, Y, 0, 49, 5.0, 4.5), pv))
     # cerebellum-like folia far posterior (a distractor: random texture, no signal)
-    cb = _ellipse_sd(X, Y, 0, 70, 34, 11)
-    add(("cerebellum", _soft(cb, pv)))
+    cb = _soft(_ellipse_sd(X, Y, 0, 70, 34, 11), pv)
+    add("cerebellum", cb)
     folia = np.cos(2 * np.pi * (Y / a_rng.uniform(3.5, 5.0)) + 0.4 * np.sin(X / 6.0))
-    model.textures.append(("distractor", (a_rng.uniform(30, 90) * folia * _soft(cb, pv)).astype(np.float32)))
+    model.textures.append(("distractor", Patch((a_rng.uniform(30, 90) * folia * cb).astype(np.float32))))
     # airway and mucosa
     ay_c = a_rng.uniform(-24, -18)
-    add(("mucosa", _soft(_ellipse_sd(X, Y, 0, ay_c, 15, 8.5), pv)))
+    add("mucosa", _soft(_ellipse_sd(X, Y, 0, ay_c, 15, 8.5), pv))
     if post:   # treatment-related mucosal thickening (a distractor at post)
-        add(("mucosa", _soft(_ellipse_sd(X, Y, 0, ay_c, 17, 10.5), pv)))
+        add("mucosa", _soft(_ellipse_sd(X, Y, 0, ay_c, 17, 10.5), pv))
     airway = _soft(_ellipse_sd(X, Y, 0, ay_c, 12, 6), pv)
-    add(("airway", airway))
+    add("airway", airway)
+    body_texture = _smooth_noise(a_rng, (S, S), max(1.0, 2.0 / px)) * _soft(head, pv)
+    model.textures.append(("body", Patch((12.0 * body_texture).astype(np.float32))))
 
-    # ---- primary tumour: posterolateral nasopharyngeal wall
+    # ---- primary tumour: posterolateral nasopharyngeal wall (a 3-D patch in a box)
     t = int(patient["t_stage_num"])
     side = 1 if a_rng.random() < 0.5 else -1
     R = TUMOUR_RADIUS_MM[t] * a_rng.uniform(0.9, 1.1)
@@ -183,99 +222,110 @@ def render_tissues(patient: dict, geom: Geometry, *, timepoint: str, seed: int) 
     extent_mm = 2.2 * R                                               # cranio-caudal extent
     n_tum = int(np.clip(round(extent_mm / SLICE_MM), min(2, Z), max(2, Z - Z // 4)))
     z_start = int(np.clip(round((Z - n_tum) / 2 + a_rng.uniform(-1, 1) * Z / 8), 0, Z - n_tum))
-    rz = np.zeros(Z, dtype=np.float32)
-    for k in range(z_start, z_start + n_tum):
-        u = (k - z_start + 0.5) / n_tum * 2 - 1                      # -1..1 along the tumour
+    rz = np.zeros(n_tum, dtype=np.float32)
+    for k in range(n_tum):
+        u = (k + 0.5) / n_tum * 2 - 1                                 # -1..1 along the tumour
         rz[k] = R * (0.55 + 0.45 * np.sqrt(max(0.0, 1 - u * u)))
     if post:
         f = float(np.clip(0.15 + 0.55 * patient["p_residual"] + t_rng.normal(0, 0.06), 0.10, 0.80))
-        rz = np.where(rz > 0, np.maximum(rz * f, 1.6 * px), 0.0).astype(np.float32)
+        rz = np.maximum(rz * f, 1.6 * px).astype(np.float32)
         model.info["residual_fraction"] = f
-    theta = np.arctan2(Y - cy, X - cx)
-    dist = np.sqrt((X - cx) ** 2 + (Y - cy) ** 2)
-    shape = 1.0 + sum(a * np.cos(k * theta + p) for k, a, p in harm)
-    shape = shape + lobe * np.exp(-((np.angle(np.exp(1j * (theta - lobe_dir)))) / 0.5) ** 2)
-    r_theta = rz[:, None, None] * shape
-    tumour_sd = np.where(rz[:, None, None] > 0, dist - r_theta, 1e3).astype(np.float32)
+    outer = ring_band_outer_mm()
+    r_max = R * (1 + sum(a for _, a, _ in harm) + lobe)
+    y0, y1, x0, x1 = _box(cx + shift[0], cy + shift[1], r_max + outer + 3 * px + 2.0, xs + shift[0])
+    Xb, Yb = X[y0:y1, x0:x1], Y[y0:y1, x0:x1]
+    theta = np.arctan2(Yb - cy, Xb - cx)
+    dist = np.sqrt((Xb - cx) ** 2 + (Yb - cy) ** 2)
+    shape2d = 1.0 + sum(a * np.cos(k * theta + p) for k, a, p in harm)
+    dtheta = np.angle(np.exp(1j * (theta - lobe_dir)))
+    shape2d = (shape2d + lobe * np.exp(-(dtheta / 0.5) ** 2)).astype(np.float32)
+    r_theta = rz[:, None, None] * shape2d[None]
+    tumour_sd = dist[None] - r_theta                                  # (n_tum, h, w)
     tumour_mask = tumour_sd < 0
-    add(("residual" if post else "tumour", _soft(tumour_sd, pv)))
+    zt = z_start
+    add("residual" if post else "tumour", _soft(tumour_sd, pv), y0, x0, zt)
 
     # interior heterogeneity (z_core): smooth speckle inside the tumour
+    bshape = tumour_sd.shape
     core_amp = max(0.0, CORE_AMPLITUDE[0] + CORE_AMPLITUDE[1] * patient["z_core"])
-    speck = _smooth_noise(t_rng, (Z, S, S), max(0.6, 1.0 / px))
-    core_field = core_amp * (speck + 0.4) * _soft(tumour_sd + 1.0, pv)
-    model.textures.append(("core_sign", core_field.astype(np.float32) * (0.5 if post else 1.0)))
+    speck = _smooth_noise(t_rng, bshape, max(0.6, 1.0 / px))
+    core_field = core_amp * (speck + 0.4) * _soft(tumour_sd + 1.0, pv) * (0.5 if post else 1.0)
+    model.textures.append(("core_sign", Patch(core_field.astype(np.float32), y0, x0, zt)))
     # necrotic core (treatment interaction), pre-treatment only, on slices with a big section
     if patient["necrosis"] and not post:
-        nec_sd = np.where(rz[:, None, None] >= 0.7 * R, dist - 0.45 * r_theta, 1e3)
-        add(("necrosis", _soft(nec_sd.astype(np.float32), pv)))
+        nec_sd = np.where(rz[:, None, None] >= 0.7 * R, dist[None] - 0.45 * r_theta, 1e3)
+        add("necrosis", _soft(nec_sd, pv), y0, x0, zt)
 
-    # ---- cervical nodes (level II / retropharyngeal, lateral)
+    # ---- cervical nodes (level II / retropharyngeal, lateral), each a patch
     n = int(patient["n_stage_num"])
-    node_mask = np.zeros((Z, S, S), dtype=bool)
-    node_frac = np.zeros((Z, S, S), dtype=np.float32)
+    labels = np.zeros((Z, S, S), dtype=np.uint8)
     lo, hi = NODE_COUNT[n]
     count = int(a_rng.integers(lo, hi + 1)) if hi > 0 else 0
-    centres: list[tuple[float, float, int]] = []
+    node_amp = max(0.0, NODE_AMPLITUDE[0] + NODE_AMPLITUDE[1] * patient["z_node"])
+    placed: list[tuple[float, float, float]] = []
     for i in range(count):
         for _ in range(20):
             nside = side if (i % 2 == 0) else -side
             nx, ny = nside * a_rng.uniform(36, 46), a_rng.uniform(0, 16)
             rn = a_rng.uniform(*NODE_RADIUS_MM[n])
-            if all(np.hypot(nx - ox, ny - oy) > rn + orad + 2 for ox, oy, orad in
-                   [(c[0], c[1], c[2]) for c in centres]):
+            if all(np.hypot(nx - ox, ny - oy) > rn + orad + 2 for ox, oy, orad in placed):
                 break
-        kz = int(a_rng.integers(Z // 3, Z)) if Z > 2 else Z - 1
-        centres.append((nx, ny, rn))
+        kz = int(a_rng.integers(Z // 3, Z))
+        placed.append((nx, ny, rn))
         rn_now = rn * (0.5 if post else 1.0)
         if rn_now < 2.5:
             continue
         half_z = max(rn_now * 1.4, SLICE_MM * 0.6)
         zprof = np.sqrt(np.clip(1 - ((zpos - zpos[kz]) / half_z) ** 2, 0, 1))
-        zprof = np.where(zprof > 0, 0.55 + 0.45 * zprof, 0.0)[:, None, None]
-        nsd = np.where(zprof > 0, np.sqrt((X - nx) ** 2 + (Y - ny) ** 2) - rn_now * zprof, 1e3)
-        node_frac = np.maximum(node_frac, _soft(nsd.astype(np.float32), pv))
-        node_mask |= nsd < 0
+        zs = np.flatnonzero(zprof > 0)
+        zprof = (0.55 + 0.45 * zprof[zs])[:, None, None]
+        ny0, ny1, nx0, nx1 = _box(nx + shift[0], ny + shift[1], rn_now + 3 * px, xs + shift[0])
+        nd = np.sqrt((X[ny0:ny1, nx0:nx1] - nx) ** 2 + (Y[ny0:ny1, nx0:nx1] - ny) ** 2)
+        nsd = nd[None] - rn_now * zprof
+        frac = _soft(nsd, pv)
+        add("node", frac, ny0, nx0, int(zs[0]))
+        nspeck = _smooth_noise(t_rng, frac.shape, max(0.6, 1.0 / px))
+        model.textures.append(("node_sign", Patch((node_amp * (0.6 + 0.5 * nspeck) * frac
+                                                   * (0.5 if post else 1.0)).astype(np.float32),
+                                                  ny0, nx0, int(zs[0]))))
+        sub = labels[zs[0]:zs[-1] + 1, ny0:ny1, nx0:nx1]
+        sub[nsd < 0] = 2
     model.info["n_nodes"] = count
-    add(("node", node_frac))
-    node_amp = max(0.0, NODE_AMPLITUDE[0] + NODE_AMPLITUDE[1] * patient["z_node"])
-    if count:
-        nspeck = _smooth_noise(t_rng, (Z, S, S), max(0.6, 1.0 / px))
-        model.textures.append(("node_sign", (node_amp * (0.6 + 0.5 * nspeck) * node_frac
-                                             * (0.5 if post else 1.0)).astype(np.float32)))
-
-    # ---- far-field distractor blobs (vessels/orbit-like), kept away from tumour and band
-    far = ndimage.distance_transform_edt(~tumour_mask, sampling=(1e4, px, px)) if tumour_mask.any() \
-        else np.full((Z, S, S), 1e4)
-    outer = ring_band_outer_mm()
-    blobs = np.zeros((Z, S, S), dtype=np.float32)
-    for _ in range(int(a_rng.integers(3, 7))):
-        bx, by = a_rng.uniform(-50, 50), a_rng.uniform(-70, 60)
-        br = a_rng.uniform(2.0, 4.0)
-        blobs = np.maximum(blobs, _soft(np.sqrt((X - bx) ** 2 + (Y - by) ** 2) - br, pv))
-    blobs *= (far > outer + 8.0) & ~node_mask
-    blobs *= _soft(head + 10.0, pv)                                    # inside the body
-    add(("blob", blobs))
 
     # ---- peritumoural infiltration band (the strongest signal): 0 .. 9 mm outside the edge
+    far = ndimage.distance_transform_edt(~tumour_mask, sampling=(1e4, px, px)).astype(np.float32)
+    node_here = labels[zt:zt + n_tum, y0:y1, x0:x1] == 2
     ring_amp = min(300.0, max(0.0, RING_AMPLITUDE[0] + RING_AMPLITUDE[1] * patient["z_ring"]))
     if post:
         ring_amp *= 0.3 + 0.7 * model.info["residual_fraction"]
     n_sp = int(a_rng.integers(10, 18))
-    stripes = 0.5 + 0.5 * np.cos(n_sp * theta + a_rng.uniform(0, 2 * np.pi) + 0.25 * (dist / max(px, 1.0)))
-    speck2 = _smooth_noise(t_rng, (Z, S, S), max(0.5, 0.8 / px))
-    pattern = np.clip(0.35 + 0.8 * stripes ** 2 + 0.45 * speck2, 0, 1.6)
-    band = (far > 0) & (far <= outer) & ~node_mask
-    band_w = band * _soft(far - outer, pv) * _soft(head + 3.0, pv) * (1.0 - airway)
-    model.textures.append(("ring_sign", (ring_amp * pattern * band_w).astype(np.float32)))
+    stripes = 0.5 + 0.5 * np.cos(n_sp * theta + a_rng.uniform(0, 2 * np.pi) + 0.25 * dist / max(px, 1.0))
+    speck2 = _smooth_noise(t_rng, bshape, max(0.5, 0.8 / px))
+    pattern = np.clip(0.35 + 0.8 * stripes[None] ** 2 + 0.45 * speck2, 0, 1.6)
+    band = (far > 0) & ~node_here
+    band_w = band * _soft(far - outer, pv) * (1.0 - airway[y0:y1, x0:x1])[None] \
+        * _soft(head[y0:y1, x0:x1] + 3.0, pv)[None]
+    model.textures.append(("ring_sign", Patch((ring_amp * pattern * band_w).astype(np.float32), y0, x0, zt)))
 
-    labels = np.zeros((Z, S, S), dtype=np.uint8)
-    labels[node_mask] = 2
-    labels[tumour_mask] = 1
+    # ---- far-field distractor blobs (vessels/orbit-like, 2-D), away from tumour and band
+    keep = np.ones((S, S), dtype=bool)
+    keep[y0:y1, x0:x1] = ~(far.min(axis=0) <= outer + 8.0)
+    keep &= ~(labels.max(axis=0) == 2)
+    blobs = np.zeros((S, S), dtype=np.float32)
+    for _ in range(int(a_rng.integers(3, 7))):
+        bx, by = a_rng.uniform(-50, 50), a_rng.uniform(-70, 60)
+        br = a_rng.uniform(2.0, 4.0)
+        b0, b1, c0, c1 = _box(bx + shift[0], by + shift[1], br + 3 * px, xs + shift[0])
+        d = np.sqrt((X[b0:b1, c0:c1] - bx) ** 2 + (Y[b0:b1, c0:c1] - by) ** 2) - br
+        blobs[b0:b1, c0:c1] = np.maximum(blobs[b0:b1, c0:c1], _soft(d, pv))
+    blobs *= keep * _soft(head + 10.0, pv)
+    model.layers.insert(len([l for l in model.layers if l[1].z0 is None]), ("blob", Patch(blobs)))
+
+    labels[zt:zt + n_tum, y0:y1, x0:x1][tumour_mask] = 1
     model.labels = labels
     model.info.update(tumour_side=side, tumour_radius_mm=float(R), tumour_slices=int(n_tum),
-                      ring_amplitude=float(ring_amp), node_amplitude=float(node_amp if count else 0.0),
-                      core_amplitude=float(core_amp))
+                      tumour_first_slice=int(zt), ring_amplitude=float(ring_amp),
+                      node_amplitude=float(node_amp if count else 0.0), core_amplitude=float(core_amp))
     return model
 
 
@@ -288,23 +338,39 @@ def to_intensities(model: TissueModel, sequence: str, *, centre_index: int, seed
     con = SEQUENCE_CONTRAST[sequence]
     scanner = CENTRE_SCANNER[centre_index % len(CENTRE_SCANNER)]
     rng = np.random.default_rng([seed, 17])
-    shape = model.layers[0][1].shape
-    img = np.zeros(shape, dtype=np.float32)
-    for tissue, frac in model.layers:
-        img += frac * (np.float32(con[tissue]) - img)
-    # gentle tissue texture so flat regions do not look synthetic
-    body = model.layers[0][1]
-    img += 12.0 * _smooth_noise(rng, shape, 2.0) * body
-    for key, term in model.textures:
-        sign = 1.0 if key == "distractor" else con[key]
-        img += np.float32(sign) * term
-    Z, S, _ = shape
+    Z, S, _ = model.shape
+    plane = np.zeros((S, S), dtype=np.float32)
+    static = [(t, p) for t, p in model.layers if p.z0 is None]
+    local = [(t, p) for t, p in model.layers if p.z0 is not None]
+    for tissue, p in static:
+        v = plane[p.y0:p.y0 + p.array.shape[0], p.x0:p.x0 + p.array.shape[1]]
+        v += p.array * (np.float32(con[tissue]) - v)
+    for key, p in model.textures:
+        if p.z0 is None:
+            sign = 1.0 if key in ("distractor", "body") else con[key]
+            v = plane[p.y0:p.y0 + p.array.shape[0], p.x0:p.x0 + p.array.shape[1]]
+            v += np.float32(sign) * p.array
+    img = np.repeat(plane[None], Z, axis=0)
+    for tissue, p in local:
+        v = p.view(img)
+        v += p.array * (np.float32(con[tissue]) - v)
+    for key, p in model.textures:
+        if p.z0 is not None:
+            v = p.view(img)
+            v += np.float32(con[key]) * p.array
     u = np.linspace(-1, 1, S, dtype=np.float32)
-    b = rng.normal(0, scanner["bias"], 4)
+    b = rng.normal(0, scanner["bias"], 4).astype(np.float32)
     bias = 1.0 + b[0] * u[None, :] + b[1] * u[:, None] + b[2] * (u[None, :] ** 2 + u[:, None] ** 2) \
         + b[3] * u[None, :] * u[:, None]
-    img = np.clip(img, 0, None) * bias[None] * scanner["scale"]
-    sd = scanner["noise"]
-    n1 = rng.standard_normal(shape, dtype=np.float32) * sd
-    n2 = rng.standard_normal(shape, dtype=np.float32) * sd
-    return np.sqrt((img + n1) ** 2 + n2 ** 2)
+    np.clip(img, 0, None, out=img)
+    img *= bias[None] * np.float32(scanner["scale"])
+    sd = np.float32(scanner["noise"])
+    n1 = rng.standard_normal(img.shape, dtype=np.float32)
+    n1 *= sd
+    img += n1
+    np.square(img, out=img)
+    n1 = rng.standard_normal(img.shape, dtype=np.float32)
+    n1 *= sd
+    np.square(n1, out=n1)
+    img += n1
+    return np.sqrt(img, out=img)

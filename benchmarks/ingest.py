@@ -1,0 +1,98 @@
+"""Benchmark: ingest speed (slices/s) on the default phantom export vs bare pydicom reading.
+
+Measured in one run on the same files: (1) ``pydicom.dcmread`` of every DICOM file (the
+floor any DICOM ingest pays), (2) the same plus decoding ``pixel_array``, (3) the full
+``npcai.cohort.ingest.ingest`` (header scan, geometry checks, SimpleITK conversion,
+contour checks, compressed NIfTI writing, hashing). Reports slices/s and the ratios.
+
+The default phantom export (120 patients, 256 px, 16 slices, T1c, pre only) is generated
+once into a cache folder (``--cache``, default /tmp/npcai-bench/phantom-default).
+
+Usage::
+
+    .venv/bin/python benchmarks/ingest.py [--export DIR] [--cache DIR] [--repeat 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def _default_export(cache: Path) -> Path:
+    from npcai.cohort.phantom import generate_phantom
+
+    if (cache / "phantom.json").is_file() and (cache / "dicom").is_dir():
+        return cache
+    print(f"generating the default phantom export into {cache} (once) ...", flush=True)
+    t = time.perf_counter()
+    generate_phantom(cache, overwrite=True)
+    print(f"  done in {time.perf_counter() - t:.1f} s", flush=True)
+    return cache
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--export", type=Path, default=None, help="existing phantom export (default: generate)")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/npcai-bench/phantom-default"),
+                    help="where the default phantom export is generated and reused")
+    ap.add_argument("--repeat", type=int, default=1, help="repetitions; the best time of each is reported")
+    args = ap.parse_args()
+
+    import pydicom
+
+    from npcai.cohort.ingest import ingest
+
+    export = args.export or _default_export(args.cache)
+    files = sorted((export / "dicom").rglob("*.dcm"))
+    n = len(files)
+    # warm the page cache so both measurements read from memory
+    for f in files:
+        f.read_bytes()
+
+    t_read, t_decode, t_ingest = float("inf"), float("inf"), float("inf")
+    report = {}
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        for f in files:
+            pydicom.dcmread(f)
+        t_read = min(t_read, time.perf_counter() - t)
+
+        t = time.perf_counter()
+        for f in files:
+            pydicom.dcmread(f).pixel_array
+        t_decode = min(t_decode, time.perf_counter() - t)
+
+        tmp = Path(tempfile.mkdtemp(prefix="npcai-bench-ingest-"))
+        try:
+            t = time.perf_counter()
+            report = ingest(export / "dicom", clinical=export / "clinical.csv", out=tmp / "cohort",
+                            contours=export / "contours")
+            t_ingest = min(t_ingest, time.perf_counter() - t)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    slices = report["slices"]
+    assert slices == n, (slices, n)
+    result = {
+        "export": str(export), "files": n, "patients": report["patients"], "scans": report["scans"],
+        "pydicom_dcmread_slices_per_s": round(n / t_read, 1),
+        "pydicom_dcmread_pixel_array_slices_per_s": round(n / t_decode, 1),
+        "npcai_ingest_slices_per_s": round(slices / t_ingest, 1),
+        "ingest_seconds": round(t_ingest, 2),
+        "ratio_ingest_vs_dcmread": round((slices / t_ingest) / (n / t_read), 3),
+        "ratio_ingest_vs_dcmread_pixel_array": round((slices / t_ingest) / (n / t_decode), 3),
+    }
+    print(json.dumps(result, indent=1))
+    print(f"npcai ingest: {result['npcai_ingest_slices_per_s']} slices/s = "
+          f"{result['ratio_ingest_vs_dcmread']:.2f} x bare pydicom.dcmread "
+          f"({result['pydicom_dcmread_slices_per_s']} slices/s) and "
+          f"{result['ratio_ingest_vs_dcmread_pixel_array']:.2f} x dcmread + pixel_array "
+          f"({result['pydicom_dcmread_pixel_array_slices_per_s']} slices/s), same {n} files, one run")
+
+
+if __name__ == "__main__":
+    main()

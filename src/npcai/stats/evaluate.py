@@ -1,0 +1,250 @@
+"""Evaluate one run folder on its test patients: what ``npcai evaluate RUN`` computes.
+
+Honest by construction: the decision threshold is fixed on the *validation* patients
+(Youden's J) and applied unchanged to the test patients; the test split selects nothing.
+Every headline number carries a 95% CI: DeLong for AUC, Wilson for proportions, the
+infinitesimal jackknife for the C-index, a patient-level bootstrap for F1 and for the
+slice-level AUC (slices of one patient are not independent).
+
+Writes ``RUN/metrics.json``, ``RUN/figures/roc.png`` and ``RUN/figures/confusion.png``.
+
+Examples:
+    >>> m = evaluate_run("runs/r1")                         # doctest: +SKIP
+    >>> m["patient"]["auc"]["auc"], m["binary"]["sensitivity"]["value"]   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from npcai.errors import NpcaiError
+from npcai.fsutil import atomic_write_text
+from npcai.stats.auc import auc_ci, roc_auc, youden_threshold
+from npcai.stats.binary import binary_metrics
+from npcai.stats.bootstrap import bootstrap_ci
+from npcai.stats.calibration import calibration_intercept_slope
+from npcai.stats.concordance import c_index_binary, harrell_c
+from npcai.stats.runfolder import RunData, read_run
+
+__all__ = ["evaluate_run", "evaluate_predictions", "run_survival", "run_clinical", "f1_score"]
+
+log = logging.getLogger(__name__)
+
+
+def f1_score(y_true, y_pred) -> float:
+    """F1 of 0/1 predictions (2 TP / (2 TP + FP + FN))."""
+    y, p = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    tp = int(((y == 1) & (p == 1)).sum())
+    den = 2 * tp + int(((y == 0) & (p == 1)).sum()) + int(((y == 1) & (p == 0)).sum())
+    if den == 0:
+        raise NpcaiError("F1 is undefined: no positive patients and no positive predictions")
+    return 2 * tp / den
+
+
+def run_clinical(run: RunData) -> pd.DataFrame | None:
+    """The clinical table of the run's cohort (None when the config names no cohort)."""
+    if run.cohort is None:
+        return None
+    from npcai.cohort.model import Cohort
+
+    if not (Path(run.cohort) / "cohort.json").is_file():
+        raise NpcaiError(f"{run.path / 'config.yaml'}: cohort {run.cohort} not found; "
+                         "move the cohort back or re-run `npcai train`")
+    return Cohort.load(run.cohort).clinical()
+
+
+def run_survival(run: RunData, clinical: pd.DataFrame | None) -> tuple[pd.DataFrame | None, str]:
+    """(time, event) per patient for the run's endpoint, via ``npcai.cohort.endpoints``.
+
+    Returns ``(None, reason)`` when the endpoint has no survival columns or the cohort lacks
+    them; the reason goes into metrics.json instead of a number.
+    """
+    if clinical is None:
+        return None, "the run's config.yaml names no cohort"
+    if not run.endpoint:
+        return None, "the run's config.yaml names no endpoint"
+    from npcai.cohort.endpoints import NAMED_ENDPOINTS, endpoint_labels
+
+    _, tcol, ecol = NAMED_ENDPOINTS.get(run.endpoint, (run.endpoint, None, None))
+    if tcol is None:
+        return None, f"endpoint {run.endpoint!r} has no survival time"
+    if tcol not in clinical.columns or ecol not in clinical.columns:
+        return None, f"the cohort's clinical.csv has no {tcol}/{ecol} columns for endpoint {run.endpoint!r}"
+    ep = endpoint_labels(clinical, run.endpoint)
+    if ep.survival is None:
+        return None, f"endpoint {run.endpoint!r} has no survival data"
+    # all patients with a time, not only those with a binary label (censored ones count in C)
+    surv = pd.DataFrame({"time": pd.to_numeric(clinical[tcol], errors="coerce"),
+                         "event": pd.to_numeric(clinical[ecol], errors="coerce")}).dropna()
+    return surv, f"{tcol} / {ecol}"
+
+
+def _threshold(val: pd.DataFrame | None, fixed: float | None) -> dict[str, Any]:
+    if fixed is not None:
+        return {"value": float(fixed), "source": "given (--threshold)"}
+    if val is None or val.empty:
+        return {"value": 0.5, "source": "0.5: the run has no validation patients to fix a threshold on"}
+    y = val["label"].to_numpy()
+    if y.min() == y.max():
+        return {"value": 0.5, "source": f"0.5: all {len(y)} validation patients have label {int(y[0])}, "
+                                        "so Youden's threshold is undefined"}
+    cut = youden_threshold(y, val["prob"].to_numpy(), what="validation Youden threshold")
+    return {"value": cut.threshold, "source": f"Youden's J on {len(y)} validation patients",
+            "validation": cut.to_dict()}
+
+
+def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
+                         slices: pd.DataFrame | None = None, survival: pd.DataFrame | None = None,
+                         survival_note: str = "", threshold: float | None = None,
+                         n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """All metrics of patient predictions ``test`` (index patient_id; columns label, prob).
+
+    Args:
+        test: the evaluated patients' labels and probabilities.
+        val: validation patients (label, prob) to fix the threshold on (Youden's J).
+        slices: slice predictions of the same patients (patient_id, label, prob), optional.
+        survival: (time, event) by patient_id for the C-index, optional.
+        threshold: a fixed threshold instead of Youden on ``val``.
+        n_boot: bootstrap resamples for the F1 and slice-AUC intervals (0 to skip them).
+    """
+    ids = list(test.index)
+    y, p = test["label"].to_numpy(), test["prob"].to_numpy()
+    out: dict[str, Any] = {"n_patients": int(len(y)), "n_label_1": int((y == 1).sum()),
+                           "n_label_0": int((y == 0).sum())}
+    out["patient"] = {"auc": auc_ci(y, p, what="patient-level AUC", ids=ids).to_dict()}
+    thr = _threshold(val, threshold)
+    out["threshold"] = thr
+    bm = binary_metrics(y, p, thr["value"])
+    out["binary"] = bm.to_dict()
+    if n_boot:
+        pred = (p > thr["value"]).astype(int)
+        try:
+            f1 = bootstrap_ci(f1_score, y, pred, n_boot=n_boot, seed=seed)
+            out["binary"]["f1_ci"] = f1.to_dict()
+        except NpcaiError as exc:
+            out["binary"]["f1_ci"] = {"unavailable": str(exc)}
+    if slices is not None and len(slices):
+        sl = slices[slices["patient_id"].isin(ids)]
+        s_y, s_p = sl["label"].to_numpy(), sl["prob"].to_numpy()
+        block: dict[str, Any] = {"n_slices": int(len(sl)),
+                                 "auc": auc_ci(s_y, s_p, what="slice-level AUC").to_dict(),
+                                 "note": "DeLong treats slices as independent; the bootstrap over "
+                                         "patients is the honest interval"}
+        if n_boot:
+            b = bootstrap_ci(roc_auc, s_y, s_p, groups=sl["patient_id"].to_numpy(), n_boot=n_boot,
+                             seed=seed)
+            block["auc_bootstrap_patients"] = b.to_dict()
+        out["slice"] = block
+    if survival is not None:
+        sv = survival.loc[survival.index.intersection(ids)]
+        try:
+            c = harrell_c(sv["time"].to_numpy(), sv["event"].to_numpy(), test.loc[sv.index, "prob"].to_numpy(),
+                          what="C-index", ids=list(sv.index))
+            out["c_index"] = {**c.to_dict(), "survival": survival_note, "kind": "survival"}
+        except NpcaiError as exc:
+            out["c_index"] = {"unavailable": str(exc), "survival": survival_note}
+    else:
+        c = c_index_binary(y, p, ids=ids)
+        out["c_index"] = {**c.to_dict(), "kind": "binary outcome (equals the AUC)",
+                          "survival": survival_note or "no survival endpoint"}
+    try:
+        out["calibration"] = calibration_intercept_slope(y, p, ids=ids).to_dict()
+    except NpcaiError as exc:
+        out["calibration"] = {"unavailable": str(exc),
+                              "brier": float(np.mean((p - y) ** 2))}
+    return out
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", *, threshold: float | None = None,
+                 n_boot: int = 1000, seed: int = 0, write: bool = True,
+                 figures: bool = True, tnm: bool = True) -> dict[str, Any]:
+    """Evaluate a run on one split; writes RUN/metrics.json and RUN/figures/ when ``write``.
+
+    Args:
+        run_dir: a run folder from ``npcai train`` (or ``npcai ensemble``).
+        split: the split evaluated (``test``; ``val`` to inspect validation).
+        threshold: fixed decision threshold; default Youden's J on the validation patients.
+        n_boot: bootstrap resamples (F1 CI, slice AUC CI, ROC band); 0 skips them.
+        seed: bootstrap seed.
+        write: write metrics.json (the figures only when ``figures`` too).
+        tnm: add the TNM baseline when the cohort has stage columns.
+
+    Returns:
+        the metrics as a dict (the content of metrics.json).
+    """
+    run = read_run(run_dir)
+    test = run.split_patients(split)
+    val = run.patients[run.patients["split"] == "val"].set_index("patient_id")
+    if split == "val":
+        log.warning("%s: evaluating on the validation split, which also fixed the threshold", run.path)
+    clinical = run_clinical(run)
+    survival, note = run_survival(run, clinical)
+    metrics: dict[str, Any] = {"run": run.name, "split": split, "endpoint": run.endpoint,
+                               "roi": run.roi, "backbone": run.backbone}
+    metrics.update(evaluate_predictions(test, val=val if len(val) else None, slices=run.slices,
+                                        survival=survival, survival_note=note, threshold=threshold,
+                                        n_boot=n_boot, seed=seed))
+    if tnm:
+        metrics["tnm"] = _tnm_block(clinical, test, survival, run.name)
+    if write:
+        atomic_write_text(run.path / "metrics.json", json.dumps(_jsonable(metrics), indent=1))
+        if figures:
+            write_run_figures(run, test, metrics, n_boot=min(n_boot, 500) if n_boot else 0, seed=seed)
+    return metrics
+
+
+def _tnm_block(clinical: pd.DataFrame | None, test: pd.DataFrame, survival: pd.DataFrame | None,
+               name: str) -> dict[str, Any]:
+    from npcai.stats.tnm import tnm_baseline
+
+    if clinical is None:
+        return {"unavailable": "the run's config.yaml names no cohort"}
+    try:
+        res = tnm_baseline(clinical, test["label"], survival, models={name: test["prob"]})
+    except NpcaiError as exc:
+        return {"unavailable": str(exc)}
+    return res.to_dict()
+
+
+def write_run_figures(run: RunData, test: pd.DataFrame, metrics: dict, *, n_boot: int = 500,
+                      seed: int = 0) -> list[Path]:
+    """RUN/figures/roc.png (with bootstrap CI band) and RUN/figures/confusion.png."""
+    from npcai.stats.binary import ConfusionMatrix
+    from npcai.stats.figures import plot_confusion, plot_roc
+
+    fig_dir = run.path / "figures"
+    what = f"{run.name} ({metrics['split']}, {metrics['n_patients']} patients)"
+    roc = plot_roc(fig_dir / "roc.png", {run.name: (test["label"].to_numpy(), test["prob"].to_numpy())},
+                   title=f"ROC, patient level: {what}", ci_band=n_boot > 0, n_boot=max(n_boot, 1),
+                   seed=seed)
+    cm = ConfusionMatrix(**metrics["binary"]["confusion"])
+    names = _class_names(run.endpoint)
+    conf = plot_confusion(fig_dir / "confusion.png", cm, class_names=names,
+                          title=f"Confusion matrix at threshold {metrics['threshold']['value']:.3f}\n{what}")
+    return [roc, conf]
+
+
+def _class_names(endpoint: str | None) -> tuple[str, str]:
+    return {"pfs-median": ("low risk (0)", "high risk (1)"),
+            "distant-metastasis": ("no metastasis (0)", "metastasis (1)"),
+            "residual-tumour": ("no residual (0)", "residual (1)")}.get(endpoint or "", ("label 0", "label 1"))
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if np.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -1,0 +1,98 @@
+"""A tiny end-to-end study on the session's small phantom cohort: ROI datasets, training,
+statistics, Grad-CAM and the report; then the same study again reuses every finished step."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import yaml
+
+TINY = {
+    "name": "tiny", "title": "Tiny expansion study", "endpoint": "pfs-median", "layout": "expansion",
+    "rois": [
+        {"name": "segmented", "label": "Segmented", "variant": "segmented", "region": "both",
+         "kind": "tumour-only", "expansion": 0},
+        {"name": "expand2", "label": "Expand 2 px", "variant": "expand:2px", "region": "both",
+         "kind": "expanded", "expansion": 2},
+    ],
+    "backbones": ["resnet18"],
+    "training": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001, "size": 32,
+                 "pretrained": False},
+    "split": {"test_fraction": 0.35, "val_fraction": 0.35, "seed": 0},
+    "delong": [["expand2", "segmented"]],
+    "explain": {"rois": ["segmented", "expand2"], "top": 1},
+}
+
+SECTIONS = ["summary", "methods", "cohort", "main", "figures", "delong", "oracle", "gradcam", "runs"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(small_cohort, tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tiny_study")
+    cohort = root / "cohort"
+    shutil.copytree(small_cohort, cohort)
+    shutil.copy(small_cohort.parent / f"{small_cohort.name}.pseudonyms.csv", root / "cohort.pseudonyms.csv")
+    study = root / "tiny.yaml"
+    study.write_text(yaml.safe_dump(TINY))
+    return root, cohort, study
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tiny_study, cli, open_in_chromium):
+    root, cohort, study = tiny_study
+    out = root / "out"
+    r = cli("study", "run", study, "--cohort", cohort, "--out", out)
+    assert r.code == 0, r
+    assert "report:" in r.stdout
+    report = out / "report" / "report.html"
+    html = report.read_text()
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in html, sid
+    for needle in ("Table 1", "aAUC (SD)", "DeLong", "Oracle AUC", "torch", "Grad-CAM localisation"):
+        assert needle in html, needle
+    assert ">nan<" not in html.lower()
+    tables = {p.name for p in (out / "report" / "tables").glob("*.csv")}
+    assert {"main_table.csv", "results.csv", "delong.csv", "table1.csv", "split.csv", "steps.csv"} <= tables
+    figures = {p.name for p in (out / "report" / "figures").glob("*.png")}
+    assert "auc_vs_expansion.png" in figures and any(f.startswith("roc_") for f in figures)
+    assert any(f.startswith("gradcam_") for f in figures)
+    results = pd.read_csv(out / "report" / "tables" / "results.csv")
+    assert set(results["source"]) >= {"run", "tnm"}
+    runs = results[results["source"] == "run"]
+    assert len(runs) == 2 and runs["n_test"].nunique() == 1        # one shared split
+    splits = [pd.read_csv(out / "runs" / f"all__{n}__resnet18__image" / "split.csv") for n in ("segmented", "expand2")]
+    assert splits[0].set_index("patient_id")["split"].equals(splits[1].set_index("patient_id")["split"])
+    assert (out / "study.yaml").is_file() and yaml.safe_load((out / "study.yaml").read_text())["study"]["name"] == "tiny"
+
+    facts = open_in_chromium(report, root / "report.png")
+    assert facts["sections"] == SECTIONS
+    assert len(facts["tables"]) >= 5 and all(n >= 2 for n in facts["tables"])
+    assert len(facts["images"]) >= 3 and all(i["w"] > 50 and i["src"].startswith("data:image/png") for i in facts["images"])
+    assert facts["external"] == []
+
+    # the second run trains nothing: every step is reused, and the report is rewritten
+    marker = json.loads((out / "steps" / "all__expand2__resnet18__image.json").read_text())
+    before = (out / "runs" / "all__expand2__resnet18__image" / "predictions_patients.csv").stat().st_mtime
+    r2 = cli("study", "run", study, "--cohort", cohort, "--out", out, "--no-explain")
+    assert r2.code == 0, r2
+    assert "0 trained, 2 reused" in r2.stdout
+    assert (out / "runs" / "all__expand2__resnet18__image" / "predictions_patients.csv").stat().st_mtime == before
+    assert json.loads((out / "steps" / "all__expand2__resnet18__image.json").read_text())["hash"] == marker["hash"]
+
+
+def test_bad_inputs_fail_before_training(tiny_study, cli, tmp_path):
+    root, cohort, study = tiny_study
+    r = cli("study", "run", study, "--out", tmp_path / "o")
+    assert r.code == 2 and "--cohort" in r.stderr
+    r = cli("study", "run", study, "--cohort", tmp_path, "--out", tmp_path / "o")
+    assert r.code == 2 and "not an npcai cohort" in r.stderr
+    bad = dict(TINY, endpoint="no_such_column")
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    r = cli("study", "run", p, "--cohort", cohort, "--out", tmp_path / "o")
+    assert r.code == 2 and "no_such_column" in r.stderr
