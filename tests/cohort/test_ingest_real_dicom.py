@@ -42,9 +42,12 @@ def test_real_ct_series_is_ordered_and_rescaled(tmp_path, cli):
     assert scan.size == [16, 16, 5]
 
 
-def test_real_mr_single_slice_with_sequence_map(tmp_path, cli):
-    """MR_small.dcm has no SeriesDescription: a sequence map matching anything ingests it as T1."""
-    exp = _export(tmp_path, [(DATA / "MR_small.dcm", "p/mr/1.dcm")], ["4MR1"])
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
+                                  "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"])
+def test_real_mr_single_slice_with_sequence_map(tmp_path, cli, name):
+    """MR_small in six transfer syntaxes; it has no SeriesDescription, so a sequence map matching
+    anything ingests it as T1. Every encoding must give MR_small's pixels."""
+    exp = _export(tmp_path, [(DATA / name, "p/mr/1.dcm")], ["4MR1"])
     (tmp_path / "seq.yaml").write_text("T1: '.*'\n")
     out = tmp_path / "cohort"
     r = cli("ingest", exp / "dicom", "--clinical", exp / "clinical.csv", "--out", out,

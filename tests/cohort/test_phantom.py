@@ -143,7 +143,7 @@ def test_oracle_values_reproducible_from_truth_files(export, tmp_path):
     from sklearn.metrics import roc_auc_score
 
     out = tmp_path / "oracle"
-    generate_phantom(out, patients=40, size=64, slices=2, seed=8)
+    generate_phantom(out, patients=40, size=64, slices=3, seed=8, post=True)
     clinical = pd.read_csv(out / "clinical.csv")
     truth = pd.read_csv(out / "truth" / "patients.csv")
     assert list(truth["hospital_id"]) == list(clinical["hospital_id"])
@@ -167,6 +167,16 @@ def test_oracle_values_reproducible_from_truth_files(export, tmp_path):
     ic = clinical.treatment == "IC+CCRT"
     assert np.allclose(truth.p_residual, np.where(ic, truth.p_residual_ic_ccrt, truth.p_residual_ccrt))
     assert ((truth.best_treatment == "IC+CCRT") == (truth.dfs5_ic_ccrt > truth.dfs5_ccrt)).all()
+    # post-treatment residual tissue (label 1 at post) is larger when residual tumour is likely
+    post_area, pre_area = [], []
+    for hid in clinical["hospital_id"]:
+        for tp, acc in (("post", post_area), ("pre", pre_area)):
+            lab = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "contours" / f"{hid}_{tp}_T1c.nii.gz")))
+            acc.append((lab == 1).sum())
+    post_area, pre_area = np.asarray(post_area, float), np.asarray(pre_area, float)
+    assert (post_area > 0).all() and (post_area <= pre_area).all()
+    assert roc_auc_score(clinical.residual_tumour, post_area / pre_area) > 0.7
+    assert np.corrcoef(post_area / pre_area, truth.p_residual)[0, 1] > 0.6
 
 
 def test_oracle_in_target_range_for_default_cohort():
@@ -213,12 +223,15 @@ def test_planted_ring_signal_separates_pfs_median_label(tmp_path):
     truth = pd.read_csv(out / "truth" / "patients.csv")
     outer = json.loads((out / "truth" / "signal.json").read_text())["ring_band_px"][1]
     feats: dict[str, list[list[float]]] = {"ring": [], "interior": [], "far": []}
+    dark: list[float] = []
     for hid in clinical["hospital_id"]:
         folder = next(d for d in (out / "dicom" / hid).glob("*/*") if d.is_dir())
         image = sitk.GetArrayFromImage(_read_series(folder)).astype(float)
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "contours" / f"{hid}_pre_T1c.nii.gz")))
         for k, v in _region_stats(image, labels, outer).items():
             feats[k].append(v)
+        tumour = image[labels == 1]
+        dark.append(np.percentile(tumour, 10) / np.median(tumour))
     y, _ = pfs_median_labels(clinical["pfs_months"], clinical["pfs_event"])
     keep = ~np.isnan(y)
     auc, corr = {}, {}
@@ -233,6 +246,10 @@ def test_planted_ring_signal_separates_pfs_median_label(tmp_path):
     assert corr["ring"] > 0.7 and corr["interior"] < 0.3 and corr["far"] < 0.3, corr
     assert auc["ring"] > 0.68, auc
     assert auc["ring"] > auc["interior"] + 0.1 and auc["ring"] > auc["far"] + 0.1, auc
+    # the treatment-interaction feature: a dark necrotic core inside the tumour
+    nec = truth["necrosis"].to_numpy()
+    interior_p10 = np.asarray(dark)
+    assert roc_auc_score(nec, -interior_p10) > 0.8
 
 
 def test_node_signal_tracks_z_node(export, tmp_path):

@@ -28,7 +28,8 @@ def runs(small_cohort, tmp_path_factory):
         for name, variant in (("exp10", "expand:10px"), ("orig", "original")):
             build_roi(cohort, name, variant, size=48)
             cfg = TrainConfig(cohort=str(cohort), roi=name, endpoint="pfs-median", backbone="resnet18",
-                              pretrained=False, epochs=1, patience=1, batch_size=16, augment=False)
+                              pretrained=False, epochs=1, patience=1, batch_size=16, augment=False,
+                              val_fraction=0.3)
             out[name] = train(cfg, root / f"run_{name}").run_dir
     finally:
         torch.set_num_threads(threads)

@@ -18,8 +18,10 @@ from npcai.imaging.variants import crop_square
 from .tiny import write_tiny_cohort
 
 
-def test_build_writes_the_contract_format(tiny_cohort):
-    out = build_roi(tiny_cohort, "seg", "segmented", region="both", size=32)
+def test_build_writes_the_contract_format(tiny_cohort, caplog):
+    with caplog.at_level(logging.WARNING, logger="npcai.imaging.roi_cache"):
+        out = build_roi(tiny_cohort, "seg", "segmented", region="both", size=32)
+    assert "skipped patient P0004" in caplog.text
     assert out == tiny_cohort / "roi" / "seg"
     images = np.load(out / "images.npy", mmap_mode="r")
     masks = np.load(out / "masks.npy", mmap_mode="r")
@@ -201,3 +203,31 @@ def test_bad_inputs_fail_with_one_clear_line(tiny_cohort):
         RoiDataset.open(tiny_cohort, "nothing")
     with pytest.raises(NpcaiError, match="not an npcai cohort"):
         build_roi(tiny_cohort / "images", "x", "segmented")
+
+
+def test_batch_returns_torch_tensors_in_the_order_asked(tiny_cohort):
+    build_roi(tiny_cohort, "o", "original", region="both", size=32)
+    ds = RoiDataset.open(tiny_cohort, "o")
+    x, y = ds.batch([5, 1, 3])
+    assert x.dtype.is_floating_point and tuple(x.shape) == (3, 1, 32, 32) and tuple(y.shape) == (3, 32, 32)
+    for j, i in enumerate([5, 1, 3]):
+        np.testing.assert_array_equal(x[j].numpy(), ds[i][0])
+        np.testing.assert_array_equal(y[j].numpy(), ds[i][1])
+
+
+def test_mask_auto_reads_the_automatic_masks(tiny_cohort):
+    cohort = Cohort.load(tiny_cohort)
+    for scan in cohort.scans():
+        m = sitk.ReadImage(str(cohort.path(scan.mask)))
+        arr = sitk.GetArrayFromImage(m)
+        auto = np.zeros_like(arr)
+        auto[2, 10:22, 10:22] = 1                    # one 12x12 tumour on slice 2 only
+        a = sitk.GetImageFromArray(auto)
+        a.CopyInformation(m)
+        scan.auto_mask = f"masks/{scan.scan_id}_auto.nii.gz"
+        sitk.WriteImage(a, str(cohort.path(scan.auto_mask)))
+    cohort.save()
+    build_roi(tiny_cohort, "auto", "segmented", mask="auto", size=48)
+    ds = RoiDataset.open(tiny_cohort, "auto")
+    assert ds.params["mask"] == "auto" and len(ds) == 4
+    assert (ds.index.slice_index == 2).all() and (ds.index.tumour_area_px == 144).all()

@@ -66,8 +66,11 @@ def make_run(root: Path, cohort: Path, *, roi: str, backbone: str, signal: float
     logit = signal * (labels.to_numpy() - 0.5) * 2 + 0.3 * latent + rng.normal(scale=1.0, size=len(labels))
     prob = 1 / (1 + np.exp(-logit))
     root.mkdir(parents=True)
-    cfg = {"kind": "train", "options": {"cohort": str(cohort), "endpoint": endpoint, "roi": roi,
-                                        "backbone": backbone, "seed": seed}}
+    from npcai.models.run import RUN_FORMAT
+
+    cfg = {"format": RUN_FORMAT, "kind": "train",
+           "options": {"cohort": str(cohort), "endpoint": endpoint, "roi": roi, "backbone": backbone,
+                       "seed": seed}}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     sp = pd.DataFrame({"patient_id": labels.index, "split": split.loc[labels.index].to_numpy(),
                        "label": labels.to_numpy()})

@@ -66,6 +66,18 @@ def test_undefined_npv_is_null_not_nan_in_metrics(fake_runs):
     assert m["binary"]["sensitivity"]["value"] == 1.0
 
 
+def test_evaluate_with_a_moved_cohort_still_reports_auc(fake_runs, tmp_path):
+    import yaml
+
+    run = shutil.copytree(fake_runs["segmented_efficientnet_b0"], tmp_path / "run")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["options"]["cohort"] = str(tmp_path / "gone")
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    m = evaluate_run(run, n_boot=0, figures=False)
+    assert m["patient"]["auc"]["auc"] > 0.5
+    assert "not found" in m["tnm"]["unavailable"] and "not found" in m["c_index"]["survival"]
+
+
 def test_evaluate_single_class_test_split_is_one_line(cli, fake_runs, tmp_path):
     run = shutil.copytree(fake_runs["segmented_efficientnet_b0"], tmp_path / "run")
     p = pd.read_csv(run / "predictions_patients.csv")
@@ -149,3 +161,26 @@ def test_table1_of_run_and_cohort(cli, fake_runs, fake_cohort, tmp_path):
     assert r.code == 0 and "label 1" in r.stdout
     r = cli("table1", fake_cohort)
     assert r.code == 2 and "a cohort has no split" in r.stderr
+
+
+def test_evaluate_ensemble_takes_cohort_from_members(fake_runs, tmp_path):
+    from npcai.models.ensemble import ensemble_runs
+
+    members = [fake_runs["segmented_efficientnet_b0"], fake_runs["expand20_efficientnet_b0"]]
+    ens = tmp_path / "ens"
+    ensemble_runs(members, out=ens)
+    m = evaluate_run(ens, n_boot=0, figures=False)
+    assert m["roi"] == "segmented+expand20" and m["backbone"] == "efficientnet_b0"
+    assert m["c_index"]["kind"] == "survival" and "table" in m["tnm"]
+    assert "slice" not in m          # ensembles have no slice predictions
+
+
+def test_table1_on_the_phantom_cohort(cli, small_cohort, tmp_path):
+    """The real clinical.csv written by `npcai ingest` (integer stages, M/F, treatments)."""
+    out = tmp_path / "t1.csv"
+    r = cli("table1", small_cohort, "--by", "centre", "--out", out)
+    assert r.code == 0, r
+    t = pd.read_csv(out)
+    assert {"age", "sex", "t_stage"} <= set(t.variable)
+    assert t[t.variable == "t_stage"]["level"].str.fullmatch(r"T[1-4]").all()
+    assert not t.drop(columns=["p_value"]).isna().all(axis=1).any()

@@ -32,7 +32,7 @@ from npcai.errors import NpcaiError
 
 __all__ = [
     "VOLUME_SUFFIXES", "parse_volume_name", "find_volumes", "read_volume", "read_label_map",
-    "align_label_map", "mask_stats", "clean_image",
+    "align_label_map", "same_grid", "mask_stats", "clean_image",
 ]
 
 log = logging.getLogger(__name__)

@@ -177,7 +177,7 @@ def _expected_pixel_bytes(ds: Any) -> int | None:
     """Bytes of uncompressed pixel data the header promises (None when compressed/unknown)."""
     try:
         ts = ds.file_meta.TransferSyntaxUID
-        if ts.is_compressed:
+        if ts.is_compressed or ts.is_deflated:
             return None
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         return int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1)) * frames

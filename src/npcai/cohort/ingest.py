@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from npcai.cohort.clinical_schema import identifying_columns, read_clinical, validate_clinical
-from npcai.cohort.contours import align_label_map, find_volumes, mask_stats, read_label_map, read_volume
+from npcai.cohort.contours import (align_label_map, find_volumes, mask_stats, read_label_map, read_volume,
+                                   same_grid)
 from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, write_pseudonym_map
 from npcai.cohort.dicom_series import (DicomSeries, RtStructFile, SequenceMap, discover_series, find_rtstructs,
                                        read_series)
@@ -367,19 +368,13 @@ def _attach_contours(by_key: dict[tuple[str, str, str], _Source], contours: str 
 def _load_mask(src: _Source, image, rois: Mapping[str, int]):
     if src.contour is not None:
         label = read_label_map(src.contour)
-        resampled = not _same_grid(label, image)
+        resampled = not same_grid(label, image)
         mask = align_label_map(label, image, name=str(src.contour))
         return mask, {"kind": "label_map", "file_sha256": file_sha256(src.contour), "resampled": resampled}
     if src.rtstruct is not None:
         mask = rasterise_rtstruct(src.rtstruct, image, rois, name=str(src.rtstruct))
         return mask, {"kind": "rtstruct", "file_sha256": file_sha256(src.rtstruct)}
     return None
-
-
-def _same_grid(a, b) -> bool:
-    from npcai.cohort.contours import same_grid
-
-    return same_grid(a, b)
 
 
 def _write(image, path: Path) -> None:

@@ -203,7 +203,11 @@ def plot_localisation(summary: pd.DataFrame, path: str | Path, *, title: str) ->
             ax.set_xticks(x, [_pretty(r) if scale != "signal" else "planted\nsignal band" for r in regions],
                           fontsize=7)
             ax.set_ylabel("share of positive CAM energy", fontsize=8)
-            ax.set_ylim(0, 1)
+            if scale == "signal":   # small shares: zoom in, the baseline ticks keep the comparison honest
+                top = np.nanmax(part[["share_high", "share_mean", "uniform_mean"]].to_numpy(dtype=float))
+                ax.set_ylim(0, min(1.0, max(0.1, 1.3 * top if np.isfinite(top) else 1.0)))
+            else:
+                ax.set_ylim(0, 1)
             ax.set_title({"px": "distance from lesion in native pixels",
                           "mm": "distance from lesion in millimetres",
                           "signal": "phantom signal"}[scale], fontsize=8)

@@ -68,13 +68,18 @@ def drop_small_components(labels: np.ndarray, min_size: tuple[int, int] = (10, 1
     if min_h <= 0 and min_w <= 0:
         return out
     stack = out if out.ndim == 3 else out[None]
+    present = np.flatnonzero(np.bincount(stack.ravel(), minlength=1)[1:]) + 1
+    if present.size == 0:
+        return out
+    # Work on the in-plane box holding every label (contours are small; volumes are not).
+    rows = np.flatnonzero(stack.any(axis=(0, 2)))
+    cols = np.flatnonzero(stack.any(axis=(0, 1)))
+    block = stack[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]      # a view: edits land in out
     # 8-connected within a slice, never across slices: one labelling call per label value.
     structure = np.zeros((3, 3, 3), bool)
     structure[1] = True
-    for label in np.unique(stack):
-        if label == 0:
-            continue
-        comp, n = ndimage.label(stack == label, structure=structure)
+    for label in present:
+        comp, n = ndimage.label(block == label, structure=structure)
         if n == 0:
             continue
         small = np.zeros(n + 1, bool)
@@ -82,7 +87,7 @@ def drop_small_components(labels: np.ndarray, min_size: tuple[int, int] = (10, 1
             h = box[1].stop - box[1].start
             w = box[2].stop - box[2].start
             small[i] = h < min_h and w < min_w
-        stack[small[comp]] = 0
+        block[small[comp]] = 0
     return out
 
 

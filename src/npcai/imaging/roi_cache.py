@@ -34,7 +34,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,9 @@ from npcai.imaging.slices import parse_slice_rule, select_slices
 from npcai.imaging.variants import apply_variant, parse_variant, resolve_frame
 from npcai.imaging.volume_io import load_stack, plan_patient
 from npcai.progress import track
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ROI_FORMAT", "INDEX_COLUMNS", "build_roi", "RoiDataset", "roi_dir", "list_rois",
            "roi_params", "MIN_SIZE"]
@@ -295,6 +298,7 @@ class RoiDataset:
     Examples:
         >>> ds = RoiDataset.open("cohort", "expand20")            # doctest: +SKIP
         >>> image, labels = ds[0]      # float32 (C,S,S), uint8 (S,S)  # doctest: +SKIP
+        >>> x, y = ds.batch([5, 2, 9])   # torch float32 (3,C,S,S), uint8 (3,S,S)  # doctest: +SKIP
     """
 
     root: Path
@@ -330,6 +334,22 @@ class RoiDataset:
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ``i`` as ``(image float32 (C,S,S), labels uint8 (S,S))``."""
         return np.asarray(self.images[i], dtype=np.float32), np.asarray(self.masks[i])
+
+    def batch(self, rows) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """Rows as torch tensors: images float32 ``(B, C, S, S)``, label maps uint8 ``(B, S, S)``.
+
+        Rows are read in ascending order (contiguous reads) and returned in the order given.
+        torch's float16 -> float32 cast is several times faster than numpy's.
+        """
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        images = torch.from_numpy(np.ascontiguousarray(self.images[sorted_rows])).float()
+        masks = torch.from_numpy(np.ascontiguousarray(self.masks[sorted_rows]))
+        inverse = torch.from_numpy(np.argsort(order, kind="stable"))
+        return images[inverse], masks[inverse]
 
     @property
     def input_hash(self) -> str:

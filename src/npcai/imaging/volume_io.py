@@ -14,7 +14,6 @@ other channel scan with one is resampled onto the grid (nearest neighbour).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +23,6 @@ from npcai.cohort.model import Cohort, Scan
 from npcai.errors import NpcaiError
 
 __all__ = ["ScanPlan", "ScanStack", "plan_patient", "load_stack", "TIMEPOINT_CHOICES"]
-
-log = logging.getLogger(__name__)
 
 TIMEPOINT_CHOICES = ("pre", "post", "both")
 

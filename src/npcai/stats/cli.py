@@ -10,7 +10,8 @@ __all__ = ["register"]
 
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder written by `npcai train` (or `npcai ensemble`)."),
-    split: str = typer.Option("test", help="Split to evaluate: test (default) or val."),
+    split: str = typer.Option("test", help="Split to evaluate: test (default; RUN/metrics.json) or val "
+                                          "(RUN/metrics_val.json)."),
     threshold: float = typer.Option(None, help="Fixed decision threshold on the probability; "
                                                "default: Youden's J on the validation patients."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the F1 and slice-AUC CIs and the "
@@ -81,7 +82,9 @@ def evaluate(
     if "unavailable" in tnm:
         t.add_row("TNM baseline", "-", tnm["unavailable"])
     con.print(t)
-    con.print(f"wrote {run / 'metrics.json'}" + (f", {run / 'figures'}/roc.png, confusion.png" if figures else ""))
+    sfx = "" if split == "test" else f"_{split}"
+    con.print(f"wrote {run / f'metrics{sfx}.json'}" +
+              (f", {run / 'figures'}/roc{sfx}.png, confusion{sfx}.png" if figures else ""))
 
 
 def compare(

@@ -6,7 +6,8 @@ Every headline number carries a 95% CI: DeLong for AUC, Wilson for proportions, 
 infinitesimal jackknife for the C-index, a patient-level bootstrap for F1 and for the
 slice-level AUC (slices of one patient are not independent).
 
-Writes ``RUN/metrics.json``, ``RUN/figures/roc.png`` and ``RUN/figures/confusion.png``.
+Writes ``RUN/metrics.json``, ``RUN/figures/roc.png`` and ``RUN/figures/confusion.png``
+(for another split than test: ``metrics_<split>.json``, ``roc_<split>.png``, ...).
 
 Examples:
     >>> m = evaluate_run("runs/r1")                         # doctest: +SKIP
@@ -85,14 +86,20 @@ def run_survival(run: RunData, clinical: pd.DataFrame | None) -> tuple[pd.DataFr
 
 
 def _threshold(val: pd.DataFrame | None, fixed: float | None) -> dict[str, Any]:
+    """Youden's J on the validation patients; 0.5 (said in ``source`` and logged) when they
+    cannot fix one; a given ``fixed`` threshold wins."""
     if fixed is not None:
         return {"value": float(fixed), "source": "given (--threshold)"}
+    reason = None
     if val is None or val.empty:
-        return {"value": 0.5, "source": "0.5: the run has no validation patients to fix a threshold on"}
+        reason = "the run has no validation patients to fix a threshold on"
+    elif val["label"].nunique() < 2:
+        reason = (f"all {len(val)} validation patients have label {int(val['label'].iloc[0])}, "
+                  "so Youden's threshold is undefined")
+    if reason:
+        log.warning("threshold 0.5: %s (pass --threshold to choose one)", reason)
+        return {"value": 0.5, "source": f"0.5: {reason}"}
     y = val["label"].to_numpy()
-    if y.min() == y.max():
-        return {"value": 0.5, "source": f"0.5: all {len(y)} validation patients have label {int(y[0])}, "
-                                        "so Youden's threshold is undefined"}
     cut = youden_threshold(y, val["prob"].to_numpy(), what="validation Youden threshold")
     return {"value": cut.threshold, "source": f"Youden's J on {len(y)} validation patients",
             "validation": cut.to_dict()}
@@ -182,17 +189,24 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, threshold: float |
     val = run.patients[run.patients["split"] == "val"].set_index("patient_id")
     if split == "val":
         log.warning("%s: evaluating on the validation split, which also fixed the threshold", run.path)
-    clinical = run_clinical(run)
+    try:
+        clinical, no_clinical = run_clinical(run), None
+    except NpcaiError as exc:      # e.g. the cohort was moved: the AUCs still stand, say what is missing
+        log.warning("%s; no C-index against survival and no TNM baseline", exc)
+        clinical, no_clinical = None, str(exc)
     survival, note = run_survival(run, clinical)
+    if no_clinical:
+        note = no_clinical
     metrics: dict[str, Any] = {"run": run.name, "split": split, "endpoint": run.endpoint,
                                "roi": run.roi, "backbone": run.backbone}
     metrics.update(evaluate_predictions(test, val=val if len(val) else None, slices=run.slices,
                                         survival=survival, survival_note=note, threshold=threshold,
                                         n_boot=n_boot, seed=seed))
     if tnm:
-        metrics["tnm"] = _tnm_block(clinical, test, survival, run.name)
+        metrics["tnm"] = _tnm_block(clinical, test, survival, run.name) if no_clinical is None else \
+            {"unavailable": no_clinical}
     if write:
-        atomic_write_text(run.path / "metrics.json", json.dumps(_jsonable(metrics), indent=1))
+        atomic_write_text(run.path / f"metrics{_suffix(split)}.json", json.dumps(_jsonable(metrics), indent=1))
         if figures:
             write_run_figures(run, test, metrics, n_boot=min(n_boot, 500) if n_boot else 0, seed=seed)
     return metrics
@@ -219,14 +233,20 @@ def write_run_figures(run: RunData, test: pd.DataFrame, metrics: dict, *, n_boot
 
     fig_dir = run.path / "figures"
     what = f"{run.name} ({metrics['split']}, {metrics['n_patients']} patients)"
-    roc = plot_roc(fig_dir / "roc.png", {run.name: (test["label"].to_numpy(), test["prob"].to_numpy())},
+    sfx = _suffix(metrics["split"])
+    roc = plot_roc(fig_dir / f"roc{sfx}.png", {run.name: (test["label"].to_numpy(), test["prob"].to_numpy())},
                    title=f"ROC, patient level: {what}", ci_band=n_boot > 0, n_boot=max(n_boot, 1),
                    seed=seed)
     cm = ConfusionMatrix(**metrics["binary"]["confusion"])
     names = _class_names(run.endpoint)
-    conf = plot_confusion(fig_dir / "confusion.png", cm, class_names=names,
+    conf = plot_confusion(fig_dir / f"confusion{sfx}.png", cm, class_names=names,
                           title=f"Confusion matrix at threshold {metrics['threshold']['value']:.3f}\n{what}")
     return [roc, conf]
+
+
+def _suffix(split: str) -> str:
+    """"" for the test split (metrics.json), "_<split>" otherwise (metrics_val.json)."""
+    return "" if split == "test" else f"_{split}"
 
 
 def _class_names(endpoint: str | None) -> tuple[str, str]:

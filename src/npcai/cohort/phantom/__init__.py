@@ -12,12 +12,12 @@ Planted signals (latent variables in :mod:`.clinical`, rendering in :mod:`.anato
 1. **Peritumoural infiltration band (strongest; PFS/DFS, residual tumour).** Bright
    radial stripes and speckle (dark on T1) in a band from the tumour edge out to
    20 px at 512 px = 8.98 mm (10 px at 256, 2.5 px at 64), on every tumour slice. Amplitude
-   ``max(0, 90 + 60 z_ring)`` T1c units (capped at 300) against noise SD 18-34, i.e. several
-   noise SDs; ``z_ring`` has PFS log-HR 1.30 per SD and residual-tumour logit 1.60 per SD.
+   ``max(0, 100 + 80 z_ring)`` T1c units (capped at 360) against noise SD 18-34, i.e. several
+   noise SDs; ``z_ring`` has PFS log-HR 1.60 per SD and residual-tumour logit 1.60 per SD.
    Expanding the tumour mask by ~20 px@512 captures the band; 5 px catches a quarter of it,
    40/60 px add unrelated tissue (dilution).
 2. **Tumour interior (weaker).** Speckle amplitude ``max(0, 45 + 20 z_core)``;
-   ``z_core`` PFS log-HR 0.45, residual logit 0.50.
+   ``z_core`` PFS log-HR 0.40, residual logit 0.50.
 3. **Nodes (distant metastasis).** Node brightness/heterogeneity ``max(0, 80 + 55 z_node)``;
    DM log-HR 1.40 per SD of ``z_node`` (N1-N3 only), 0.30 for ``z_ring``.
 4. **Treatment interaction.** A dark necrotic core (45 % of the radius, on slices where the
@@ -25,15 +25,15 @@ Planted signals (latent variables in :mod:`.clinical`, rendering in :mod:`.anato
    hazard by exp(-1.10) and the residual odds by exp(-1.80) when present, by exp(+0.30) /
    exp(+0.45) when absent. ``best_treatment`` in truth/ follows from it.
 5. **Post-treatment residual tissue** (label 1 at ``post``): radius fraction
-   ``0.15 + 0.55 p_residual + N(0, 0.06)`` of the pre tumour; band amplitude scaled by
+   ``0.12 + 0.70 p_residual + N(0, 0.06)`` (0.08-0.85) of the pre tumour; band amplitude scaled by
    ``0.3 + 0.7 x fraction``; nodes halve in radius.
 6. **Distractors (no signal).** 3-6 bright blobs at least 8 mm beyond the band, a posterior
    cerebellum-like folia texture with random amplitude, mucosal thickening at post.
 7. **Clinical.** T and N stage correlate 0.35 with ``z_ring`` / ``z_node`` and have small
    direct effects; EBV DNA and age act mildly. Physicians give IC+CCRT to advanced stages.
 
-Oracle (120 patients, seed 0): pfs-median AUC ~0.84, distant metastasis ~0.83,
-residual tumour ~0.86, PFS C-index ~0.79 (see ``truth/oracle.json``).
+Oracle (120 patients, seed 0): pfs-median AUC ~0.88, distant metastasis ~0.82,
+residual tumour ~0.86, PFS C-index ~0.82 (see ``truth/oracle.json``).
 
 Examples:
     >>> from npcai.cohort.phantom import generate_phantom

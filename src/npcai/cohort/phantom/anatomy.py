@@ -53,7 +53,7 @@ CENTRE_SCANNER = [
 ]
 
 # planted-signal strengths (intensity units of T1c before centre scaling; noise SD ~18-34)
-RING_AMPLITUDE = (90.0, 60.0)      # amplitude = max(0, 90 + 60 * z_ring), capped at 300
+RING_AMPLITUDE = (100.0, 80.0)     # amplitude = max(0, 100 + 80 * z_ring), capped at 360
 CORE_AMPLITUDE = (45.0, 20.0)      # interior heterogeneity = max(0, 45 + 20 * z_core)
 NODE_AMPLITUDE = (80.0, 55.0)      # node brightness/heterogeneity = max(0, 80 + 55 * z_node)
 TUMOUR_RADIUS_MM = {1: 9.0, 2: 12.0, 3: 15.0, 4: 19.0}
@@ -227,8 +227,9 @@ def render_tissues(patient: dict, geom: Geometry, *, timepoint: str, seed: int) 
         u = (k + 0.5) / n_tum * 2 - 1                                 # -1..1 along the tumour
         rz[k] = R * (0.55 + 0.45 * np.sqrt(max(0.0, 1 - u * u)))
     if post:
-        f = float(np.clip(0.15 + 0.55 * patient["p_residual"] + t_rng.normal(0, 0.06), 0.10, 0.80))
-        rz = np.maximum(rz * f, 1.6 * px).astype(np.float32)
+        f = float(np.clip(0.12 + 0.70 * patient["p_residual"] + t_rng.normal(0, 0.06), 0.08, 0.85))
+        # at least 0.75 px radius: some pixel centre always falls inside (never an empty bed)
+        rz = np.maximum(rz * f, 0.75 * px).astype(np.float32)
         model.info["residual_fraction"] = f
     outer = ring_band_outer_mm()
     r_max = R * (1 + sum(a for _, a, _ in harm) + lobe)
@@ -295,7 +296,7 @@ def render_tissues(patient: dict, geom: Geometry, *, timepoint: str, seed: int) 
     # ---- peritumoural infiltration band (the strongest signal): 0 .. 9 mm outside the edge
     far = ndimage.distance_transform_edt(~tumour_mask, sampling=(1e4, px, px)).astype(np.float32)
     node_here = labels[zt:zt + n_tum, y0:y1, x0:x1] == 2
-    ring_amp = min(300.0, max(0.0, RING_AMPLITUDE[0] + RING_AMPLITUDE[1] * patient["z_ring"]))
+    ring_amp = min(360.0, max(0.0, RING_AMPLITUDE[0] + RING_AMPLITUDE[1] * patient["z_ring"]))
     if post:
         ring_amp *= 0.3 + 0.7 * model.info["residual_fraction"]
     n_sp = int(a_rng.integers(10, 18))

@@ -31,7 +31,8 @@ __all__ = ["generate_phantom", "validate_parameters", "PHANTOM_VERSION", "SEQUEN
 PHANTOM_VERSION = "npcai-phantom/1"
 SEQUENCES = tuple(SEQUENCE_CONTRAST)            # ("T1c", "T1", "T2")
 MIN_SIZE = 64
-_FIRST = ["WEI", "LI", "JUN", "MEI", "HUA", "YAN", "MING", "XIA", "QIANG", "LING", "TAO", "FANG"]
+# fake names; parts of 4+ letters avoid English substrings ("ling" would match "sampling")
+_FIRST = ["WEI", "LI", "JUN", "MEI", "HUA", "YAN", "ZHIWEI", "XIA", "QIANG", "XIAOMEI", "TAO", "HUIFEN"]
 _LAST = ["CHEN", "WANG", "LIN", "HUANG", "ZHANG", "LIU", "WU", "HO", "LAM", "TAN", "NG", "YEO"]
 _INSTITUTION = ["PHANTOM CANCER CENTRE 1", "PHANTOM HOSPITAL 2", "PHANTOM HOSPITAL 3",
                 "PHANTOM MEDICAL UNIVERSITY 4"]
@@ -156,7 +157,6 @@ def generate_phantom(out: str | Path, *, patients: int = 120, size: int = 256, s
                                   origin=origin, path=tmp / "contours" / f"{hid}_{tp}_{seq}.nii.gz")
                 for key, value in tissues.info.items():
                     info_rows[f"{tp}_{key}"] = value
-                info_rows[f"{tp}_study_date"] = study_date
             patient_info.append(info_rows)
 
         clinical = df[CLINICAL_COLUMNS].copy()
