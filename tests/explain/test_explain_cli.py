@@ -14,9 +14,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def runs(small_cohort, tmp_path_factory):
-    """Two 1-epoch resnet18 runs (ROI variants expand:10px and original, 48 px) on a copy of the cohort."""
-    from npcai.imaging.roi_cache import build_roi
-    from npcai.models.train import TrainConfig, train
+    """Two 1-epoch resnet18 runs made with the CLI on a copy of the cohort: ROI expand:10px
+    (48 px) and original (48 px cache, network at 64 px: exercises the resize path)."""
+    from npcai.cli import main
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -25,12 +25,13 @@ def runs(small_cohort, tmp_path_factory):
     shutil.copytree(small_cohort, cohort)
     out = {}
     try:
-        for name, variant in (("exp10", "expand:10px"), ("orig", "original")):
-            build_roi(cohort, name, variant, size=48)
-            cfg = TrainConfig(cohort=str(cohort), roi=name, endpoint="pfs-median", backbone="resnet18",
-                              pretrained=False, epochs=1, patience=1, batch_size=16, augment=False,
-                              val_fraction=0.3)
-            out[name] = train(cfg, root / f"run_{name}").run_dir
+        for name, variant, size in (("exp10", "expand:10px", "48"), ("orig", "original", "64")):
+            assert main(["roi", "build", str(cohort), "--variant", variant, "--name", name, "--size", "48"]) == 0
+            run = root / f"run_{name}"
+            assert main(["train", str(cohort), "--roi", name, "--out", str(run), "--endpoint", "pfs-median",
+                         "--backbone", "resnet18", "--no-pretrained", "--epochs", "1", "--patience", "1",
+                         "--batch-size", "16", "--no-augment", "--val-fraction", "0.3", "--size", size]) == 0
+            out[name] = run
     finally:
         torch.set_num_threads(threads)
     return out

@@ -119,3 +119,14 @@ def test_robust_normalisation_z_scores_body_and_handles_ct():
     for bad in ("zscore", "robust:99-1", "window:40,0"):
         with pytest.raises(NpcaiError, match="normalisation"):
             parse_normalisation(bad)
+
+
+def test_empty_region_slice_uses_the_scan_box_and_is_zero_when_masked():
+    image, labels = _slice()
+    empty = np.zeros_like(labels, bool)
+    roi = apply_variant(image, labels, empty, "segmented", size=32, pixel_mm=(1, 1), frame="bbox",
+                        fallback_box=(20, 8, 30, 18))
+    assert roi.crop == (20, 8, 10) and (roi.image == 0).all()
+    roi = apply_variant(image, labels, empty, "original", size=32, pixel_mm=(1, 1), frame="bbox",
+                        fallback_box=(20, 8, 30, 18))
+    assert roi.crop == (20, 8, 10) and (roi.image != 0).all()

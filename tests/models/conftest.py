@@ -8,7 +8,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """The CI machine has two shared cores: one intra-op thread per test keeps runs predictable."""
     before = torch.get_num_threads()

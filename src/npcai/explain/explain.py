@@ -262,7 +262,7 @@ def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, tar
                     cam, labels, geometry, signal["band"], unit=signal["unit"])
             table.append(rec)
             image = images[k, 0]
-            panels[patient].append((meta, Panel(
+            panels[patient].append((meta, rec["prob"], Panel(
                 image=image, cam=cam, labels=labels, geometry=geometry, band=band,
                 title=f"{patient} {_fmt_z(meta)} · slice P(high risk) {rec['prob']:.2f}",
                 caption=_caption(rec))))
@@ -342,10 +342,10 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
         main_panels = all_panels[0]
         for patient in track(list(main_panels), "Drawing overlays"):
             entries = main_panels[patient]
-            for meta, panel in entries:
+            for meta, _, panel in entries:
                 files.append(save_overlay(tmp / "overlays" / f"{patient}_{_fmt_z(meta)}.png", panel))
             files.append(save_montage(
-                tmp / f"montage_{patient}.png", [p for _, p in entries],
+                tmp / f"montage_{patient}.png", [p for _, _, p in entries],
                 f"{patient} · run {names[0]} ({_variant_label(loaded[0].roi)}) · "
                 f"patient P(high risk) {probs.get(patient, float('nan')):.2f} · {method}, target {target}"))
         if len(loaded) > 1:
@@ -381,7 +381,7 @@ def _save_across_runs(tmp: Path, patient: str, all_panels, names, loaded, method
         return []
     def area(meta):
         return float(meta.get("tumour_area_px", 0)) + float(meta.get("nodes_area_px", 0))
-    best_meta, _ = max(main, key=lambda e: area(e[0]))
+    best_meta = max(main, key=lambda e: area(e[0]))[0]
     key = (str(best_meta.get("timepoint", "")), int(best_meta["slice_index"]))
     panels = []
     for panels_of_run, name, lr in zip(all_panels, names, loaded):
@@ -389,10 +389,10 @@ def _save_across_runs(tmp: Path, patient: str, all_panels, names, loaded, method
         if not entries:
             continue
         match = [e for e in entries if (str(e[0].get("timepoint", "")), int(e[0]["slice_index"])) == key]
-        meta, panel = match[0] if match else max(entries, key=lambda e: area(e[0]))
+        meta, prob, panel = match[0] if match else max(entries, key=lambda e: area(e[0]))
         panels.append(Panel(panel.image, panel.cam, panel.labels, panel.geometry,
                             title=f"{_variant_label(lr.roi)} · run {name}\n{patient} {_fmt_z(meta)} · "
-                                  f"P(high risk) {panel.title.rsplit(' ', 1)[-1]}",
+                                  f"slice P(high risk) {prob:.2f}",
                             band=panel.band, caption=panel.caption))
     if len(panels) < 2:
         return []

@@ -149,7 +149,9 @@ def save_montage(path: str | Path, panels: list[Panel], title: str, *, ncols: in
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
         _colourbar(fig, art, axes.ravel().tolist())
-        fig.suptitle(title, fontsize=9)
+        height = 3.9 * nrows + 0.6
+        fig.subplots_adjust(top=1 - 0.95 / height, hspace=0.6)   # room for multi-line panel titles
+        fig.suptitle(title, fontsize=9, y=1 - 0.05 / height)
         return _save(fig, path)
     finally:
         plt.close(fig)

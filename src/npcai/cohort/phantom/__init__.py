@@ -13,7 +13,7 @@ Planted signals (latent variables in :mod:`.clinical`, rendering in :mod:`.anato
    radial stripes and speckle (dark on T1) in a band from the tumour edge out to
    20 px at 512 px = 8.98 mm (10 px at 256, 2.5 px at 64), on every tumour slice. Amplitude
    ``max(0, 100 + 80 z_ring)`` T1c units (capped at 360) against noise SD 18-34, i.e. several
-   noise SDs; ``z_ring`` has PFS log-HR 1.60 per SD and residual-tumour logit 1.60 per SD.
+   noise SDs; ``z_ring`` has PFS log-HR 1.80 per SD and residual-tumour logit 1.60 per SD.
    Expanding the tumour mask by ~20 px@512 captures the band; 5 px catches a quarter of it,
    40/60 px add unrelated tissue (dilution).
 2. **Tumour interior (weaker).** Speckle amplitude ``max(0, 45 + 20 z_core)``;
@@ -32,8 +32,18 @@ Planted signals (latent variables in :mod:`.clinical`, rendering in :mod:`.anato
 7. **Clinical.** T and N stage correlate 0.35 with ``z_ring`` / ``z_node`` and have small
    direct effects; EBV DNA and age act mildly. Physicians give IC+CCRT to advanced stages.
 
-Oracle (120 patients, seed 0): pfs-median AUC ~0.88, distant metastasis ~0.82,
-residual tumour ~0.86, PFS C-index ~0.82 (see ``truth/oracle.json``).
+Oracle (120 patients, seed 0): pfs-median AUC ~0.88, distant metastasis ~0.80,
+residual tumour ~0.86, PFS C-index ~0.83 (see ``truth/oracle.json``; each entry names
+the truth column it scores with under ``"score"``).
+
+``truth/patients.csv`` columns: ``hospital_id``, ``centre``, the latents (``z_ring``,
+``z_core``, ``z_node``, ``necrosis``, ``has_nodes``, ``t_stage_num``, ``n_stage_num``), true
+risks under the received treatment (``log_hazard_{pfs,dfs,os,dmfs}``, ``p_pfs_median`` with
+``pfs_t_star_months``, ``p_distant_metastasis``, ``p_residual``), counterfactuals
+(``log_hazard_pfs_{ccrt,ic_ccrt}``, ``dfs5_{ccrt,ic_ccrt}`` = 5-year DFS,
+``p_residual_{ccrt,ic_ccrt}``), ``best_treatment`` (higher 5-year DFS),
+``best_treatment_residual``, ``followup_potential_months``, and rendering facts per timepoint
+(``pre_tumour_radius_mm``, ``pre_ring_amplitude``, ``pre_n_nodes``, ``post_residual_fraction``...).
 
 Examples:
     >>> from npcai.cohort.phantom import generate_phantom

@@ -7,7 +7,7 @@ variables drawn here and plants them as visible features.
 Latent variables (all independent draws, standard normal unless stated):
 
 * ``z_ring``  - peritumoural infiltration; the strongest driver of local/regional progression
-  (PFS/DFS log-hazard coefficient 1.60) and of residual tumour (logit coefficient 1.60).
+  (PFS/DFS log-hazard coefficient 1.80) and of residual tumour (logit coefficient 1.60).
 * ``z_core``  - tumour interior heterogeneity; weaker (PFS 0.40, residual 0.50).
 * ``z_node``  - nodal aggressiveness; drives distant metastasis (DM log-hazard 1.40, only
   for patients with nodes, N1-N3).
@@ -51,7 +51,7 @@ FOLLOWUP_MONTHS = (36.0, 96.0)          # potential (administrative) follow-up, 
 LOSS_TO_FOLLOWUP = 0.001                # per month
 TREATMENT_MONTHS = {"CCRT": 2.0, "IC+CCRT": 3.0}   # DFS counts from the end of treatment
 
-COEF_LOCAL = {"z_ring": 1.60, "z_core": 0.40, "t": 0.25, "n": 0.12, "ebv": 0.20, "age": 0.010}
+COEF_LOCAL = {"z_ring": 1.80, "z_core": 0.40, "t": 0.25, "n": 0.12, "ebv": 0.20, "age": 0.010}
 COEF_DISTANT = {"z_node": 1.40, "z_ring": 0.30, "n": 0.40, "t": 0.10, "ebv": 0.20}
 IC_LOCAL_LOG_HR = {1: -1.10, 0: 0.30}   # by necrosis
 IC_DISTANT_LOG_HR = -0.25
