@@ -78,25 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     _configure_logging(debug)
     try:
-        app(args=args, prog_name="npcai", standalone_mode=False)
+        # standalone mode: click/typer print their own usage errors and call sys.exit
+        app(args=args, prog_name="npcai", standalone_mode=True)
     except NpcaiError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (typer.Exit, SystemExit) as exc:  # typer.Exit(code) from a command
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        return int(code or 0)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
         return 1
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
 
 

@@ -310,6 +310,14 @@ def test_cli_bad_input_exits_2_with_one_line(cli, tmp_path, args, words):
     assert not (tmp_path / "out").exists()
 
 
+def test_single_patient_export_has_undefined_oracle(cli, tmp_path):
+    r = cli("phantom", tmp_path / "one", "--patients", "1", "--size", "64", "--slices", "2", "--centres", "4")
+    assert r.code == 0, r
+    oracle = json.loads((tmp_path / "one" / "truth" / "oracle.json").read_text())
+    assert oracle["pfs-median"]["auc"] is None and oracle["pfs"]["c_index"] is None
+    assert "n/a" in r.stdout
+
+
 def test_cli_refuses_non_empty_out_and_overwrites_when_asked(cli, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -113,7 +113,7 @@ def test_study_dir_has_only_valid_yaml():
 
 def test_cli_list_and_dry_run(cli):
     r = cli("study", "list")
-    assert r.code == 0 and "peritumoral" in r.stdout and "28 / 14" in r.stdout
+    assert r.code == 0 and "peritumoral" in r.stdout and "28 / 7" in r.stdout
     r = cli("study", "run", "residual", "--preset", "fast", "--dry-run")
     assert r.code == 0 and "4 runs" in r.stdout
     r = cli("study", "run", "nope", "--dry-run")

@@ -142,6 +142,8 @@ def save_montage(path: str | Path, panels: list[Panel], title: str, *, ncols: in
     ncols = ncols or min(n, 4)
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols + 0.8, 3.9 * nrows + 0.6), squeeze=False)
+    height = 3.9 * nrows + 0.6
+    fig.subplots_adjust(top=1 - 0.95 / height, hspace=0.6)   # room for multi-line panel titles
     try:
         art = None
         for ax, panel in zip(axes.flat, panels):
@@ -149,8 +151,6 @@ def save_montage(path: str | Path, panels: list[Panel], title: str, *, ncols: in
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
         _colourbar(fig, art, axes.ravel().tolist())
-        height = 3.9 * nrows + 0.6
-        fig.subplots_adjust(top=1 - 0.95 / height, hspace=0.6)   # room for multi-line panel titles
         fig.suptitle(title, fontsize=9, y=1 - 0.05 / height)
         return _save(fig, path)
     finally:

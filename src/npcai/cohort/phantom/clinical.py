@@ -17,7 +17,13 @@ Latent variables (all independent draws, standard normal unless stated):
 
 T stage correlates 0.35 with ``z_ring`` and N stage 0.35 with ``z_node`` (bigger tumours
 infiltrate more), and they carry small direct effects, so TNM is informative but weaker
-than the image. Physicians choose IC+CCRT more often for advanced T/N (confounding).
+than the image. Physicians choose IC+CCRT more often for advanced T/N (confounding):
+``physician_choice`` is the regimen the physician chose from stage, ``treatment`` the one
+received (the same for 92 %; the rest switched for toxicity or refusal). Times are months
+from diagnosis; DFS counts from the end of treatment (2 months CCRT, 3 months IC+CCRT), with
+the PFS events; DMFS events are distant metastases (death censors); ``distant_metastasis``
+is the DMFS event; ``residual_tumour`` is drawn from ``p_residual`` under the received
+regimen.
 
 Documented clinical marginals (tested, 120+ patients): age mean 44-52 y (SD ~11, range
 18-80), male 65-85 %, T1/T2/T3/T4 about 10/30/35/25 %, N0/N1/N2/N3 about 15/25/45/15 %,

@@ -51,7 +51,10 @@ def _cindex(months: np.ndarray, event: np.ndarray, log_hazard: np.ndarray) -> fl
 
     if np.sum(event) == 0:
         return None
-    return float(concordance_index(months, -np.asarray(log_hazard), event))
+    try:
+        return float(concordance_index(months, -np.asarray(log_hazard), event))
+    except ZeroDivisionError:          # no comparable pairs (e.g. a single patient)
+        return None
 
 
 def oracle_metrics(truth: pd.DataFrame, clinical: pd.DataFrame) -> dict[str, dict[str, Any]]:
