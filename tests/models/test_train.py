@@ -139,8 +139,8 @@ def test_resume_an_interrupted_run(train_cohort, tmp_path):
     from npcai.models.train import TrainConfig, train
 
     class Crash(Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:  # after epoch 0 was checkpointed
                 raise RuntimeError("power cut")
 
     cfg = TrainConfig(cohort=str(train_cohort), roi="pre", endpoint="pfs-median", backbone="resnet18",
@@ -149,9 +149,15 @@ def test_resume_an_interrupted_run(train_cohort, tmp_path):
     with pytest.raises(RuntimeError, match="power cut"):
         train(cfg, out, callbacks=[Crash()])
     assert not out.exists() and (partial_dir(out) / "checkpoints" / "last.ckpt").is_file()
+    import torch
+
+    assert torch.load(partial_dir(out) / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
     result = train(cfg, out, resume=True)
     assert result.epochs_run == 2 and not partial_dir(out).exists()
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
+    # the uninterrupted run gives the same history
+    ref = train(cfg, tmp_path / "ref")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv"), pd.read_csv(ref.run_dir / "history.csv"))
 
 
 @pytest.mark.slow

@@ -12,13 +12,37 @@ Examples:
     >>> from npcai.explain import explain_run
     >>> res = explain_run("runs/seg_b0", "explain/seg_b0", top=4)   # doctest: +SKIP
 """
-from npcai.explain.cam import METHODS, TARGETS, CamResult, LogitTarget, compute_cams, create_cam
-from npcai.explain.explain import ExplainResult, explain_run, select_patients, summarise_localisation
-from npcai.explain.localisation import (MM_EDGES, PX_EDGES, RoiGeometry, band_mask, band_share,
-                                        energy_shares, region_maps, region_names, roi_geometry,
-                                        uniform_shares)
-from npcai.explain.overlays import Panel, plot_localisation, save_montage, save_overlay
-from npcai.explain.target_layers import TargetLayer, backbone_name, find_target_layer
+from npcai._lazy import lazy_exports
+
+_EXPORTS = {
+    'METHODS': 'npcai.explain.cam',
+    'TARGETS': 'npcai.explain.cam',
+    'CamResult': 'npcai.explain.cam',
+    'LogitTarget': 'npcai.explain.cam',
+    'compute_cams': 'npcai.explain.cam',
+    'create_cam': 'npcai.explain.cam',
+    'ExplainResult': 'npcai.explain.explain',
+    'explain_run': 'npcai.explain.explain',
+    'select_patients': 'npcai.explain.explain',
+    'summarise_localisation': 'npcai.explain.explain',
+    'MM_EDGES': 'npcai.explain.localisation',
+    'PX_EDGES': 'npcai.explain.localisation',
+    'RoiGeometry': 'npcai.explain.localisation',
+    'band_mask': 'npcai.explain.localisation',
+    'band_share': 'npcai.explain.localisation',
+    'energy_shares': 'npcai.explain.localisation',
+    'region_maps': 'npcai.explain.localisation',
+    'region_names': 'npcai.explain.localisation',
+    'roi_geometry': 'npcai.explain.localisation',
+    'uniform_shares': 'npcai.explain.localisation',
+    'Panel': 'npcai.explain.overlays',
+    'plot_localisation': 'npcai.explain.overlays',
+    'save_montage': 'npcai.explain.overlays',
+    'save_overlay': 'npcai.explain.overlays',
+    'TargetLayer': 'npcai.explain.target_layers',
+    'backbone_name': 'npcai.explain.target_layers',
+    'find_target_layer': 'npcai.explain.target_layers',
+}
 
 __all__ = [
     "METHODS", "TARGETS", "CamResult", "LogitTarget", "compute_cams", "create_cam",
@@ -28,3 +52,5 @@ __all__ = [
     "Panel", "plot_localisation", "save_montage", "save_overlay",
     "TargetLayer", "backbone_name", "find_target_layer",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

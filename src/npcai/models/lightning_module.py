@@ -107,11 +107,12 @@ class ClassifierModule(pl.LightningModule):
         aggregate: slice -> patient aggregation for the image unit.
         optimizer, lr, weight_decay: the optimiser (adam, sgd with momentum 0.9, rmsprop).
         augment: a :class:`SliceAugment` for training batches, or None.
+        seed: reseeds torch's RNG (dropout) at every epoch start, for exact ``--resume``.
     """
 
     def __init__(self, model: torch.nn.Module, *, unit: str = "image", val_patients=None,
                  val_weights=None, aggregate: str = "mean", optimizer: str = "adam", lr: float = 1e-4,
-                 weight_decay: float = 0.0, augment: SliceAugment | None = None):
+                 weight_decay: float = 0.0, augment: SliceAugment | None = None, seed: int = 0):
         super().__init__()
         if unit not in ("image", "patient"):
             raise ValueError("unit must be 'image' or 'patient'")
@@ -122,6 +123,7 @@ class ClassifierModule(pl.LightningModule):
         self.val_weights = None if val_weights is None else np.asarray(val_weights, dtype=float)
         self.optimizer_name, self.lr, self.weight_decay = optimizer, lr, weight_decay
         self.augment = augment
+        self.seed = seed
         self.history: list[dict] = []
         self._train_losses: list[tuple[float, int]] = []
         self._val_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -182,6 +184,10 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_losses = []
+        import sys; print("MODULE EPOCH START", self.current_epoch, self.global_step, sum(float(p.double().sum()) for p in self.model.parameters()), sum(float(b.double().sum()) for b in self.model.buffers()), self.model.training, [sorted(v.keys()) for v in self.trainer.optimizers[0].state.values()][:1], file=sys.stderr)
+        # dropout draws from torch's global RNG: reseed per epoch so a resumed run continues
+        # exactly as the uninterrupted one would (shuffling and augmentation are seeded per epoch/step)
+        torch.manual_seed(self.seed * 100_003 + int(self.current_epoch))
 
     # ------------------------------------------------------------------ optimiser + state
     def configure_optimizers(self):

@@ -240,8 +240,13 @@ def _checkpoint_callback(dirpath: Path):
                                   best_k_models={fix(k): v for k, v in state_dict.get("best_k_models", {}).items()})
             super().load_state_dict(state_dict)
 
-    return RelocatableCheckpoint(dirpath=str(dirpath), filename="best", monitor="val_auc", mode="max",
-                                 save_last=True, save_top_k=1, auto_insert_metric_name=False)
+    # best.ckpt: selected on validation AUC. last.ckpt: every epoch, for --resume (Lightning's own
+    # save_last only writes when the best improves). Both at the epoch boundary, after validation.
+    best = RelocatableCheckpoint(dirpath=str(dirpath), filename="best", monitor="val_auc", mode="max",
+                                 save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, save_on_train_epoch_end=True)
+    last = RelocatableCheckpoint(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1,
+                                 every_n_epochs=1, save_on_train_epoch_end=True)
+    return best, last
 
 
 def _epoch_progress(max_epochs: int):
@@ -378,11 +383,11 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     augment = SliceAugment(seed=cfg.seed, pixel_aspect=pixel_aspect) if cfg.augment else None
     module = ClassifierModule(model, unit=cfg.unit, val_patients=val_patients, val_weights=val_weights,
                               aggregate=cfg.aggregate, optimizer=cfg.optimizer, lr=cfg.lr,
-                              weight_decay=cfg.weight_decay, augment=augment)
+                              weight_decay=cfg.weight_decay, augment=augment, seed=cfg.seed)
     data = SelectionDataModule(train_ds, val_ds, batch_size=cfg.batch_size, seed=cfg.seed,
                                num_workers=cfg.num_workers)
-    ckpt_cb = _checkpoint_callback(work / "checkpoints")
-    cbs = [ckpt_cb, EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience, check_finite=False),
+    ckpt_cb, last_cb = _checkpoint_callback(work / "checkpoints")
+    cbs = [ckpt_cb, last_cb, EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience, check_finite=False),
            _epoch_progress(cfg.epochs)]
     show_bar = progress_enabled()
     if show_bar:
@@ -397,6 +402,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
             warnings.filterwarnings("ignore", message=r".*number of training batches.*")
+            warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")  # --resume
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
