@@ -190,6 +190,11 @@ def test_config_reproduces_a_run(cli, run_a, tmp_path):
     assert r.code == 0, r
     pd.testing.assert_frame_equal(pd.read_csv(run_a.run_dir / "predictions_patients.csv"),
                                   pd.read_csv(out / "predictions_patients.csv"))
+    # options given on the command line override the config's
+    r = cli("train", "--config", run_a.run_dir / "config.yaml", "--out", tmp_path / "one", "--no-pretrained",
+            "--epochs", "1")
+    assert r.code == 0, r
+    assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["options"]["epochs"] == 1
 
 
 def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch):
@@ -197,7 +202,7 @@ def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch)
 
     out = tmp_path / "bad"
     r = _train(cli, train_cohort, out, "--where", "therapy == 'CCRT'")
-    assert r.code == 2 and "therapy" in r.stderr and r.stderr.count("\n") == 1
+    assert r.code == 2 and "therapy" in r.stderr and r.stderr.strip().count("\n") == 0
     r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "no_such_column", "--out", out, *FAST)
     assert r.code == 2 and "no_such_column" in r.stderr
     r = cli("train", train_cohort, "--roi", "nope", "--endpoint", "pfs-median", "--out", out, *FAST)

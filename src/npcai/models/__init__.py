@@ -8,6 +8,10 @@ from npcai.models.classifier import AttentionPool, ImageClassifier, PatientMILCl
 from npcai.models.factory import (SEED_BACKBONES, create_backbone, create_classifier,
                                   create_patient_classifier, list_backbones, min_input_size)
 
-__all__ = ["AttentionPool", "ImageClassifier", "PatientMILClassifier", "SEED_BACKBONES",
+from npcai.models.run import LoadedRun, load_run
+from npcai.models.train import TrainConfig, TrainResult, train
+from npcai.models.ensemble import ensemble_runs
+
+__all__ = ["LoadedRun", "load_run", "TrainConfig", "TrainResult", "train", "ensemble_runs", "AttentionPool", "ImageClassifier", "PatientMILClassifier", "SEED_BACKBONES",
            "create_backbone", "create_classifier", "create_patient_classifier", "list_backbones",
            "min_input_size"]

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from click.core import ParameterSource
 
 from npcai.errors import NpcaiError
 
@@ -83,12 +82,15 @@ def register(app: typer.Typer) -> None:
         if weights is not None and pretrained is not None:
             raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
         if config is not None:
-            base = dict(read_config(Path(config).parent if Path(config).name == "config.yaml" else config)["options"]) \
-                if Path(config).is_dir() or Path(config).name == "config.yaml" else None
-            if base is None:
-                raise NpcaiError(f"--config {config}: expected a run's config.yaml")
+            if Path(config).name != "config.yaml" and not Path(config).is_dir():
+                raise NpcaiError(f"--config {config}: expected a run's config.yaml (or its run folder)")
+            cfg_doc = read_config(Path(config).parent if Path(config).name == "config.yaml" else config)
+            if cfg_doc.get("kind") != "train":
+                raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.get('kind')!r})")
+            base = dict(cfg_doc["options"])
             for k, v in given.items():
-                if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None):
+                source = ctx.get_parameter_source(k)
+                if v is not None and getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
                     base[k] = v
             if weights is not None or pretrained is not None:
                 base["weights"] = str(weights) if weights is not None else None

@@ -107,7 +107,7 @@ class ClassifierModule(pl.LightningModule):
         aggregate: slice -> patient aggregation for the image unit.
         optimizer, lr, weight_decay: the optimiser (adam, sgd with momentum 0.9, rmsprop).
         augment: a :class:`SliceAugment` for training batches, or None.
-        seed: reseeds torch's RNG (dropout) at every epoch start, for exact ``--resume``.
+        seed: reseeds torch's RNG (dropout) at every step, for exact ``--resume``.
     """
 
     def __init__(self, model: torch.nn.Module, *, unit: str = "image", val_patients=None,
@@ -184,10 +184,12 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._train_losses = []
-        import sys; print("MODULE EPOCH START", self.current_epoch, self.global_step, sum(float(p.double().sum()) for p in self.model.parameters()), sum(float(b.double().sum()) for b in self.model.buffers()), self.model.training, [sorted(v.keys()) for v in self.trainer.optimizers[0].state.values()][:1], file=sys.stderr)
-        # dropout draws from torch's global RNG: reseed per epoch so a resumed run continues
-        # exactly as the uninterrupted one would (shuffling and augmentation are seeded per epoch/step)
-        torch.manual_seed(self.seed * 100_003 + int(self.current_epoch))
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # dropout draws from torch's global RNG, which Lightning's loop also touches between
+        # steps: reseed per optimisation step so a resumed run continues exactly as the
+        # uninterrupted one (shuffling and augmentation are seeded per epoch/step already)
+        torch.manual_seed(self.seed * 1_000_003 + int(self.global_step))
 
     # ------------------------------------------------------------------ optimiser + state
     def configure_optimizers(self):

@@ -73,9 +73,16 @@ def train(
 ) -> None:
     """Train a segmenter on the slices with tumour or nodes; early stopping on validation Dice."""
     _set_threads(threads)
+    import logging
+
     from npcai.errors import NpcaiError
     from npcai.progress import show_progress
     from npcai.segmentation.train import train_segmenter
+
+    # Lightning resets its loggers to INFO on import (after the CLI configured logging): keep it quiet
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     if not resume and weights is None and pretrained is None:
         raise NpcaiError("segment train: say how to initialise the encoder: --pretrained (model hub), "

@@ -215,6 +215,10 @@ def plot_dice_per_epoch(run: SegRun, path: str | Path, test: dict[str, Any] | No
             yerr = None if lo is None else [[d["estimate"] - lo], [hi - d["estimate"]]]
             ax.errorbar(best + 0.15 * (i + 1), d["estimate"], yerr=yerr, fmt="D", color=colours[name],
                         mec="black", capsize=4, label=f"test {name} (95% CI)")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (ax, ax2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("Dice per slice (mean)")
     ax.set_ylim(0, 1)

@@ -1,0 +1,162 @@
+"""Training throughput: npcai's ROI-cache pipeline vs the pure model ceiling vs a PNG-decoding loader.
+
+Measured in one run on the same model, batch size and images:
+
+1. ceiling   forward + backward + optimiser step on tensors already in memory (no data loading);
+2. npcai     the training data path of ``npcai train``: batches gathered from the memory-mapped
+             ROI cache (``SliceDataset`` + ``EpochShuffleSampler`` + DataLoader), augmented on
+             tensors, then the same step;
+3. png       the seeds' way: every step decodes one PNG file per slice (PIL), per-item collate,
+             the same augmentation and step.
+
+Prints images/s for each and the ratios npcai/ceiling (target >= 0.9) and npcai/png.
+
+Usage: ``.venv/bin/python benchmarks/train.py [--patients 24] [--size 128] [--steps 8]``
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _cohort(root: Path, patients: int, size: int) -> Path:
+    from npcai.cohort.ingest import ingest
+    from npcai.cohort.phantom import generate_phantom
+    from npcai.imaging.roi_cache import build_roi
+
+    generate_phantom(root / "export", patients=patients, size=256, slices=8, seed=0)
+    ingest(root / "export" / "dicom", clinical=root / "export" / "clinical.csv", out=root / "cohort",
+           contours=root / "export" / "contours")
+    build_roi(root / "cohort", "bench", "expand:10mm", size=size, slices="all", min_component=(1, 1))
+    return root / "cohort"
+
+
+def _step(model, opt, x, y):
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _timed(model, opt, batches, steps: int) -> float:
+    """Images/s over ``steps`` batches after one warm-up batch (wall clock)."""
+    it = iter(batches)
+    x, y = next(it)
+    _step(model, opt, x, y)
+    n, t0 = 0, time.perf_counter()
+    for _ in range(steps):
+        x, y = next(it)
+        _step(model, opt, x, y)
+        n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patients", type=int, default=24)
+    ap.add_argument("--size", type=int, default=128, help="ROI side in px")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per method")
+    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    from npcai.imaging.roi_cache import RoiDataset
+    from npcai.models import create_classifier
+    from npcai.models.data import EpochShuffleSampler, SliceAugment, SliceDataset, collate_batch
+
+    tmp = Path(tempfile.mkdtemp(prefix="npcai-bench-train-"))
+    try:
+        t = time.perf_counter()
+        cohort = _cohort(tmp, args.patients, args.size)
+        roi = RoiDataset.open(cohort, "bench")
+        n = len(roi)
+        print(f"ROI cache: {n} slices of {roi.images.shape[1:]} from {args.patients} phantom patients "
+              f"({time.perf_counter() - t:.0f} s to build); {args.backbone}, batch {args.batch_size}, "
+              f"{args.steps} timed steps, {torch.get_num_threads()} threads")
+        labels = (np.arange(n) % 2).astype(np.float32)
+        aug = SliceAugment(seed=0)
+        need = (args.steps + 1) * args.batch_size
+
+        torch.manual_seed(0)
+        model = create_classifier(args.backbone, in_chans=roi.images.shape[1])
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+        # 1. ceiling: tensors in memory, pure compute
+        x_all = torch.from_numpy(np.asarray(roi.images[: min(n, need)], dtype=np.float32))
+        y_all = torch.from_numpy(labels[: len(x_all)])
+
+        def preloaded():
+            i = 0
+            while True:
+                idx = torch.arange(i, i + args.batch_size) % len(x_all)
+                i += args.batch_size
+                yield x_all[idx], y_all[idx]
+
+        ceiling = _timed(model, opt, preloaded(), args.steps)
+
+        # 2. npcai: memmap batches + tensor augmentation
+        ds = SliceDataset(roi.images, np.arange(n), labels)
+        loader = DataLoader(ds, batch_size=args.batch_size, sampler=EpochShuffleSampler(ds, seed=0),
+                            collate_fn=collate_batch, num_workers=0)
+
+        def npcai_batches():
+            step = 0
+            while True:
+                for x, y, _ in loader:
+                    yield aug(x, step=step), y
+                    step += 1
+
+        pipeline = _timed(model, opt, npcai_batches(), args.steps)
+
+        # 3. png: decode one file per slice every step (the seeds' loaders)
+        png_dir = tmp / "png"
+        png_dir.mkdir()
+        lo, hi = float(np.min(roi.images[:need])), float(np.max(roi.images[:need]))
+        for i in range(n):
+            img = np.asarray(roi.images[i, 0], dtype=np.float32)
+            Image.fromarray(np.uint8(np.clip((img - lo) / (hi - lo + 1e-6), 0, 1) * 255)).save(png_dir / f"{i}.png")
+
+        class PngDataset(Dataset):
+            def __len__(self):
+                return n
+
+            def __getitem__(self, i):
+                arr = np.asarray(Image.open(png_dir / f"{i}.png"), dtype=np.float32) / 255.0
+                return torch.from_numpy(arr)[None], torch.tensor(labels[i])
+
+        png_loader = DataLoader(PngDataset(), batch_size=args.batch_size, shuffle=True, num_workers=0,
+                                generator=torch.Generator().manual_seed(0))
+
+        def png_batches():
+            step = 0
+            while True:
+                for x, y in png_loader:
+                    yield aug(x, step=step), y
+                    step += 1
+
+        png = _timed(model, opt, png_batches(), args.steps)
+
+        print(f"{'method':<10}{'images/s':>10}")
+        for name, rate in (("ceiling", ceiling), ("npcai", pipeline), ("png", png)):
+            print(f"{name:<10}{rate:>10.1f}")
+        print(f"npcai / ceiling = {pipeline / ceiling:.3f}  (target >= 0.9)")
+        print(f"npcai / png     = {pipeline / png:.3f}")
+        print(f"png / ceiling   = {png / ceiling:.3f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
