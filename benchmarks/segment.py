@@ -1,7 +1,7 @@
 """Segmentation benchmark: Dice each architecture reaches on the default phantom within a fixed
 CPU budget, and inference speed (slices/s). Printed, not asserted.
 
-    .venv/bin/python benchmarks/segment.py [--work /tmp/npcai-bench-segment] [--minutes 10] [--size 128]
+    .venv/bin/python benchmarks/segment.py [--work /tmp/npcai-bench-segment] [--minutes 10] [--size 64] [--threads 1]
 
 Generates the default phantom (120 patients, 256 px, 16 slices) and ingests it once (reused
 when present), trains U-Net and DeepLabV3 (same encoder, split and budget), evaluates both on
@@ -20,11 +20,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/npcai-bench-segment"))
     ap.add_argument("--minutes", type=float, default=10.0, help="training budget per architecture")
-    ap.add_argument("--size", type=int, default=128, help="model grid (px)")
+    ap.add_argument("--size", type=int, default=64, help="model grid (px)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--batch-size", type=int, default=16)
     args = ap.parse_args()
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     from npcai.cohort.ingest import ingest
     from npcai.cohort.model import Cohort
     from npcai.cohort.phantom import generate_phantom
@@ -72,8 +76,7 @@ def main() -> None:
             n += len(v)
         dt = time.perf_counter() - t
         print(f"inference {arch}: {n / dt:.1f} slices/s ({n} slices of 256 px via the {args.size} px model grid, "
-              f"incl. normalisation, resizing and component filtering; torch threads "
-              f"{__import__('torch').get_num_threads()})")
+              f"incl. normalisation, resizing and component filtering; torch threads {args.threads})")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def trained(phantom_cohort, tmp_path_factory):
     from npcai.cli import main
 
     out = tmp_path_factory.mktemp("segruns") / "unet"
-    code = main(["segment", "train", str(phantom_cohort), "--out", str(out), "--epochs", "12", *TRAIN])
+    code = main(["segment", "train", str(phantom_cohort), "--out", str(out), "--epochs", "10", *TRAIN])
     assert code == 0
     return out
 

@@ -1,7 +1,6 @@
 """``npcai train`` and ``npcai ensemble``: parse, call :mod:`npcai.models`, print a short summary."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -145,5 +144,3 @@ def register(app: typer.Typer) -> None:
                         f"(weights {', '.join(f'{x:.2f}' for x in result.weights)}): "
                         f"[bold]test AUC {result.test_auc:.3f}[/bold] (n = {result.n_test} patients)")
 
-
-_ = dataclasses  # (kept for readers: options map 1:1 onto TrainConfig fields)

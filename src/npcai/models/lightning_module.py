@@ -21,8 +21,7 @@ import torch.nn.functional as F
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from npcai.models.data import (EpochShuffleSampler, PatientBagDataset, SliceAugment, SliceDataset,
-                               collate_batch)
+from npcai.models.data import EpochShuffleSampler, PatientBagDataset, SliceAugment, collate_batch
 
 __all__ = ["ClassifierModule", "SelectionDataModule", "aggregate_patients", "AGGREGATES",
            "OPTIMIZERS"]

@@ -304,7 +304,7 @@ def _loggers(work: Path, mlflow: bool, run_name: str):
     loggers = [CSVLogger(save_dir=str(work), name="logs", version="")]
     if mlflow:
         try:
-            import mlflow as _  # noqa: F401
+            import mlflow  # noqa: F401
         except ImportError as exc:
             raise NpcaiError("--mlflow: the mlflow package is not installed; `pip install mlflow` "
                              "or drop --mlflow") from exc
@@ -347,6 +347,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     from npcai.models.run import (RUN_FORMAT, load_state_from_checkpoint, package_versions, write_csv,
                                   write_json, write_yaml)
 
+    if not log.isEnabledFor(logging.DEBUG):  # lightning resets its loggers to INFO when imported
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config.validate()
     out = Path(out).resolve()
     cohort = Cohort.load(cfg.cohort)

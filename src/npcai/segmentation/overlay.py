@@ -2,8 +2,8 @@
 
 For one scan the figure shows a few axial slices (the ones with the largest manual tumour
 or node area, in slice order): the image in grey with the manual contour drawn solid and
-the automatic one dashed, tumour in red and nodes in blue, the slice's Dice in the panel
-title and axes in millimetres (from the scan's spacing), so a reader can check the
+the automatic one dashed, tumour in red and nodes in blue, zoomed on the lesions (15 mm
+margin), the slice's Dice in the panel title and axes in millimetres (from the scan's spacing), so a reader can check the
 physical size.
 
 Examples:
@@ -68,6 +68,15 @@ def overlay_contours(cohort: str | Path | Cohort, patient_id: str, out: str | Pa
     sx, sy = scan.spacing[0], scan.spacing[1]
     rows, cols = image.shape[1:]
     extent = (0, cols * sx, rows * sy, 0)
+    # zoom on the lesions (manual or automatic) of the shown slices, with a 15 mm margin
+    lesion = ((manual[slices] > 0) | (auto[slices] > 0)).any(0)
+    if lesion.any():
+        rr, cc = np.nonzero(lesion)
+        margin_r, margin_c = 15.0 / sy, 15.0 / sx
+        zoom = (max(cc.min() - margin_c, 0) * sx, min(cc.max() + 1 + margin_c, cols) * sx,
+                min(rr.max() + 1 + margin_r, rows) * sy, max(rr.min() - margin_r, 0) * sy)
+    else:
+        zoom = extent
     prov = scan.auto_mask_provenance or {}
     fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 4.6), squeeze=False,
                              constrained_layout=True)
@@ -86,6 +95,8 @@ def overlay_contours(cohort: str | Path | Cohort, patient_id: str, out: str | Pa
             if np.isfinite(d):
                 parts.append(f"{name} {d:.2f}")
         ax.set_title(f"slice {k}: Dice " + (", ".join(parts) if parts else "n/a"), fontsize=10)
+        ax.set_xlim(zoom[0], zoom[1])
+        ax.set_ylim(zoom[2], zoom[3])
         ax.set_xlabel("x (mm)")
         ax.set_ylabel("y (mm)")
     from matplotlib.lines import Line2D

@@ -75,6 +75,19 @@ def predict_volume(run: SegRun, volume: np.ndarray, *, batch_size: int = 16,
     return drop_small_components(labels, parse_min_component(min_component))
 
 
+def _same_data(cohort: Cohort, run: SegRun) -> bool:
+    """True when ``cohort`` holds the very images and contours the run was trained on (e.g. a copy)."""
+    from npcai.segmentation.data import select_scans
+    from npcai.segmentation.train import input_hash
+
+    opts = run.config["options"]
+    try:
+        scans = select_scans(cohort, sequence=opts["sequence"], timepoint=opts["timepoint"])
+    except NpcaiError:
+        return False
+    return input_hash(cohort, scans) == run.config["cohort"]["input_sha256"]
+
+
 def _write_like(array: np.ndarray, reference, path: Path) -> None:
     """Write ``array`` with ``reference``'s geometry, atomically (temp file in the same folder + rename)."""
     import SimpleITK as sitk
@@ -128,7 +141,7 @@ def predict_masks(cohort: str | Path | Cohort, segrun: str | Path | SegRun, *, s
     min_component = parse_min_component(min_component)
     ckpt = run.path / "checkpoints" / "best.ckpt"
     split = dict(zip(run.split["patient_id"], run.split["split"]))
-    same_cohort = Path(run.config["cohort"]["path"]) == cohort.root.resolve()
+    same_cohort = Path(run.config["cohort"]["path"]) == cohort.root.resolve() or _same_data(cohort, run)
     provenance = {"segrun": str(run.path.resolve()), "arch": opts["arch"], "encoder": opts["encoder"],
                   "labels": opts["labels"], "size": opts["size"], "normalise": opts["normalise"],
                   "trained_on": trained_on, "min_component": list(min_component),

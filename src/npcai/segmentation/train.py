@@ -130,7 +130,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _input_hash(cohort: Cohort, scans) -> str:
+def input_hash(cohort: Cohort, scans) -> str:
+    """SHA-256 over the image and manual-mask files of ``scans`` (the data a run learns from)."""
     files = []
     for s in scans:
         files += [cohort.path(s.image), cohort.path(s.mask)]
@@ -222,7 +223,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
               "cohort": {"path": str(cohort.root.resolve()), "modality": cohort.modality,
-                         "input_sha256": _input_hash(cohort, scans), "n_scans": len(scans)},
+                         "input_sha256": input_hash(cohort, scans), "n_scans": len(scans)},
               "classes": {"0": "background", **{str(k): n for k, n in enumerate(labels.names, start=1)}},
               "label_values": list(labels.values), "packages": package_versions(),
               "loss": "monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)",
