@@ -207,6 +207,11 @@ def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch)
     assert r.code == 2 and "no_such_column" in r.stderr
     r = cli("train", train_cohort, "--roi", "nope", "--endpoint", "pfs-median", "--out", out, *FAST)
     assert r.code == 2 and "nope" in r.stderr
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        r = _train(cli, train_cohort, out, "--mlflow")
+        assert r.code == 2 and "pip install mlflow" in r.stderr
     r = _train(cli, train_cohort, out, "--split-from", tmp_path)
     assert r.code == 2 and "split.csv" in r.stderr
     r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "pfs-median", "--out", out,

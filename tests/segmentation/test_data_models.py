@@ -94,6 +94,7 @@ def test_pretrained_offline_fails_clearly(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-npcai-test")
     with pytest.raises(NpcaiError, match="--weights PATH.*--no-pretrained"):

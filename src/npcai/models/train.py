@@ -298,16 +298,20 @@ def _workdir(out: Path, resume: bool, overwrite: bool) -> tuple[Path, Path | Non
     return work, None
 
 
+def _check_mlflow() -> None:
+    try:
+        import mlflow  # noqa: F401
+    except ImportError as exc:
+        raise NpcaiError("--mlflow: the mlflow package is not installed; `pip install mlflow` "
+                         "or drop --mlflow") from exc
+
+
 def _loggers(work: Path, mlflow: bool, run_name: str):
     from lightning.pytorch.loggers import CSVLogger
 
     loggers = [CSVLogger(save_dir=str(work), name="logs", version="")]
     if mlflow:
-        try:
-            import mlflow  # noqa: F401
-        except ImportError as exc:
-            raise NpcaiError("--mlflow: the mlflow package is not installed; `pip install mlflow` "
-                             "or drop --mlflow") from exc
+        _check_mlflow()
         from lightning.pytorch.loggers import MLFlowLogger
 
         loggers.append(MLFlowLogger(experiment_name="npcai", run_name=run_name,
@@ -351,6 +355,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
     cfg = config.validate()
+    if mlflow:
+        _check_mlflow()
     out = Path(out).resolve()
     cohort = Cohort.load(cfg.cohort)
     roi = RoiDataset.open(cfg.cohort, cfg.roi)

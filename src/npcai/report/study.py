@@ -96,7 +96,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         f"Training: backbones {', '.join(s.backbones)} ({'ImageNet-pretrained' if t.pretrained else 'random initialisation, no pretrained weights'}), "
         f"head dropout {t.dropout:g} + linear layer; unit(s) {', '.join(s.units)}; optimiser {t.optimizer}, "
         f"learning rate {t.lr:g}, weight decay {t.weight_decay:g}, batch size {t.batch_size}, at most "
-        f"{t.epochs} epochs" + (f" with early stopping after {t.patience} epochs without improvement"
+        f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}" + (f" with early stopping after {t.patience} epochs without improvement"
                                if t.patience else "")
         + "; the checkpoint was selected on the validation patients' AUC only. A patient's probability is the "
           f"{t.aggregate} of its slices' probabilities (image unit) or the bag prediction (patient unit).")
