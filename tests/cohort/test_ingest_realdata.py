@@ -11,7 +11,10 @@ from npcai.cohort.model import Cohort
 from npcai.cohort.validate import cohort_summary
 from npcai.errors import NpcaiError
 
-KBP = Path("/work/shared/realdata/openkbp-hn-ct")
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared beside the clone
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared")
+KBP = SHARED / "realdata" / "openkbp-hn-ct"
 pytestmark = pytest.mark.skipif(not KBP.is_dir(), reason="OpenKBP real data not present on this machine")
 
 

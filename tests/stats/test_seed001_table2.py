@@ -12,7 +12,10 @@ import pytest
 
 from npcai.stats.binary import ConfusionMatrix, metrics_from_confusion
 
-SEED = Path("/work/shared/seeds/001_52030869884d3e30.txt")
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared beside the clone
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared")
+SEED = SHARED / "seeds" / "001_52030869884d3e30.txt"
 
 # Table 2: (TP, FN) in the "High risk (true)" row, (FP, TN) in the "Low risk (true)" row.
 TABLE2 = {
