@@ -68,25 +68,10 @@ def load_backbone_weights(model: torch.nn.Module, path: str | Path, backbone: st
     conv's weight is adapted to ``in_chans`` the way timm does it; any other missing or
     unexpected key is an error naming the keys.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NpcaiError(f"{path}: weights file not found; pass --weights PATH to a local "
-                         f"state dict or safetensors file, or --no-pretrained")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from npcai.weights import read_state_dict
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt / wrong format
-        raise NpcaiError(f"{path}: could not read weights ({type(exc).__name__}: {exc}); "
-                         f"pass a torch state dict or safetensors file") from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise NpcaiError(f"{path}: not a state dict; pass a torch state dict or safetensors file")
+    path = Path(path)
+    state = read_state_dict(path)
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
     own = model.state_dict()
     # adapt the stem to the model's input channels (timm's adapt_input_conv)

@@ -102,25 +102,10 @@ def load_segmenter_weights(model: torch.nn.Module, path: str | Path) -> None:
     """
     from timm.models import adapt_input_conv
 
-    path = Path(path)
-    if not path.is_file():
-        raise NpcaiError(f"{path}: weights file not found; pass --weights PATH to a local state dict, "
-                         f"or --no-pretrained")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from npcai.weights import read_state_dict
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise NpcaiError(f"{path}: could not read weights ({type(exc).__name__}); pass a torch state dict "
-                         f"or safetensors file") from exc
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise NpcaiError(f"{path}: not a state dict; pass a torch state dict or safetensors file")
+    path = Path(path)
+    state = read_state_dict(path)
     state = {k.removeprefix("module.").removeprefix("model."): v for k, v in state.items()}
     whole = any(k.startswith(("encoder.", "decoder.", "segmentation_head.")) for k in state)
     target = model if whole else model.encoder
