@@ -15,7 +15,7 @@ from pathlib import Path
 
 from npcai.errors import NpcaiError
 
-__all__ = ["atomic_output_dir", "atomic_write_text", "file_sha256", "paths_sha256"]
+__all__ = ["atomic_output_dir", "atomic_write_text", "file_sha256", "paths_sha256", "save_figure"]
 
 
 @contextlib.contextmanager
@@ -71,3 +71,21 @@ def paths_sha256(paths: Iterable[str | os.PathLike]) -> str:
     for p in paths:
         h.update(file_sha256(p).encode())
     return h.hexdigest()
+
+
+def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure atomically (temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, **savefig_kwargs)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

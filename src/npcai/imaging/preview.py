@@ -10,12 +10,11 @@ Examples:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from npcai.fsutil import save_figure
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
 from npcai.imaging.masks import drop_small_components, parse_min_component, region_mask
@@ -124,13 +123,5 @@ def preview_montage(cohort_dir: str | Path, patient_id: str, variants: list[str]
 
     out = Path(out) if out is not None else Path(cohort_dir) / "roi" / "previews" / f"{patient_id}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, out, dpi=110)
     return out

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from npcai.fsutil import save_figure
+
 __all__ = ["plot_training_curve"]
 
 
@@ -18,9 +20,7 @@ def plot_training_curve(history: pd.DataFrame, path: str | Path, *, best_epoch: 
         best_epoch: the epoch selected on validation AUC (0-based), marked on both panels.
         title: the figure title.
     """
-    import os
-    import tempfile
-
+        
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,13 +49,5 @@ def plot_training_curve(history: pd.DataFrame, path: str | Path, *, best_epoch: 
         if len(ep):
             ax.set_xticks(ep if len(ep) <= 20 else ep[:: max(1, len(ep) // 10)])
     fig.suptitle(title)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path, dpi=110)
     return path

@@ -11,7 +11,6 @@ Examples:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from npcai.fsutil import save_figure
 
 __all__ = ["roc_figure", "expansion_figure", "grouped_auc_figure", "confusion_figure", "save_png"]
 
@@ -30,15 +31,7 @@ def save_png(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write ``fig`` as PNG through a temporary file and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, path, dpi=dpi, bbox_inches="tight")
     return path
 
 

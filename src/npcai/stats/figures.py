@@ -10,12 +10,12 @@ Examples:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from npcai.fsutil import save_figure
 from npcai.stats.auc import auc_ci, roc_curve
 from npcai.stats.binary import ConfusionMatrix
 
@@ -24,20 +24,7 @@ __all__ = ["plot_roc", "plot_confusion", "sensitivity_band"]
 
 def _save(fig, out: str | os.PathLike) -> Path:
     """Save a figure atomically (temporary file + rename) and close it."""
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return save_figure(fig, out, dpi=150, bbox_inches="tight")
 
 
 def _sens_at_spec(y: np.ndarray, s: np.ndarray, spec_grid: np.ndarray) -> np.ndarray:
