@@ -15,7 +15,7 @@ from pathlib import Path
 
 from npcai.errors import NpcaiError
 
-__all__ = ["atomic_output_dir", "atomic_write_text", "file_sha256", "paths_sha256", "save_figure"]
+__all__ = ["atomic_output_dir", "atomic_write_text", "file_sha256", "paths_sha256", "save_figure", "read_user_yaml"]
 
 
 @contextlib.contextmanager
@@ -89,3 +89,22 @@ def save_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_user_yaml(path: str | os.PathLike, *, what: str, example: str):
+    """Parse a YAML file the user gave (a sequence map, ROI map, study); one-line errors.
+
+    Args:
+        path: the file.
+        what: what the file is, for the message (e.g. "sequence map").
+        example: a line of valid content shown when the file is missing.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise NpcaiError(f"{path}: {what} not found; give a YAML file like {example}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise NpcaiError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc

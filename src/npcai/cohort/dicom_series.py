@@ -84,15 +84,10 @@ class SequenceMap:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "SequenceMap":
         """Read ``{sequence: regex}`` from a YAML file (order kept)."""
-        import yaml
+        from npcai.fsutil import read_user_yaml
 
         path = Path(path)
-        if not path.is_file():
-            raise NpcaiError(f"{path}: sequence map not found; give a YAML file like 'T1c: \"gd|post\"'")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise NpcaiError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc
+        data = read_user_yaml(path, what="sequence map", example="'T1c: \"gd|post\"'")
         if not isinstance(data, dict):
             raise NpcaiError(f"{path}: expected a mapping 'sequence: regex' (T1, T2, T1c); fix the file")
         return cls(data, source=str(path))

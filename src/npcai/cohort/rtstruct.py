@@ -52,15 +52,10 @@ def load_roi_map(value: Mapping[str, int] | str | os.PathLike | None) -> dict[st
         data: Any = dict(value)
         source = "ROI map"
     else:
-        import yaml
+        from npcai.fsutil import read_user_yaml
 
         path = Path(value)
-        if not path.is_file():
-            raise NpcaiError(f"{path}: ROI map not found; give a YAML file like '1: [GTVnx, GTVp]'")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise NpcaiError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from exc
+        data = read_user_yaml(path, what="ROI map", example="'1: [GTVnx, GTVp]'")
         source = str(path)
     if not isinstance(data, dict) or not data:
         raise NpcaiError(f"{source}: expected a mapping like '1: [GTVnx, GTVp]' and '2: [GTVnd]'; fix it")

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from npcai.errors import NpcaiError
+from npcai.fsutil import read_user_yaml
 
 __all__ = [
     "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec",
@@ -321,10 +321,7 @@ def study_path(study: str | Path) -> Path:
 def load_study(study: str | Path) -> Study:
     """Read and validate a study (shipped name or YAML path); one-line error on any problem."""
     path = study_path(study)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise NpcaiError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    data = read_user_yaml(path, what="study file", example="'name: my_study'")
     if not isinstance(data, dict):
         raise NpcaiError(f"{path}: a study file must be a mapping with name, endpoint, rois, backbones")
     try:
