@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python -m npcai.demo --out $(DEMO)
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -63,7 +63,7 @@ def main() -> None:
 
         t = time.perf_counter()
         for f in files:
-            pydicom.dcmread(f).pixel_array
+            _ = pydicom.dcmread(f).pixel_array
         t_decode = min(t_decode, time.perf_counter() - t)
 
         tmp = Path(tempfile.mkdtemp(prefix="npcai-bench-ingest-"))

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from npcai.errors import NpcaiError
 
 FAST = ("--backbone", "resnet18", "--no-pretrained", "--lr", "1e-3", "--batch-size", "16")
 

@@ -106,7 +106,7 @@ def test_compare_two_rois_by_two_backbones(cli, fake_runs, tmp_path):
     assert r.code == 0, r
     t3 = pd.read_csv(out / "table3.csv")
     assert len(t3) == 4 and set(t3.dataset) == {"segmented", "expand20"}
-    for dataset, g in t3.groupby("dataset"):
+    for _dataset, g in t3.groupby("dataset"):
         # table3.csv keeps 6 significant digits
         assert g["aauc"].dropna().iloc[0] == pytest.approx(g["auc"].mean(), rel=1e-5)
         assert g["aauc_sd"].dropna().iloc[0] == pytest.approx(g["auc"].std(ddof=1), rel=1e-4)

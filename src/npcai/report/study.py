@@ -67,7 +67,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         f"Cohort: {len(cohort.patients)} patients in {cohort_dir.name} "
         f"({len(cohort.scans())} scans). Endpoint {s.endpoint}: {ep['description']}. "
         f"{ep['n_labelled']} patients had a label; excluded: {excluded}."
-        + (f" Subsets trained as separate models: "
+        + (" Subsets trained as separate models: "
            + "; ".join(f"{x.label or x.name} ({x.where})" for x in s.subsets if x.where) + "." if
            any(x.where for x in s.subsets) else ""),
         f"Split: patients (never slices) were divided into training, validation and test sets, "

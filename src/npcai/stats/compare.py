@@ -157,7 +157,7 @@ def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"
         group[label] = (test["label"].to_numpy(), test["prob"].to_numpy())
     table = pd.DataFrame(rows)
     table["aauc"], table["aauc_sd"] = np.nan, np.nan
-    for dataset, g in table.groupby("dataset", sort=False):
+    for _dataset, g in table.groupby("dataset", sort=False):
         first = g.index[0]
         table.loc[first, "aauc"] = g["auc"].mean()
         table.loc[first, "aauc_sd"] = g["auc"].std(ddof=1) if len(g) > 1 else 0.0

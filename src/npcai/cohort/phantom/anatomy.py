@@ -320,7 +320,7 @@ def render_tissues(patient: dict, geom: Geometry, *, timepoint: str, seed: int) 
         d = np.sqrt((X[b0:b1, c0:c1] - bx) ** 2 + (Y[b0:b1, c0:c1] - by) ** 2) - br
         blobs[b0:b1, c0:c1] = np.maximum(blobs[b0:b1, c0:c1], _soft(d, pv))
     blobs *= keep * _soft(head + 10.0, pv)
-    model.layers.insert(len([l for l in model.layers if l[1].z0 is None]), ("blob", Patch(blobs)))
+    model.layers.insert(len([layer for layer in model.layers if layer[1].z0 is None]), ("blob", Patch(blobs)))
 
     labels[zt:zt + n_tum, y0:y1, x0:x1][tumour_mask] = 1
     model.labels = labels
