@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from npcai.models.train import TrainConfig, train
-        from npcai.runs import read_config
+        from npcai.runs import CONFIG, read_config
         from npcai.progress import show_progress
 
         given = {k: v for k, v in locals().items() if k in _CONFIG_PARAMS}
@@ -81,9 +81,9 @@ def register(app: typer.Typer) -> None:
         if weights is not None and pretrained is not None:
             raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
         if config is not None:
-            if Path(config).name != "config.yaml" and not Path(config).is_dir():
-                raise NpcaiError(f"--config {config}: expected a run's config.yaml (or its run folder)")
-            cfg_doc = read_config(Path(config).parent if Path(config).name == "config.yaml" else config)
+            if Path(config).name != CONFIG and not Path(config).is_dir():
+                raise NpcaiError(f"--config {config}: expected a run's {CONFIG} (or its run folder)")
+            cfg_doc = read_config(Path(config).parent if Path(config).name == CONFIG else config)
             if cfg_doc.kind != "train":
                 raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.kind!r})")
             base = dict(cfg_doc.options)

@@ -484,7 +484,7 @@ def _summary(cfg: TrainConfig, task, prep: _Prepared, history: pd.DataFrame, bes
 
 
 def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, device: str) -> dict[str, Any]:
-    from npcai.runs import RUN_FORMAT, RoiSpec, cohort_id, package_versions
+    from npcai.runs import CONFIG, RUN_FORMAT, RoiSpec, cohort_id, package_versions
     from npcai.runs.predict import native_pixel_mm
 
     spec = RoiSpec.of(roi)
@@ -500,7 +500,7 @@ def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, 
                    "cohort_json_sha256": file_sha256(Path(cfg.cohort) / "cohort.json"),
                    "pixel_mm": native_pixel_mm(cohort, spec, roi.patients)},
         "roi": {**spec.to_dict(), "path": str(roi.root.resolve())},
-        "reproduce": f"npcai train --config {out / 'config.yaml'} --out NEW_RUN",
+        "reproduce": f"npcai train --config {out / CONFIG} --out NEW_RUN",
     }
 
 

@@ -54,11 +54,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        why = next((line.strip() for line in first if "GLOBAL" in line or "Unsupported" in line), "")
+        lines = [line.strip() for line in str(exc).splitlines()]
+        why = next((line for line in lines if "global" in line.lower()), None)
+        if why is None:
+            raise NpcaiError(f"{path}: not a readable checkpoint ({lines[0][:200] if lines else 'unpickling failed'}); "
+                             "train the run again") from None
         raise NpcaiError(f"{path}: refused: the checkpoint holds pickled objects that are not plain "
-                         f"weights{' (' + why + ')' if why else ''}; only load checkpoints written by "
-                         "npcai, or train the run again") from None
+                         f"weights ({why[:200]}); only load checkpoints written by npcai, or train the run "
+                         "again") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise NpcaiError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:200]}); "
                          "train the run again") from None
