@@ -31,9 +31,9 @@ def runs_cohort(small_cohort, tmp_path_factory) -> Path:
 def train_tiny(cohort: Path, out: Path, **options):
     from npcai.models.train import TrainConfig, train
 
-    cfg = TrainConfig(cohort=str(cohort), roi="pre", endpoint="pfs-median", backbone="resnet18",
-                      pretrained=False, lr=1e-3, batch_size=16, epochs=1, seed=0, augment=False,
-                      **options)
+    base = dict(cohort=str(cohort), roi="pre", endpoint="pfs-median", backbone="resnet18", pretrained=False,
+                lr=1e-3, batch_size=16, epochs=1, seed=0, augment=False)
+    cfg = TrainConfig(**{**base, **options})
     return train(cfg, out).run_dir
 
 
