@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Task", "BinaryTask", "AGGREGATES", "UNITS", "aggregate_patients", "predict_rows",
-           "predict_bags", "make_task"]
+__all__ = ["Task", "BinaryTask", "AGGREGATES", "UNITS", "TASKS", "aggregate_patients", "predict_rows",
+           "predict_bags", "make_task", "register_task"]
 
 AGGREGATES = ("mean", "max", "area-weighted")
 UNITS = ("image", "patient")
@@ -106,6 +106,13 @@ class Task(ABC):
     monitor: str = "val_score"
     mode: str = "max"
     prediction_columns: tuple[str, ...] = ()
+
+    def labels(self, clinical: pd.DataFrame, endpoint: str):
+        """The per-patient targets of ``endpoint`` (an ``EndpointLabels``: ``.labels`` also
+        stratify the split, ``.excluded`` counts who has none and why)."""
+        from npcai.cohort.endpoints import endpoint_labels
+
+        return endpoint_labels(clinical, endpoint)
 
     @abstractmethod
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -193,7 +200,20 @@ class BinaryTask(Task):
         return {"test_auc": float(auc), "n_test": int(len(test))}
 
 
-def make_task(options: dict[str, Any] | Any) -> Task:
-    """The task of a run's training options (a ``TrainConfig`` or its dict)."""
+TASKS: dict[str, type[Task]] = {"binary": BinaryTask}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Make a task class known by its ``name`` (runs record it; prediction rebuilds it)."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def make_task(options: dict[str, Any] | Any, name: str = "binary") -> Task:
+    """The task ``name`` for a run's training options (a ``TrainConfig`` or its dict)."""
+    from npcai.errors import NpcaiError
+
+    if name not in TASKS:
+        raise NpcaiError(f"task {name!r} is not known here (known: {', '.join(TASKS)})")
     get = options.get if isinstance(options, dict) else lambda k, d=None: getattr(options, k, d)
-    return BinaryTask(unit=get("unit", "image") or "image", aggregate=get("aggregate", "mean") or "mean")
+    return TASKS[name](unit=get("unit", "image") or "image", aggregate=get("aggregate", "mean") or "mean")

@@ -154,14 +154,14 @@ class _Prepared:
     endpoint: Any
 
 
-def _prepare(cfg: TrainConfig, cohort, roi) -> _Prepared:
-    """Step 1: endpoint labels of the (filtered) patients with ROI slices, and their split."""
+def _prepare(cfg: TrainConfig, cohort, roi, task=None) -> _Prepared:
+    """Step 1: the task's labels of the (filtered) patients with ROI slices, and their split."""
     from npcai.cohort.endpoints import endpoint_labels, filter_patients
     from npcai.cohort.splits import reuse_split, split_patients
     from npcai.runs import check_cohort, read_config
 
     clinical = filter_patients(cohort.clinical(), cfg.where)
-    ep = endpoint_labels(clinical, cfg.endpoint)
+    ep = task.labels(clinical, cfg.endpoint) if task is not None else endpoint_labels(clinical, cfg.endpoint)
     excluded = ep.excluded_counts()
     have_rows = set(roi.index["patient_id"].unique())
     no_roi = [p for p in ep.labels.index if p not in have_rows]
@@ -506,7 +506,7 @@ def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, 
 
 # ---------------------------------------------------------------------------- main
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-          mlflow: bool = False, callbacks: list | None = None) -> TrainResult:
+          mlflow: bool = False, callbacks: list | None = None, task=None) -> TrainResult:
     """Train a model for the run's task and write a complete run folder to ``out``.
 
     Model selection (early stopping, best checkpoint) sees only validation patients; the
@@ -520,6 +520,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         overwrite: replace an existing ``out``.
         mlflow: also log metrics to MLflow (needs the mlflow package).
         callbacks: extra Lightning callbacks (e.g. for tests).
+        task: the :class:`~npcai.models.tasks.Task` (default: from the options, binary); a
+            registered task class (:func:`~npcai.models.tasks.register_task`) is recorded by name.
 
     Returns:
         :class:`TrainResult` with the test AUC over test patients and the selected epoch.
@@ -538,8 +540,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     out = Path(out).resolve()
     cohort = Cohort.load(cfg.cohort)
     roi = RoiDataset.open(cfg.cohort, cfg.roi)
-    task = make_task(cfg)
-    prep = _prepare(cfg, cohort, roi)
+    task = task if task is not None else make_task(cfg)
+    prep = _prepare(cfg, cohort, roi, task)
     geo = _geometry(cfg, roi)
     work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -558,7 +560,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
               history=history, summary=summary)
     from npcai.models.curves import plot_training_curve
 
-    plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch,
+    plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch, monitor=task.monitor,
                         title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}")
     if out.exists():
         shutil.rmtree(out)

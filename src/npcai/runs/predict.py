@@ -179,7 +179,7 @@ def _predict_train_run(config: RunConfig, cohort_dir: Path, patients: Sequence[s
                          f"({'; '.join(f'{p}: {w}' for p, w in list(skipped.items())[:3])})")
     resolved = config.raw.get("resolved") or {}
     size = int(resolved["input_size"]) if resolved.get("input_size") != resolved.get("roi_size") else None
-    task = make_task(config.options)
+    task = make_task(config.options, config.raw.get("task", "binary"))
     slices, per_patient = task.predict(patient_net or net, roi.images, rows, size=size)
     labels, label_note = _labels(config, cohort.clinical())
     if same:
