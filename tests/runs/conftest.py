@@ -1,31 +1,20 @@
 """Tiny trained runs (32 px, resnet18, 1 epoch) and a second phantom cohort, built once per module."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores on CI: one intra-op thread keeps these runs predictable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def runs_cohort(small_cohort, tmp_path_factory) -> Path:
-    """A copy of the shared small cohort with a 32-px ROI cache ``pre``."""
-    from npcai.imaging.roi_cache import build_roi
-
-    out = tmp_path_factory.mktemp("runs_cohort") / "cohort"
-    shutil.copytree(small_cohort, out)
-    build_roi(out, "pre", "bbox:5mm", size=32, min_component=(1, 1))
-    return out
+def runs_cohort(train_cohort) -> Path:
+    """The shared training cohort (ROI cache ``pre``); read-only here."""
+    return train_cohort
 
 
 def train_tiny(cohort: Path, out: Path, **options):
