@@ -25,7 +25,7 @@ import pandas as pd
 
 from npcai.errors import NpcaiError
 
-__all__ = ["EndpointLabels", "endpoint_labels", "filter_patients", "NAMED_ENDPOINTS"]
+__all__ = ["EndpointLabels", "endpoint_labels", "filter_patients", "pfs_median_rule", "NAMED_ENDPOINTS"]
 
 #: named endpoints -> (label column or None, survival time column, survival event column)
 NAMED_ENDPOINTS = {
@@ -102,12 +102,34 @@ def _binary(col: pd.Series, column: str) -> pd.Series:
     return values
 
 
-def endpoint_labels(clinical: pd.DataFrame, name: str) -> EndpointLabels:
+def pfs_median_rule(months, event, cutoff: float | None = None) -> tuple[np.ndarray, float]:
+    """The one ``pfs-median`` rule (cohort endpoints and the phantom's truth both use it).
+
+    t* is ``cutoff`` when given (e.g. the training cohort's, for an external cohort), else the
+    median of ``months``; label 1 when the event happened at or before t*, 0 when the time
+    exceeds t*, NaN (no label) when censored at or before t*.
+
+    Examples:
+        >>> pfs_median_rule([10, 20, 30, 40], [1, 0, 1, 0])
+        (array([ 1., nan,  0.,  0.]), 25.0)
+    """
+    months = np.asarray(months, dtype=float)
+    event = np.asarray(event, dtype=int)
+    t_star = float(np.median(months)) if cutoff is None else float(cutoff)
+    label = np.full(months.shape, np.nan)
+    label[(event == 1) & (months <= t_star)] = 1.0
+    label[months > t_star] = 0.0
+    return label, t_star
+
+
+def endpoint_labels(clinical: pd.DataFrame, name: str, *, cutoff: float | None = None) -> EndpointLabels:
     """Binary labels of endpoint ``name`` for the patients of ``clinical`` (indexed by patient_id).
 
     Args:
         clinical: the clinical table (``Cohort.clinical()``, possibly filtered).
         name: ``pfs-median``, ``distant-metastasis``, ``residual-tumour`` or any 0/1 column.
+        cutoff: ``pfs-median`` only: a fixed t* in months (a run's training cut-off applied to
+            an external cohort) instead of this table's median.
 
     Returns:
         :class:`EndpointLabels`; patients without a label are in ``.excluded`` with the reason.
@@ -120,14 +142,13 @@ def endpoint_labels(clinical: pd.DataFrame, name: str) -> EndpointLabels:
         e = _binary(clinical["pfs_event"], "pfs_event")
         missing = t.isna() | e.isna()
         t_ok, e_ok = t[~missing], e[~missing].astype(int)
-        if len(t_ok) < 2:
+        if len(t_ok) < 2 and cutoff is None:
             raise NpcaiError(f"clinical.csv: only {len(t_ok)} patients have pfs_months and pfs_event; "
                              f"endpoint 'pfs-median' needs more")
-        cutoff = float(np.median(t_ok.to_numpy()))
-        high = (e_ok == 1) & (t_ok <= cutoff)
-        low = t_ok > cutoff
-        labels = pd.Series(np.where(high, 1, 0), index=t_ok.index)[high | low].astype(int)
-        censored = t_ok.index[~(high | low)]
+        rule, cutoff = pfs_median_rule(t_ok.to_numpy(), e_ok.to_numpy(), cutoff)
+        has = ~np.isnan(rule)
+        labels = pd.Series(rule[has], index=t_ok.index[has]).astype(int)
+        censored = t_ok.index[~has]
         excluded = pd.concat([_excluded(t.index[missing], "missing pfs_months or pfs_event"),
                               _excluded(censored, "censored before median PFS")])
         survival = pd.DataFrame({"time": t_ok, "event": e_ok}).loc[labels.index]

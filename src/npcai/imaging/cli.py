@@ -38,18 +38,16 @@ def build(
                                                  "robust:LOW-HIGH, window:CENTRE,WIDTH (e.g. CT 40,400) or none."),
 ) -> None:
     """Build COHORT/roi/NAME: slices at training size (memory-mapped), index.csv, variant.json."""
-    import json
-
     from rich.console import Console
 
-    from npcai.imaging.roi_cache import build_roi
+    from npcai.imaging.roi_cache import RoiDataset, build_roi
     from npcai.progress import show_progress
 
     with show_progress():
         out = build_roi(cohort, name, variant, region=region, slices=slices, sequences=sequences,
                         timepoint=timepoint, mask=mask, size=size, min_component=min_component,
                         frame=frame, normalise=normalise)
-    meta = json.loads((out / "variant.json").read_text())
+    meta = RoiDataset.open(cohort, name).params
     console = Console()
     console.print(f"ROI [bold]{name}[/bold] ({meta['variant']}, region {meta['region']}, "
                   f"slices {meta['slices']}, frame {meta['frame']}, {meta['size']} px, "
