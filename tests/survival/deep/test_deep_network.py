@@ -9,7 +9,7 @@ from torch import nn
 from npcai.stats.auc import auc_ci
 from npcai.stats.concordance import harrell_c
 from npcai.survival.deep.losses import cox_loss
-from npcai.survival.deep.network import MultiTaskSurvivalNet, create_survival_network
+from npcai.survival.deep.network import MultiTaskSurvivalNet, create_survival_network, log_hazard
 
 
 class TinyCNN(nn.Module):
@@ -49,19 +49,20 @@ def test_coding_and_log_hazard_under_each_treatment():
     torch.manual_seed(0)
     net = MultiTaskSurvivalNet([TinyCNN(), TinyCNN()], sequences=["T1", "T2"]).eval()
     bags = torch.randn(4, 3, 2, 12, 12)
-    out = net(bags, treatment=torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    out = net.predict(bags, treatment=torch.tensor([0.0, 1.0, 0.0, 1.0]))
     torch.testing.assert_close(out.log_hazard_ic_ccrt - out.log_hazard_ccrt, out.predictive)
     torch.testing.assert_close((out.log_hazard_ic_ccrt + out.log_hazard_ccrt) / 2, out.prognostic)
     torch.testing.assert_close(out.log_hazard[[0, 2]], out.log_hazard_ccrt[[0, 2]])
     torch.testing.assert_close(out.log_hazard[[1, 3]], out.log_hazard_ic_ccrt[[1, 3]])
-    assert net(bags).log_hazard is None
+    assert net.predict(bags).log_hazard is None
+    torch.testing.assert_close(net(bags), torch.stack([out.prognostic, out.predictive], dim=1))
     # padded slices are ignored: a bag padded with garbage scores like the unpadded bag
     padded = torch.cat([bags, 100 * torch.randn(4, 2, 2, 12, 12)], dim=1)
     mask = torch.tensor([[True] * 3 + [False] * 2] * 4)
-    padded_score = net(padded, mask=mask).prognostic
+    padded_score = net(padded, mask=mask)
     weights = net.attention()["T1"]
     assert weights.shape == (4, 5) and torch.all(weights[:, 3:] == 0)
-    torch.testing.assert_close(padded_score, net(bags).prognostic)
+    torch.testing.assert_close(padded_score, net(bags))
     with pytest.raises(ValueError, match=r"bags must be \(B, K, 2, H, W\)"):
         net(torch.zeros(4, 3, 1, 12, 12))
 
@@ -69,11 +70,11 @@ def test_coding_and_log_hazard_under_each_treatment():
 def test_timm_backbones_per_sequence_stacked_and_single_sequence():
     bags = torch.randn(2, 2, 3, 32, 32)
     per_seq = create_survival_network("seresnet18", sequences=["T1", "T2", "T1c"])
-    assert len(per_seq.backbones) == 3 and per_seq(bags).prognostic.shape == (2,)
+    assert len(per_seq.backbones) == 3 and per_seq(bags).shape == (2, 2)
     stacked = create_survival_network("resnet18", sequences=["T1", "T2", "T1c"], stacked=True)
-    assert len(stacked.backbones) == 1 and stacked(bags, torch.ones(2)).log_hazard.shape == (2,)
+    assert len(stacked.backbones) == 1 and stacked.predict(bags, torch.ones(2)).log_hazard.shape == (2,)
     one = create_survival_network("resnet18", sequences=["T1c"])
-    assert one(bags[:, :, :1]).predictive.shape == (2,)
+    assert one.predict(bags[:, :, :1]).predictive.shape == (2,)
 
 
 @pytest.mark.slow
@@ -86,13 +87,13 @@ def test_tiny_model_learns_a_planted_treatment_interaction():
     gen = torch.Generator().manual_seed(0)
     for _ in range(12):
         for idx in torch.randperm(len(x), generator=gen).split(128):  # risk sets over 128 patients
-            loss = cox_loss(net(x[idx], treat[idx]).log_hazard, time[idx], event[idx])
+            loss = cox_loss(log_hazard(net(x[idx]), treat[idx]), time[idx], event[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
     net.eval()
     with torch.no_grad():
-        out = net(xv)
+        out = net.predict(xv)
     # the predictive score separates the interacting group (f > 0: CCRT preferred) ...
     auc = auc_ci(group_v.astype(int), out.predictive.numpy()).auc
     assert auc > 0.8, auc

@@ -36,8 +36,10 @@ Examples:
     ...         nn.Conv2d(c, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     ...     def forward(self, x): return self.net(x)
     >>> net = MultiTaskSurvivalNet([Tiny(1), Tiny(1)], sequences=["T1", "T2"])
-    >>> out = net(torch.zeros(3, 5, 2, 16, 16), treatment=torch.tensor([0., 1., 1.]))
-    >>> out.log_hazard.shape, out.prognostic.shape
+    >>> net(torch.zeros(3, 5, 2, 16, 16)).shape
+    torch.Size([3, 2])
+    >>> out = net.predict(torch.zeros(3, 5, 2, 16, 16), treatment=torch.tensor([0., 1., 1.]))
+    >>> out.log_hazard.shape, out.log_hazard_ccrt.shape
     (torch.Size([3]), torch.Size([3]))
 """
 from __future__ import annotations
@@ -52,10 +54,12 @@ from torch import nn
 from npcai.models.classifier import AttentionPool
 
 __all__ = ["MultiTaskSurvivalNet", "SurvivalOutput", "MaskedAttentionPool", "create_survival_network",
-           "TREATMENT_CODING"]
+           "TREATMENT_CODING", "PROGNOSTIC", "PREDICTIVE", "log_hazard", "survival_output"]
 
 #: treatment -> T of the modified covariate coding (entered as T - 1/2)
 TREATMENT_CODING = {"CCRT": 0, "IC+CCRT": 1}
+#: columns of the network's (B, 2) output
+PROGNOSTIC, PREDICTIVE = 0, 1
 
 
 @dataclass
@@ -77,6 +81,22 @@ class SurvivalOutput:
     @property
     def log_hazard_ic_ccrt(self) -> torch.Tensor:
         return self.prognostic + 0.5 * self.predictive
+
+
+def log_hazard(scores: torch.Tensor, treatment: torch.Tensor) -> torch.Tensor:
+    """``g + (T - 1/2) f`` from scores (B, 2) and treatment T (B,) of 0 (CCRT) / 1 (IC+CCRT)."""
+    if scores.ndim != 2 or scores.shape[1] != 2:
+        raise ValueError(f"scores must be (B, 2) [prognostic, predictive], got {tuple(scores.shape)}")
+    t = torch.as_tensor(treatment, dtype=scores.dtype, device=scores.device)
+    if t.shape != scores.shape[:1]:
+        raise ValueError(f"treatment must have shape ({scores.shape[0]},), got {tuple(t.shape)}")
+    return scores[:, PROGNOSTIC] + (t - 0.5) * scores[:, PREDICTIVE]
+
+
+def survival_output(scores: torch.Tensor, treatment: torch.Tensor | None = None) -> SurvivalOutput:
+    """Split scores (B, 2) into a :class:`SurvivalOutput` (log-hazard when ``treatment`` is given)."""
+    lh = None if treatment is None else log_hazard(scores, treatment)
+    return SurvivalOutput(scores[:, PROGNOSTIC], scores[:, PREDICTIVE], lh)
 
 
 class MaskedAttentionPool(AttentionPool):
@@ -106,8 +126,9 @@ class MultiTaskSurvivalNet(nn.Module):
         dropout: dropout in the trunk.
         attention_hidden: hidden width of the attention-MIL scorer.
 
-    ``forward(bags (B, K, C, H, W), treatment (B,) of 0/1 or None, mask (B, K) bool or None)``
-    returns a :class:`SurvivalOutput`.
+    ``forward(bags (B, K, C, H, W), mask (B, K) bool or None)`` returns scores (B, 2)
+    [prognostic g(x), predictive f(x)]; ``predict(bags, treatment)`` a :class:`SurvivalOutput`
+    with the log-hazard under the given treatment and under each arm.
     """
 
     def __init__(self, backbones: Sequence[nn.Module], sequences: Sequence[str], *, stacked: bool = False,
@@ -144,18 +165,19 @@ class MultiTaskSurvivalNet(nn.Module):
                   for net, pool, x in zip(self.backbones, self.pools, inputs)]
         return self.trunk(torch.cat(pooled, dim=1))
 
-    def forward(self, bags: torch.Tensor, treatment: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> SurvivalOutput:
+    def forward(self, bags: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, 2): column :data:`PROGNOSTIC` = g(x), column :data:`PREDICTIVE` = f(x).
+
+        A plain tensor, so the trainer and Grad-CAM treat the two heads like two output units
+        (Grad-CAM of the prognostic head = target unit 0, of the predictive head = unit 1).
+        """
         z = self.encode(bags, mask)
-        g = self.prognostic_head(z).squeeze(-1)
-        f = self.predictive_head(z).squeeze(-1)
-        log_hazard = None
-        if treatment is not None:
-            t = torch.as_tensor(treatment, dtype=g.dtype, device=g.device)
-            if t.shape != g.shape:
-                raise ValueError(f"treatment must have shape {tuple(g.shape)}, got {tuple(t.shape)}")
-            log_hazard = g + (t - 0.5) * f
-        return SurvivalOutput(g, f, log_hazard)
+        return torch.cat([self.prognostic_head(z), self.predictive_head(z)], dim=1)
+
+    def predict(self, bags: torch.Tensor, treatment: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> SurvivalOutput:
+        """:class:`SurvivalOutput` of bags, with the log-hazard under ``treatment`` (0/1) when given."""
+        return survival_output(self(bags, mask), treatment)
 
     def attention(self) -> dict[str, torch.Tensor | None]:
         """Last forward pass's attention weights (B, K) per encoder (sequence name or 'stacked')."""
