@@ -94,3 +94,33 @@ def test_bad_input():
         HistogramStandardiser(cutoff=(50, 10))
     with pytest.raises(ValueError, match="landmarks"):
         HistogramStandardiser(landmarks=(20, 10))
+
+
+def test_roi_build_with_histogram_normalisation(centres, small_cohort, tmp_path):
+    import shutil
+
+    from npcai.imaging.normalise import normalise_volume, parse_normalisation
+    from npcai.imaging.roi_cache import RoiDataset, build_roi
+
+    _, train, held_out, vol = centres
+    cohort = tmp_path / "cohort"
+    shutil.copytree(small_cohort, cohort)
+    landmarks = save_standardisers(tmp_path / "landmarks.json", fit_cohort_standardisers(cohort, train, ["T1c"]))
+    norm = parse_normalisation(f"histogram:{landmarks}")
+    assert str(norm).startswith(f"histogram:{landmarks.resolve()}#") and len(norm.digest) == 16
+    assert parse_normalisation(str(norm)) == norm
+    out = build_roi(cohort, "hist", "original", size=32, normalise=f"histogram:{landmarks}")
+    ds = RoiDataset.open(cohort, "hist")
+    assert ds.params["normalisation"] == str(norm)
+    # the ROI holds the standardised intensities: the held-out patient's volume mapped by the landmarks
+    std = load_standardisers(landmarks)["T1c"]
+    mapped = std.transform(vol[held_out[0]])
+    x = ds.images[ds.rows_of(held_out[0])].astype(np.float32)
+    assert mapped.min() - 1 <= x.min() and x.max() <= mapped.max() + 1
+    assert out.is_dir()
+    with pytest.raises(NpcaiError, match="no histogram landmarks for sequence 'T2'"):
+        normalise_volume(vol[held_out[0]], norm, channel="pre:T2")
+    with pytest.raises(NpcaiError, match="needs the landmarks learnt on the training patients"):
+        parse_normalisation("histogram")
+    with pytest.raises(NpcaiError, match="landmarks file not found"):
+        parse_normalisation(f"histogram:{tmp_path / 'missing.json'}")
