@@ -124,3 +124,18 @@ def test_roi_build_with_histogram_normalisation(centres, small_cohort, tmp_path)
         parse_normalisation("histogram")
     with pytest.raises(NpcaiError, match="landmarks file not found"):
         parse_normalisation(f"histogram:{tmp_path / 'missing.json'}")
+
+
+def test_cli_learns_landmarks_on_the_training_split_only(centres, cli, tmp_path):
+    cohort, train, held_out, _ = centres
+    split = tmp_path / "split.csv"
+    split.write_text("patient_id,split\n" + "".join(f"{p},train\n" for p in train[:4])
+                     + "".join(f"{p},test\n" for p in held_out))
+    out = tmp_path / "landmarks.json"
+    r = cli("roi", "landmarks", cohort.root, "--split-from", split, "--out", out)
+    assert r.code == 0, r
+    assert load_standardisers(out)["T1c"].n_volumes_ == 4
+    again = cli("roi", "landmarks", cohort.root, "--split-from", split, "--out", out)
+    assert again.code == 2 and "exists" in again.stderr
+    bad = cli("roi", "landmarks", cohort.root, "--split-from", split, "--out", tmp_path / "x.json", "--split", "val")
+    assert bad.code == 2 and "no patient in split 'val' (splits: test, train)" in bad.stderr

@@ -53,7 +53,7 @@ from npcai.errors import NpcaiError
 from npcai.imaging.normalise import body_mask
 
 __all__ = ["HistogramStandardiser", "HISTOGRAM_FORMAT", "fit_cohort_standardisers", "save_standardisers",
-           "load_standardisers"]
+           "load_standardisers", "read_split_patients"]
 
 HISTOGRAM_FORMAT = "npcai-histogram/1"
 DECILES = tuple(range(10, 100, 10))
@@ -227,6 +227,24 @@ def fit_cohort_standardisers(cohort_dir: str | Path, patients: Iterable[str], se
         out[seq] = HistogramStandardiser(**params).fit(
             (cohort.read_array(s) for s in scans), names=[s.scan_id for s in scans])
     return out
+
+
+def read_split_patients(path: str | Path, split: str = "train") -> list[str]:
+    """Patients of one split in a ``split.csv`` (columns patient_id, split), e.g. a run's."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise NpcaiError(f"{path}: split file not found; give a run's split.csv")
+    table = pd.read_csv(path, dtype=str)
+    missing = [c for c in ("patient_id", "split") if c not in table.columns]
+    if missing:
+        raise NpcaiError(f"{path}: no {missing[0]!r} column; a split file has columns patient_id and split")
+    patients = table.loc[table["split"] == split, "patient_id"].dropna().tolist()
+    if not patients:
+        found = ", ".join(sorted(table["split"].dropna().unique())) or "none"
+        raise NpcaiError(f"{path}: no patient in split {split!r} (splits: {found})")
+    return patients
 
 
 def save_standardisers(path: str | Path, standardisers: Mapping[str, HistogramStandardiser]) -> Path:
