@@ -149,6 +149,8 @@ class HistogramStandardiser:
         if len(mlist) != len(vols):
             raise ValueError(f"{len(vols)} volumes but {len(mlist)} masks")
         labels = list(names) if names is not None else [f"volume {i}" for i in range(len(vols))]
+        if len(labels) != len(vols):
+            raise ValueError(f"{len(vols)} volumes but {len(labels)} names")
         s1, s2 = self.output_range
         scaled = []
         for v, m, name in zip(vols, mlist, labels):
