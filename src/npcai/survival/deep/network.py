@@ -22,10 +22,11 @@ Treatment coding (the modified covariate method, Tian et al., JASA 2014, cited b
 * ``g(x)`` = the mean of the two log-hazards, the patient's prognosis averaged over the
   two treatments, not the prognosis under one arm.
 
-The symmetric +-1/2 coding (rather than 0/1) is what makes the method work: with balanced
-arms the interaction column ``(T - 1/2) f(x)`` is uncorrelated with any function of ``x``,
-so ``f`` is learnt as the treatment interaction even where ``g`` is imperfect, and ``g``
-does not absorb half of the treatment effect as it would under 0/1 coding.
+The symmetric +-1/2 coding (rather than 0/1) is what makes the method work: when treatment
+is independent of ``x`` with equal arms (randomised, or matched as in study 004's cohort),
+``E[(T - 1/2) f(x) h(x)] = 0`` for any ``h``, so the interaction column is orthogonal to the
+prognostic part: ``f`` is learnt as the treatment interaction even where ``g`` is imperfect,
+and ``g`` is the arm-averaged prognosis instead of the prognosis under the arm coded 0.
 
 Examples:
     >>> import torch
