@@ -160,6 +160,8 @@ class MultiTaskSurvivalNet(nn.Module):
             raise ValueError(f"bags must be (B, K, {self.in_chans}, H, W) for sequences {self.sequences}, "
                              f"got {tuple(bags.shape)}")
         b, k = bags.shape[:2]
+        if mask is not None and (mask.dtype != torch.bool or mask.shape != (b, k)):
+            raise ValueError(f"mask must be a bool tensor of shape ({b}, {k}), got {mask.dtype} {tuple(mask.shape)}")
         flat = bags.flatten(0, 1)                                   # (B*K, C, H, W)
         inputs = [flat] if self.stacked else [flat[:, i:i + 1] for i in range(self.in_chans)]
         pooled = [pool(net(x).view(b, k, -1), mask)
