@@ -172,3 +172,115 @@ def endpoint_labels(clinical: pd.DataFrame, name: str, *, cutoff: float | None =
         survival = pd.DataFrame({"time": pd.to_numeric(clinical[tcol], errors="coerce"),
                                  "event": pd.to_numeric(clinical[ecol], errors="coerce")}).loc[labels.index]
     return EndpointLabels(name, labels, excluded, survival, f"label = clinical column {column!r} (0/1)")
+
+
+# --------------------------------------------------------------------------------------------
+# Survival targets (time, event) for Cox models: study 004's DFS and the other time-to-event
+# endpoints. Separate from the binary labels above.
+
+#: survival endpoint -> (time column, event column); the binary endpoints of
+#: :data:`NAMED_ENDPOINTS` that carry a time/event pair are accepted too.
+SURVIVAL_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "dfs": ("dfs_months", "dfs_event"),
+    "pfs": ("pfs_months", "pfs_event"),
+    "os": ("os_months", "os_event"),
+    "dmfs": ("dmfs_months", "dmfs_event"),
+}
+
+
+@dataclass
+class SurvivalTarget:
+    """A right-censored survival target.
+
+    Attributes:
+        name: the endpoint (``dfs``, ``pfs``, ... or ``TIME,EVENT``).
+        time: Series patient_id -> follow-up time (float, >= 0), patients with follow-up only.
+        event: Series patient_id -> 1 event observed at ``time``, 0 censored (int).
+        excluded: DataFrame indexed by patient_id with a ``reason`` column.
+        time_column, event_column: the clinical columns used.
+    """
+
+    name: str
+    time: pd.Series
+    event: pd.Series
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason"]))
+    time_column: str = ""
+    event_column: str = ""
+
+    @property
+    def n_events(self) -> int:
+        return int(self.event.sum())
+
+    def frame(self) -> pd.DataFrame:
+        """DataFrame (index patient_id) with columns ``time`` and ``event``."""
+        return pd.DataFrame({"time": self.time, "event": self.event})
+
+    def excluded_counts(self) -> dict[str, int]:
+        """Reasons -> number of patients, e.g. {"missing dfs_months": 3}."""
+        return {str(k): int(v) for k, v in self.excluded["reason"].value_counts().items()}
+
+
+def survival_columns(clinical: pd.DataFrame, name: str) -> tuple[str, str]:
+    """The (time, event) columns of survival endpoint ``name``.
+
+    ``name`` is ``dfs``, ``pfs``, ``os``, ``dmfs``, a binary endpoint of
+    :data:`NAMED_ENDPOINTS` with a time/event pair (``pfs-median``, ``distant-metastasis``),
+    or an explicit pair ``TIME_COLUMN,EVENT_COLUMN``.
+    """
+    if name in SURVIVAL_ENDPOINTS:
+        tcol, ecol = SURVIVAL_ENDPOINTS[name]
+    elif name in NAMED_ENDPOINTS and NAMED_ENDPOINTS[name][1] is not None:
+        tcol, ecol = NAMED_ENDPOINTS[name][1], NAMED_ENDPOINTS[name][2]
+    elif "," in name:
+        parts = [p.strip() for p in name.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise NpcaiError(f"survival endpoint {name!r}: give one time and one event column, "
+                             "e.g. 'dfs_months,dfs_event'")
+        tcol, ecol = parts
+    else:
+        named = ", ".join(list(SURVIVAL_ENDPOINTS) + [k for k, v in NAMED_ENDPOINTS.items() if v[1]])
+        raise NpcaiError(f"survival endpoint {name!r}: not a named survival endpoint ({named}); "
+                         "or give a time and an event column as 'TIME,EVENT'")
+    _require(clinical, [tcol, ecol], name)
+    return tcol, ecol
+
+
+def survival_target(clinical: pd.DataFrame, name: str) -> SurvivalTarget:
+    """Survival times and events of endpoint ``name`` for the patients of ``clinical``.
+
+    Patients without follow-up (missing time or event) are excluded and counted in
+    ``.excluded``; a negative time or an event other than 0/1 is an error naming the
+    patient.
+
+    Examples:
+        >>> clin = pd.DataFrame({"dfs_months": [12.0, None, 30.0], "dfs_event": [1, 0, 0]},
+        ...                     index=pd.Index(["P1", "P2", "P3"], name="patient_id"))
+        >>> st = survival_target(clin, "dfs")
+        >>> st.time.to_dict(), st.event.to_dict()
+        ({'P1': 12.0, 'P3': 30.0}, {'P1': 1, 'P3': 0})
+        >>> st.excluded_counts()
+        {'missing dfs_months or dfs_event': 1}
+    """
+    if clinical.index.name != "patient_id" and "patient_id" in clinical.columns:
+        clinical = clinical.set_index("patient_id")
+    tcol, ecol = survival_columns(clinical, name)
+    raw_t = clinical[tcol]
+    t = pd.to_numeric(raw_t, errors="coerce")
+    bad = t.index[raw_t.notna() & t.isna()]
+    if len(bad):
+        raise NpcaiError(f"clinical.csv: column {tcol!r} has value {str(raw_t.loc[bad[0]])!r} for patient "
+                         f"{bad[0]}; survival times must be numbers (months)")
+    neg = t.index[t < 0]
+    if len(neg):
+        raise NpcaiError(f"clinical.csv: column {tcol!r} is negative ({t.loc[neg[0]]:g}) for patient "
+                         f"{neg[0]}; survival times must be >= 0")
+    e = _binary(clinical[ecol], ecol)
+    missing = t.isna() | e.isna()
+    time_s = t[~missing].astype(float)
+    event_s = e[~missing].astype(int)
+    time_s.index.name = event_s.index.name = "patient_id"
+    excluded = _excluded(t.index[missing], f"missing {tcol} or {ecol}")
+    return SurvivalTarget(name, time_s, event_s, excluded, tcol, ecol)
+
+
+__all__ += ["SURVIVAL_ENDPOINTS", "SurvivalTarget", "survival_columns", "survival_target"]
