@@ -107,11 +107,12 @@ def _sums(X: np.ndarray, eta: np.ndarray, blk: dict):
     return rc0[st], rc1[st], rc2[st], D0, D1, D2, XD, eta[idx][dd].sum()
 
 
-def _loglik(X: np.ndarray, beta: np.ndarray, rs: _RiskSets, ties: str, need_info: bool = True):
-    """Partial log-likelihood, score vector and information matrix at ``beta``."""
-    p = X.shape[1]
+def _event_terms(X: np.ndarray, beta: np.ndarray, rs: _RiskSets, ties: str, need_var: bool = True):
+    """Per stratum, per event-time row (one row per death under Efron): the row's unique-time
+    index, multiplicity, risk-set mean m and variance V; and per unique time the deaths' sum of
+    x and of the linear predictor. The partial likelihood, score, information and cox.zph are
+    sums of these."""
     eta = X @ beta
-    ll, grad, info = 0.0, np.zeros(p), np.zeros((p, p))
     for blk in rs.blocks:
         if blk is None:
             continue
@@ -121,13 +122,23 @@ def _loglik(X: np.ndarray, beta: np.ndarray, rs: _RiskSets, ties: str, need_info
             S0, S1, S2 = S0[r] - f * D0[r], S1[r] - f[:, None] * D1[r], S2[r] - f[:, None, None] * D2[r]
             mult = np.ones(r.size)
         else:
+            r = np.arange(blk["ut"].size)
             mult = blk["d"].astype(float)
         m = S1 / S0[:, None]
-        ll += eta_d - np.sum(mult * np.log(S0))
-        grad += XD.sum(0) - (mult[:, None] * m).sum(0)
+        v = S2 / S0[:, None, None] - m[:, :, None] * m[:, None, :] if need_var else None
+        yield dict(blk=blk, row_time=r, mult=mult, S0=S0, m=m, V=v, XD=XD, eta_d=eta_d)
+
+
+def _loglik(X: np.ndarray, beta: np.ndarray, rs: _RiskSets, ties: str, need_info: bool = True):
+    """Partial log-likelihood, score vector and information matrix at ``beta``."""
+    p = X.shape[1]
+    ll, grad, info = 0.0, np.zeros(p), np.zeros((p, p))
+    for c in _event_terms(X, beta, rs, ties, need_info):
+        mult = c["mult"]
+        ll += c["eta_d"] - np.sum(mult * np.log(c["S0"]))
+        grad += c["XD"].sum(0) - (mult[:, None] * c["m"]).sum(0)
         if need_info:
-            v = S2 / S0[:, None, None] - m[:, :, None] * m[:, None, :]
-            info += (mult[:, None, None] * v).sum(0)
+            info += (mult[:, None, None] * c["V"]).sum(0)
     return ll, grad, info
 
 
@@ -255,6 +266,7 @@ class CoxPH:
         self.aic_ = float(-2 * ll + 2 * p)
         self.n_, self.n_events_, self.iterations_ = int(t.size), int(e.sum()), it
         self._center = mean
+        self._train = dict(X=X, t=t, e=e, s=s, rs=rs)   # for cox.zph and residuals
         self._baseline = self._baseline_hazard(X, beta, rs)
 
     def _baseline_hazard(self, X: np.ndarray, beta: np.ndarray, rs: _RiskSets) -> dict:
