@@ -8,7 +8,8 @@ A model is described by *terms*, R-formula style but without code evaluation:
 
 * ``"age"`` -- a numeric column (one coefficient);
 * ``"sex"`` -- a text column is a factor: one indicator per level except the first in sorted
-  order (R's treatment contrasts), named ``"sex=M"``;
+  order (R's treatment contrasts; a pandas Categorical's first category instead), named
+  ``"sex=M"``;
 * ``"C(t_stage)"`` -- a numeric column forced to a factor;
 * ``"treatment:score"`` -- the product of two terms' columns (an interaction);
 * ``"treatment*score"`` -- shorthand for ``treatment``, ``score`` and ``treatment:score``.
@@ -152,6 +153,8 @@ def _variable_block(data: pd.DataFrame, var: str, factors: dict[str, list],
     if _is_factor(s, forced) or (fixed is not None and col in fixed):
         if fixed is not None and col in fixed:
             levels = fixed[col]
+        elif isinstance(s.dtype, pd.CategoricalDtype):     # the categories' order sets the reference
+            levels = list(s.cat.categories)
         else:
             levels = sorted(s.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
         unseen = set(s.dropna().unique().tolist()) - set(levels)
