@@ -138,7 +138,7 @@ def plot_calibration(out: str | os.PathLike, cal, *, survival_label: str = "surv
 def _fmt_tick(v) -> str:
     if isinstance(v, str):
         return v
-    return f"{v:g}"
+    return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:g}"
 
 
 def _label_step(pos: np.ndarray, ticks: Sequence[str]) -> int:

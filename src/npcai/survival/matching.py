@@ -12,7 +12,9 @@ default, without replacement:
   control unmatched;
 * ``distance="mahalanobis"``: covariates standardised, then the Mahalanobis distance with
   the pooled within-group covariance; treated patients in data order (MatchIt's default for
-  this distance). A caliper is refused here (MatchIt requires one on a named covariate).
+  this distance); a caliper then applies to a propensity score of the same covariates
+  (MatchIt's ``mahvars``);
+* ``exact``: columns that must agree within a pair (MatchIt's ``exact``).
 
 Ties go to the first control in data order. The balance table gives for every covariate
 (and the propensity score) the means, the standardised mean difference (treated minus
@@ -53,8 +55,8 @@ class MatchResult:
     """Matched pairs, balance before/after, and the matched patients.
 
     Attributes:
-        pairs: DataFrame: pair, treated, control (patient ids), distance_treated,
-            distance_control (propensity score, or NaN for Mahalanobis), gap.
+        pairs: DataFrame: pair, treated, control (patient ids), propensity_treated,
+            propensity_control (NaN when no propensity was estimated), gap (the matching distance).
         balance: DataFrame per covariate: mean_treated_before, mean_control_before,
             smd_before, p_before, mean_treated_after, mean_control_after, smd_after, p_after.
         matched: patient ids in the matched cohort (treated then control of each pair).
@@ -136,7 +138,7 @@ def balance_table(X: pd.DataFrame, treat: np.ndarray, matched: np.ndarray) -> pd
 
 def match_nearest(data: pd.DataFrame, treatment: str, covariates: Sequence[str], *,
                   distance: Literal["propensity", "mahalanobis"] = "propensity", caliper: float | None = None,
-                  treated_level=None) -> MatchResult:
+                  treated_level=None, exact: Sequence[str] = ()) -> MatchResult:
     """1:1 nearest-neighbour matching without replacement (MatchIt ``method = "nearest"``).
 
     Args:
@@ -144,20 +146,20 @@ def match_nearest(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
         treatment: a column with exactly two values (e.g. CCRT / IC+CCRT, or 0/1).
         covariates: terms of the propensity model / Mahalanobis distance (factors allowed).
         distance: ``"propensity"`` (logistic) or ``"mahalanobis"``.
-        caliper: in SDs of the propensity score (e.g. 0.2); propensity distance only.
+        caliper: in SDs of the propensity score (e.g. 0.2). With the Mahalanobis distance the
+            propensity score of the same covariates is estimated for the caliper only (MatchIt's
+            ``distance = "glm", mahvars = ...``).
+        exact: columns that must be equal within a pair (MatchIt's ``exact``), e.g. t_stage.
         treated_level: which value is "treated" (matched in full); default 1 for 0/1 columns,
             else the smaller group (ties: the later value in sorted order).
     """
     if distance not in ("propensity", "mahalanobis"):
         raise NpcaiError(f"matching: distance {distance!r} is not 'propensity' or 'mahalanobis'")
-    if caliper is not None and distance != "propensity":
-        raise NpcaiError("matching: a caliper needs the propensity distance (MatchIt applies it to the "
-                         "propensity score)")
     if caliper is not None and caliper <= 0:
         raise NpcaiError(f"matching: caliper {caliper} must be positive (in SDs of the propensity score)")
     if not covariates:
         raise NpcaiError("matching: give at least one covariate to match on")
-    data = complete_cases(data, [treatment] + [v for c in covariates for v in term_variables(c)],
+    data = complete_cases(data, [treatment] + [v for c in covariates for v in term_variables(c)] + list(exact),
                           what="matching")
     levels = sorted(data[treatment].unique().tolist(), key=str)
     if len(levels) != 2:
@@ -186,11 +188,12 @@ def match_nearest(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
                          f"({control_level}) patients; 1:1 matching without replacement needs at least as "
                          "many controls (choose the other level as treated)")
     ps, cal = None, None
-    if distance == "propensity":
+    if distance == "propensity" or caliper is not None:
         ps = logistic_propensity(X, treat)
-        order = t_idx[np.argsort(-ps[t_idx], kind="stable")]
         if caliper is not None:
             cal = float(caliper * ps.std(ddof=1))
+    if distance == "propensity":
+        order = t_idx[np.argsort(-ps[t_idx], kind="stable")]
 
         def dist(i: int, cand: np.ndarray) -> np.ndarray:
             return np.abs(ps[cand] - ps[i])
@@ -208,9 +211,10 @@ def match_nearest(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
             return np.sqrt(np.einsum("ij,jk,ik->i", diff, Sinv, diff))
     available = np.ones(len(ids), bool)
     available[t_idx] = False
+    ex = data[list(exact)].astype(str).agg("|".join, axis=1).to_numpy() if exact else np.zeros(len(ids))
     pairs, unmatched = [], []
     for i in order:
-        cand = np.flatnonzero(available)
+        cand = np.flatnonzero(available & (ex == ex[i]))
         dd = dist(i, cand)
         if cal is not None:
             ok = np.abs(ps[cand] - ps[i]) <= cal
@@ -227,13 +231,13 @@ def match_nearest(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
     for i, j, _ in pairs:
         matched[[i, j]] = True
     cov_frame = pd.DataFrame(X, columns=design.columns, index=data.index)
-    if ps is not None:
+    if ps is not None and distance == "propensity":
         cov_frame.insert(0, "propensity", ps)
     pair_df = pd.DataFrame({
         "pair": np.arange(1, len(pairs) + 1), "treated": [ids[i] for i, _, _ in pairs],
         "control": [ids[j] for _, j, _ in pairs],
-        "distance_treated": [ps[i] if ps is not None else np.nan for i, _, _ in pairs],
-        "distance_control": [ps[j] if ps is not None else np.nan for _, j, _ in pairs],
+        "propensity_treated": [ps[i] if ps is not None else np.nan for i, _, _ in pairs],
+        "propensity_control": [ps[j] if ps is not None else np.nan for _, j, _ in pairs],
         "gap": [g for *_, g in pairs]})
     return MatchResult(pairs=pair_df, balance=balance_table(cov_frame, treat, matched),
                        matched=[x for i, j, _ in pairs for x in (ids[i], ids[j])], unmatched_treated=unmatched,

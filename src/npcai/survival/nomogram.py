@@ -145,9 +145,13 @@ class NomogramAxis:
                 raise NpcaiError(f"nomogram: {self.variable} is missing; every predictor needs a value")
             return float(self.points_at_zero + self.points_per_unit * x)
         labels = [str(v) for v in self.values]
-        if str(value) not in labels:
-            raise NpcaiError(f"nomogram: {self.variable} = {value!r} is not one of {', '.join(labels)}")
-        return float(self.points[labels.index(str(value))])
+        for i, v in enumerate(self.values):
+            same = str(v) == str(value)
+            if not same and isinstance(v, (int, float)) and isinstance(value, (int, float, np.number)):
+                same = float(v) == float(value)
+            if same:
+                return float(self.points[i])
+        raise NpcaiError(f"nomogram: {self.variable} = {value!r} is not one of {', '.join(labels)}")
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,8 @@ class Nomogram:
     """
 
     def __init__(self, times: Sequence[float] = (36, 60), *, axes: Mapping[str, Sequence] | None = None,
-                 survival_ticks: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), time_unit: str = "months"):
+                 survival_ticks: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+                 time_unit: str = "months"):
         self.times = [float(t) for t in times]
         if not self.times or any(t <= 0 for t in self.times):
             raise NpcaiError("nomogram: survival times must be positive, e.g. 36,60")
