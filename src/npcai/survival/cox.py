@@ -24,7 +24,7 @@ Examples:
     ...                   "age": [60, 45, 50, 70, 40, 55, 65, 42]})
     >>> m = CoxPH().fit(d, "time", "event", ["age"])
     >>> round(float(m.coef_["age"]), 4)
-    0.1002
+    0.1665
 """
 from __future__ import annotations
 

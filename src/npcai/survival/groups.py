@@ -13,7 +13,7 @@ threshold fixed on the training cohort, and subgroup hazard ratios with interact
 
 Examples:
     >>> rg = RiskGroups("median").fit([0.1, 0.4, 0.35, 0.8, 0.2])
-    >>> rg.threshold_, list(rg.transform([0.3, 0.5]))
+    >>> rg.threshold_, rg.transform([0.3, 0.5]).tolist()
     (0.35, ['low', 'high'])
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ and for log-log also where S = 1.
 
 Examples:
     >>> km = KaplanMeier().fit([2, 3, 3, 5, 8, 9], [1, 1, 0, 1, 0, 1])
-    >>> [round(s, 3) for s in km.survival_at([3, 6])]
+    >>> [round(float(s), 3) for s in km.survival_at([3, 6])]
     [0.667, 0.444]
     >>> km.median_.median
     5.0

@@ -9,7 +9,7 @@ R to 1e-6 (2 and 3 groups, stratified) in ``tests/survival``.
 Examples:
     >>> r = logrank_test([1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 0, 1], ["a", "a", "b", "a", "b", "b"])
     >>> round(r.chisq, 4), r.df
-    (1.8462, 1)
+    (2.5567, 1)
 """
 from __future__ import annotations
 

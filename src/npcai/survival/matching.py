@@ -36,6 +36,7 @@ Examples:
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -48,6 +49,8 @@ from npcai.errors import NpcaiError
 from npcai.survival._data import build_design, complete_cases, term_variables
 
 __all__ = ["MatchResult", "match_nearest", "logistic_propensity", "balance_table"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -184,9 +187,9 @@ def match_nearest(data: pd.DataFrame, treatment: str, covariates: Sequence[str],
     ids = list(data.index)
     t_idx, c_idx = np.flatnonzero(treat == 1), np.flatnonzero(treat == 0)
     if c_idx.size < t_idx.size:
-        raise NpcaiError(f"matching: {t_idx.size} treated ({treated_level}) but only {c_idx.size} control "
-                         f"({control_level}) patients; 1:1 matching without replacement needs at least as "
-                         "many controls (choose the other level as treated)")
+        log.warning("matching: %d treated (%s) but only %d control (%s) patients; at least %d treated "
+                    "patients stay unmatched (or choose the other level as treated)", t_idx.size, treated_level,
+                    c_idx.size, control_level, t_idx.size - c_idx.size)
     ps, cal = None, None
     if distance == "propensity" or caliper is not None:
         ps = logistic_propensity(X, treat)

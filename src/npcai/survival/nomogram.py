@@ -26,8 +26,8 @@ Examples:
     interaction with one axis per treatment):
 
     >>> nom = Nomogram.from_dict({
-    ...     "format": "npcai-nomogram/1", "time_unit": "months", "scale": 20.0, "lp_offset": 0.0,
-    ...     "center": 1.0, "times": [36, 60], "baseline_cumhaz": [0.15, 0.30],
+    ...     "format": "npcai-nomogram/1", "time_unit": "months", "scale": 20.0, "lp_offset": -3.0,
+    ...     "center": 1.0, "times": [36, 60], "baseline_cumhaz": [0.15, 0.30], "lp_range": [-2, 2],
     ...     "axes": [
     ...         {"label": "age", "variable": "age", "kind": "numeric", "condition": None,
     ...          "values": [20, 80], "points": [0, 24], "points_at_zero": -8.0, "points_per_unit": 0.4},
@@ -35,19 +35,20 @@ Examples:
     ...          "condition": {"treatment": "CCRT"}, "values": [-1, 1], "points": [30, 70],
     ...          "points_at_zero": 50.0, "points_per_unit": 20.0},
     ...         {"label": "score (treatment=IC+CCRT)", "variable": "score", "kind": "numeric",
-    ...          "condition": {"treatment": "IC+CCRT"}, "values": [-1, 1], "points": [40, 45],
-    ...          "points_at_zero": 42.5, "points_per_unit": 2.5}]})
+    ...          "condition": {"treatment": "IC+CCRT"}, "values": [-1, 1], "points": [27.5, 32.5],
+    ...          "points_at_zero": 30.0, "points_per_unit": 2.5}]})
     >>> p = nom.points({"age": 40, "treatment": "IC+CCRT", "score": -0.4})
     >>> p.by_axis, round(p.total, 1)
-    ({'age': 8.0, 'score (treatment=IC+CCRT)': 41.5}, 49.5)
+    ({'age': 8.0, 'score (treatment=IC+CCRT)': 29.0}, 37.0)
     >>> {t: round(s, 2) for t, s in p.survival.items()}
-    {36.0: 0.83, 60.0: 0.69}
+    {36.0: 0.95, 60.0: 0.91}
     >>> q = nom.points({"age": 40, "treatment": "CCRT", "score": -0.4})
     >>> round(q.total, 1), round(q.survival[60.0], 2)
-    (50.0, 0.69)
+    (50.0, 0.83)
 
-    So this 40-year-old scores 8 + 41.5 = 49.5 points with IC+CCRT (5-year survival 69%)
-    and 8 + 42 = 50 with CCRT; the difference between treatments is read off the same way.
+    So this 40-year-old with a score of -0.4 totals 8 + 29 = 37 points with IC+CCRT
+    (5-year survival 91%) and 8 + 42 = 50 points with CCRT (83%): a 5-year difference of
+    8% in favour of IC+CCRT, read off the nomogram as in seed 004's Fig. 2 caption.
 """
 from __future__ import annotations
 
