@@ -30,10 +30,10 @@ def _cox_data(n=80, seed=0) -> pd.DataFrame:
                         index=[f"P{i:04d}" for i in range(n)])
 
 
-@pytest.mark.parametrize("module", ["_data", "kaplan_meier", "logrank", "cox", "zph", "stepwise", "nomogram",
+@pytest.mark.parametrize("module", ["__init__", "_data", "kaplan_meier", "logrank", "cox", "zph", "stepwise", "nomogram",
                                     "calibration", "matching", "groups", "cindex"])
 def test_docstring_examples_run(module):
-    mod = importlib.import_module(f"npcai.survival.{module}")
+    mod = importlib.import_module("npcai.survival" if module == "__init__" else f"npcai.survival.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
 
