@@ -179,6 +179,10 @@ def plot_nomogram(out: str | os.PathLike, nom, *, survival_label: str = "surviva
     for i, (label, pos, ticks) in enumerate(rows):
         y = len(rows) - 1 - i
         pos = np.asarray(pos, dtype=float)
+        keep = (pos >= -0.5) & (pos <= 100.5)        # ticks beyond the total-points range are not drawn
+        pos, ticks = pos[keep], [tl for tl, k in zip(ticks, keep) if k]
+        if pos.size == 0:
+            continue
         ax.plot([pos.min(), pos.max()], [y, y], color="black", lw=1)
         step = _label_step(pos, ticks)
         for j, (p, tl) in enumerate(zip(pos, ticks)):
