@@ -81,6 +81,20 @@ def test_risk_groups_fix_the_threshold_on_the_training_split(cli, table_csv, tmp
     assert (out / "km_test.png").is_file()
 
 
+def test_risk_groups_from_a_saved_nomogram_cut_at_the_training_mean(cli, table_csv, tmp_path):
+    assert cli("survival", "nomogram", table_csv, "--endpoint", "dfs", "--covariates", "age,ebv,treatment*score",
+               "--out", tmp_path / "nomo").code == 0
+    out = tmp_path / "risk"
+    r = cli("survival", "risk-groups", table_csv, "--endpoint", "dfs", "--nomogram", tmp_path / "nomo" / "nomogram.json",
+            "--rule", "mean", "--out", out)
+    assert r.code == 0, r
+    groups = pd.read_csv(out / "risk_groups.csv")
+    train = groups[groups.split == "train"]
+    assert json.loads((out / "summary.json").read_text())["threshold"] == pytest.approx(train.total_points.mean())
+    points = pd.read_csv(tmp_path / "nomo" / "nomogram_points.csv")
+    assert np.allclose(groups.total_points, points.total_points)
+
+
 def test_subgroups_and_cindex(cli, table_csv, tmp_path):
     r = cli("survival", "subgroups", table_csv, "--endpoint", "dfs", "--by", "treatment", "--factors", "sex,age",
             "--out", tmp_path / "sub")

@@ -186,16 +186,19 @@ def risk_groups(cohort: Path = COHORT, out: Path = OUT, endpoint: Optional[str] 
                 train_split: str = typer.Option("train", "--train-split", help="Cohort the threshold is fixed on."),
                 lower_is_riskier: bool = typer.Option(False, "--lower-is-riskier",
                                                       help="The score is a predicted survival (low = high risk)."),
+                nomogram: Optional[Path] = typer.Option(None, "--nomogram", help="A nomogram.json: the score is "
+                                                        "each patient's total points (use --rule mean as seed 004)."),
                 run: Optional[Path] = RUN, score_name: str = SCORE_NAME, overwrite: bool = OVERWRITE) -> None:
     """High/low risk groups at a threshold fixed on the training cohort; KM and log-rank in every cohort.
 
     Example: npcai survival risk-groups COHORT --run RUN --endpoint dfs --score prob --out risk
+    (or --nomogram nomo/nomogram.json --rule mean: cut the nomogram's total points at the training mean)
     """
     from npcai.survival.commands import run_risk_groups
 
     table, t, e = _table(cohort, run, score_name, endpoint, time, event)
     s = _run(run_risk_groups, table, out, t, e, score, rule=rule, split_col=split_col, train_split=train_split,
-             lower_is_riskier=lower_is_riskier, overwrite=overwrite)
+             lower_is_riskier=lower_is_riskier, nomogram=nomogram, overwrite=overwrite)
     lines = [f"threshold {s['threshold']:.4g} ({rule} of {s['n_train']} patients in {s['fixed_on']})"]
     for c in s["cohorts"]:
         p = f"log-rank p = {c['p_value']:.3g}" if "p_value" in c and c.get("p_value") == c.get("p_value") else c.get("note", "")

@@ -31,7 +31,7 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_output_dir
 from npcai.survival._data import expand_terms, term_variables
 
-__all__ = ["run_km", "run_cox", "run_stepwise", "run_nomogram", "run_calibrate", "run_risk_groups",
+__all__ = ["nomogram_total_points", "run_km", "run_cox", "run_stepwise", "run_nomogram", "run_calibrate", "run_risk_groups",
            "run_subgroups", "run_match", "run_cindex", "ENDPOINT_LABELS"]
 
 log = logging.getLogger(__name__)
@@ -199,13 +199,44 @@ def run_calibrate(table: pd.DataFrame, out, time: str, event: str, covariates: S
         return _summary(tmp, summary)
 
 
+def nomogram_total_points(table: pd.DataFrame, nomogram_json) -> pd.Series:
+    """Each patient's total points on a saved nomogram (``nomogram.json``); patients missing a
+    predictor are left out with a logged warning."""
+    from npcai.survival.nomogram import Nomogram
+
+    path = Path(nomogram_json)
+    if not path.is_file():
+        raise NpcaiError(f"{path}: nomogram file not found; write one with npcai survival nomogram")
+    try:
+        nom = Nomogram.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise NpcaiError(f"{path}: not valid JSON ({exc.msg}); write it with npcai survival nomogram") from exc
+    needed = sorted({a.variable for a in nom.axes_} | {k for a in nom.axes_ if a.condition for k in a.condition})
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise NpcaiError(f"{path}: the nomogram needs column {missing[0]!r}, which the table lacks")
+    rows = table.dropna(subset=needed)
+    if len(rows) < len(table):
+        log.warning("nomogram points: %d patients without every predictor (%s) left out", len(table) - len(rows),
+                    ", ".join(needed))
+    return pd.Series([nom.points(r.to_dict()).total for _, r in rows.iterrows()], index=rows.index,
+                     name="total_points")
+
+
 def run_risk_groups(table: pd.DataFrame, out, time: str, event: str, score: str, *, rule: str = "median",
                     split_col: str = "split", train_split: str = "train", lower_is_riskier: bool = False,
-                    overwrite: bool = False) -> dict:
-    """High/low risk at a threshold fixed on the training split; KM + log-rank in every cohort."""
+                    nomogram: str | Path | None = None, overwrite: bool = False) -> dict:
+    """High/low risk at a threshold fixed on the training split; KM + log-rank in every cohort.
+
+    With ``nomogram`` (a ``nomogram.json``), the score is each patient's total points on it
+    (study 004 Fig. 4 cuts at the training cohort's mean total points: ``rule="mean"``).
+    """
     from npcai.survival.figures import plot_km
     from npcai.survival.groups import RiskGroups, compare_groups
 
+    if nomogram is not None:
+        table = table.assign(total_points=nomogram_total_points(table, nomogram))
+        score = "total_points"
     if score not in table.columns:
         raise NpcaiError(f"risk groups: no column {score!r}; give a score column (or a run for its prob)")
     d = table.dropna(subset=[score, time, event]).copy()

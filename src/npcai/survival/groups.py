@@ -18,6 +18,7 @@ Examples:
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ from npcai.survival.kaplan_meier import KaplanMeier
 from npcai.survival.logrank import LogRankResult, logrank_test
 
 __all__ = ["GroupComparison", "compare_groups", "RiskGroups", "subgroup_hazard_ratios"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -82,6 +85,8 @@ def compare_groups(data: pd.DataFrame, time: str, event: str, by: str, *, at: Se
                 r = km.at([u]).iloc[0]
                 row[f"S({u:g})"], row[f"S({u:g})_low"], row[f"S({u:g})_high"] = r.survival, r.low, r.high
             else:
+                log.warning("survival by %s: S(%g) of %s = %s is undefined (follow-up ends at %g); left empty",
+                            by, u, by, lv, last)
                 row[f"S({u:g})"] = row[f"S({u:g})_low"] = row[f"S({u:g})_high"] = np.nan
         rows.append(row)
     d = pd.DataFrame({"time": t, "event": e, "grp": pd.Categorical(g, categories=[ref] + [x for x in levels if x != ref])})
