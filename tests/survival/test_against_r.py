@@ -117,6 +117,14 @@ def test_stratified_logrank_matches_survdiff_strata():
     assert r.p_value == pytest.approx(ref["p"], abs=TOL)
 
 
+def test_stratified_comparison_gives_the_stratified_cox_hr():
+    d, ref = data("km"), REF["logrank"]["strat"]
+    hr = compare_groups(d, "time", "event", "group", strata="stratum").hazard_ratios
+    close(hr.hr, ref["hr"])
+    close(hr.hr_low, ref["lower"])
+    close(hr.hr_high, ref["upper"])
+
+
 def test_group_hazard_ratios_match_univariate_coxph():
     d = data("km")
     three = compare_groups(d, "time", "event", "group").hazard_ratios
@@ -313,6 +321,28 @@ def test_ici_e50_e90_match_r_spline_smoothing():
     assert cal.ici == pytest.approx(ref["ici"], abs=TOL)
     assert cal.e50 == pytest.approx(ref["e50"], abs=TOL)
     assert cal.e90 == pytest.approx(ref["e90"], abs=TOL)
+
+
+@pytest.mark.parametrize("u,m,key", [(36, 40, "dn36"), (60, 50, "dn60")])
+def test_dagostino_nam_matches_the_same_statistic_on_rms_groupkm_deciles(u, m, key):
+    d = data("cox")
+    model = CoxPH().fit(d, "time", "event", ["age", "ebv", "treatment*score"])
+    gof = calibrate_survival(model, d, u, m=m, n_boot=0).gof
+    ref = REF["calibrate"][key]
+    assert gof["test"] == "D'Agostino-Nam"
+    assert gof["chisq"] == pytest.approx(ref["chisq"], abs=TOL)
+    assert gof["df"] == ref["df"]
+    assert gof["p_value"] == pytest.approx(ref["p"], abs=TOL)
+
+
+def test_calibration_bootstrap_is_reproducible_from_its_seed():
+    d = data("cox")
+    model = CoxPH().fit(d, "time", "event", ["age", "ebv", "treatment*score"])
+    a = calibrate_survival(model, d, 36, m=40, n_boot=8, seed=1).groups.optimism
+    b = calibrate_survival(model, d, 36, m=40, n_boot=8, seed=1).groups.optimism
+    c = calibrate_survival(model, d, 36, m=40, n_boot=8, seed=2).groups.optimism
+    assert a.tolist() == b.tolist() and a.tolist() != c.tolist()
+    assert a.notna().all()
 
 
 # ---------------------------------------------------------------- matching

@@ -92,21 +92,28 @@ class CalibrationResult:
 
 
 def _cut_groups(x: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-    """Hmisc::cut2(x, cuts) codes 0..k-1: [c0, c1), [c1, c2), ..., [c_{k-1}, c_k]."""
+    """Hmisc::cut2(x, cuts) codes 0..k-1: [c0, c1), [c1, c2), ..., [c_{k-1}, c_k]; -1 below c0
+    (cut2 gives such values an interval of their own)."""
     idx = np.searchsorted(cuts, x, side="right") - 1
-    return np.clip(idx, 0, len(cuts) - 2)
+    return np.where(x < cuts[0], -1, np.clip(idx, 0, len(cuts) - 2))
 
 
 def km_groups(pred: np.ndarray, time: np.ndarray, event: np.ndarray, u: float, cuts: np.ndarray,
               level: float = 0.95) -> pd.DataFrame:
-    """Mean predicted S(u) and Kaplan–Meier S(u) per interval of ``pred`` (rms::groupkm)."""
+    """Mean predicted S(u) and Kaplan–Meier S(u) per interval of ``pred`` (rms::groupkm).
+
+    Values below the first cut (after rms sets |pred| < 1e-10 to 0) form a group of their
+    own, as Hmisc's ``cut2`` does; a group of fewer than 2 patients has no KM estimate.
+    """
     pred = np.where(np.abs(pred) < 1e-10, 0.0, pred)
     code = _cut_groups(pred, cuts)
     z = _st.norm.ppf(1 - (1 - level) / 2)
     rows = []
-    for g in range(len(cuts) - 1):
+    below = (code == -1).any()
+    for g in range(-1 if below else 0, len(cuts) - 1):
         s = code == g
-        row = {"low": cuts[g], "high": cuts[g + 1], "n": int(s.sum()), "events": int(event[s].sum()),
+        lo, hi = (pred[s].min(), cuts[0]) if g == -1 else (cuts[g], cuts[g + 1])
+        row = {"low": lo, "high": hi, "n": int(s.sum()), "events": int(event[s].sum()),
                "predicted": float(pred[s].mean()) if s.any() else np.nan, "km": np.nan, "std_err": np.nan}
         if s.sum() >= 2:
             tab = KaplanMeier("log").fit(time[s], event[s]).table_

@@ -89,8 +89,11 @@ def compare_groups(data: pd.DataFrame, time: str, event: str, by: str, *, at: Se
                             by, u, by, lv, last)
                 row[f"S({u:g})"] = row[f"S({u:g})_low"] = row[f"S({u:g})_high"] = np.nan
         rows.append(row)
-    d = pd.DataFrame({"time": t, "event": e, "grp": pd.Categorical(g, categories=[ref] + [x for x in levels if x != ref])})
-    cox = CoxPH(ties=ties).fit(d, "time", "event", ["grp"], strata=None, what=f"Cox model of {by}")
+    d = pd.DataFrame({"time": t, "event": e, "grp": pd.Categorical(g, categories=[ref] + [x for x in levels if x != ref]),
+                      "stratum": data[strata].astype(str).to_numpy() if strata else ""})
+    # the HR comes from the Cox model matching the log-rank test: stratified when the test is
+    cox = CoxPH(ties=ties).fit(d, "time", "event", ["grp"], strata="stratum" if strata else None,
+                               what=f"Cox model of {by}")
     hr = []
     for col, r in cox.summary_.iterrows():
         hr.append({"group": col.split("=", 1)[1], "reference": ref, "hr": r.hr, "hr_low": r.hr_low,
