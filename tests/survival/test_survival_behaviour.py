@@ -210,3 +210,15 @@ def test_nomogram_refuses_what_it_cannot_draw():
         nom.points({"x": 0.1, "grp": "c"})
     with pytest.raises(NpcaiError, match="format"):
         Nomogram.from_dict({"format": "other"})
+
+
+def test_nomogram_json_keeps_numeric_factor_levels_usable():
+    d = _cox_data(150, seed=6)
+    d["stage"] = np.random.default_rng(0).integers(1, 4, len(d))
+    nom = Nomogram((12,)).fit(CoxPH().fit(d, "time", "event", ["x", "C(stage)"]), d)
+    import json
+
+    again = Nomogram.from_dict(json.loads(json.dumps(nom.to_dict())))
+    stage_axis = next(a for a in again.axes_ if a.variable == "stage")
+    assert stage_axis.values == [1, 2, 3]
+    assert again.points({"x": 0.3, "stage": 2.0}).total == pytest.approx(nom.points({"x": 0.3, "stage": 2}).total)

@@ -201,7 +201,7 @@ def risk_groups(cohort: Path = COHORT, out: Path = OUT, endpoint: Optional[str] 
              lower_is_riskier=lower_is_riskier, nomogram=nomogram, overwrite=overwrite)
     lines = [f"threshold {s['threshold']:.4g} ({rule} of {s['n_train']} patients in {s['fixed_on']})"]
     for c in s["cohorts"]:
-        p = f"log-rank p = {c['p_value']:.3g}" if "p_value" in c and c.get("p_value") == c.get("p_value") else c.get("note", "")
+        p = f"log-rank p = {c['p_value']:.3g}" if not c.get("note") else c["note"]
         lines.append(f"{c['cohort']}: {c['n_high']} high / {c['n_low']} low; {p}")
     _done(out, lines)
 

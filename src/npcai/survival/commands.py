@@ -47,8 +47,21 @@ def _write_csv(df: pd.DataFrame, path: Path, index: bool = False) -> None:
     df.to_csv(path, index=index, float_format="%.10g")
 
 
+def _json_safe(v):
+    """NaN/inf -> None (valid JSON), numpy scalars -> Python numbers, recursively."""
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.integer, np.bool_)):
+        return v.item()
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    return v
+
+
 def _summary(out: Path, summary: dict) -> dict:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
     return summary
 
 

@@ -119,6 +119,12 @@ def r_pretty(lo: float, hi: float, n: int = 10) -> list[float]:
     return [round(i * unit, 12) + 0.0 for i in range(ns, nu + 1)]
 
 
+def _plain(v):
+    """A tick value as a JSON number (numpy scalars unwrapped) or a string (factor levels)."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 @dataclass
 class NomogramAxis:
     """One axis: tick values (numbers, or factor levels) and their points.
@@ -288,7 +294,7 @@ class Nomogram:
         ticks = np.asarray(self._ticks(var, data))
         for lv in levels:
             main = beta.get(f"{ocol}={lv}", 0.0)
-            slope = beta[col] + next((beta[c] for c in names if set(c.split(":")) == {f"{ocol}={lv}", col}), 0.0)
+            slope = beta.get(col, 0.0) + next((beta[c] for c in names if set(c.split(":")) == {f"{ocol}={lv}", col}), 0.0)
             yield (NomogramAxis(f"{col} ({ocol}={lv})", col, "numeric", list(ticks), [], condition={ocol: lv}),
                    main + slope * ticks)
 
@@ -352,7 +358,7 @@ class Nomogram:
             "center": self.center_, "times": self.times, "baseline_cumhaz": self.baseline_cumhaz_,
             "survival_ticks": self.survival_ticks,
             "axes": [{"label": a.label, "variable": a.variable, "kind": a.kind, "condition": a.condition,
-                      "values": [v if isinstance(v, (int, float)) else str(v) for v in a.values],
+                      "values": [_plain(v) for v in a.values],
                       "points": a.points, "points_at_zero": a.points_at_zero, "points_per_unit": a.points_per_unit}
                      for a in self.axes_],
             "total_points_max": self.max_total_, "lp_range": list(self.lp_range_),
