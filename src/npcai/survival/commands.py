@@ -265,6 +265,7 @@ def run_risk_groups(table: pd.DataFrame, out, time: str, event: str, score: str,
                     split_col, len(d))
         train, cohorts = d, ["all"]
         d[split_col] = "all"
+    fixed_on = train_split if split_col in table.columns else "all patients"
     rg = RiskGroups(rule_v, higher_is_riskier=not lower_is_riskier).fit(train[score])
     d["risk_group"] = rg.transform(d[score])
     with atomic_output_dir(out, overwrite) as tmp:
@@ -284,12 +285,12 @@ def run_risk_groups(table: pd.DataFrame, out, time: str, event: str, score: str,
                 row.update(logrank_chisq=comp.logrank.chisq, p_value=comp.logrank.p_value, hr=hr.hr,
                            hr_low=hr.hr_low, hr_high=hr.hr_high, note="")
                 plot_km(tmp / f"km_{c}.png", comp, survival_label=f"{_label(time)} probability", by_label="risk",
-                        title=f"{_label(time)} by risk group ({c} cohort; threshold {rg.threshold_:.4g} from {train_split})")
+                        title=f"{_label(time)} by risk group ({c}; threshold {rg.threshold_:.4g} fixed on {fixed_on})")
             rows.append(row)
         res = pd.DataFrame(rows)
         _write_csv(res, tmp / "risk_groups_logrank.csv")
-        return _summary(tmp, {"score": score, "rule": rule, "threshold": rg.threshold_, "fixed_on": train_split
-                              if split_col in table.columns else "all", "n_train": rg.n_train_,
+        return _summary(tmp, {"score": score, "rule": rule, "threshold": rg.threshold_, "fixed_on": fixed_on,
+                              "n_train": rg.n_train_,
                               "cohorts": res.to_dict("records")})
 
 
