@@ -129,3 +129,23 @@ def test_spacing_warning(caplog, tmp_path):
     assert "30%" in msg and "1.3 mm" in msg and "30%" in caplog.text
     cfg.raw["cohort"]["pixel_mm"] = 1.2
     assert _spacing_check(cfg, cohort, ["P0001"]) is None
+
+
+@pytest.mark.slow
+def test_pre_post_ensemble_reproduces_and_needs_the_post_timepoint(cli, image_run, runs_cohort, second_cohort,
+                                                                   tmp_path):
+    from .conftest import train_tiny
+
+    post = train_tiny(runs_cohort, tmp_path / "post", roi="post", split_from=str(image_run))
+    ens = tmp_path / "prepost"
+    assert cli("ensemble", image_run, post, "--out", ens).code == 0
+    saved = read_predictions(ens).patients.set_index("patient_id")
+    got = predict_patients(ens, runs_cohort).patients.set_index("patient_id")
+    assert set(saved.index) <= set(got.index)
+    extra = got.drop(saved.index)
+    assert (extra["split"] == "excluded").all() and extra["label"].isna().all()   # left out of the run
+    got = got.loc[saved.index]
+    assert np.abs(got["prob"] - saved.loc[got.index, "prob"]).max() <= 1e-6
+    assert (got["split"] == saved.loc[got.index, "split"]).all()      # own cohort: the run's splits
+    r = cli("predict", ens, second_cohort, "--out", tmp_path / "pred")
+    assert r.code == 2 and "no post T1c scans" in r.stderr and "run post needs" in r.stderr

@@ -402,7 +402,7 @@ def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path:
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 
-    from npcai.runs.checkpoint import SafeCheckpointIO
+    from npcai.runs.checkpoint import safe_checkpoint_io
 
     ckpt_cb, last_cb = _checkpoint_callback(work / "checkpoints", task.monitor, task.mode)
     cbs = [ckpt_cb, last_cb,
@@ -414,7 +414,7 @@ def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path:
     trainer = pl.Trainer(accelerator="auto", devices=1, deterministic=True, max_epochs=cfg.epochs,
                          callbacks=cbs + list(callbacks or []), logger=_loggers(work, mlflow, out.name),
                          enable_progress_bar=show_bar, enable_model_summary=False, num_sanity_val_steps=0,
-                         log_every_n_steps=1, default_root_dir=str(work), plugins=[SafeCheckpointIO()])
+                         log_every_n_steps=1, default_root_dir=str(work), plugins=[safe_checkpoint_io()])
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         with warnings.catch_warnings():

@@ -8,7 +8,7 @@ refused with one line naming the file.
 Saving writes to a hidden temporary name *in the destination folder* and renames it over the
 final name (same filesystem, atomic); on any error the temporary file is removed, so a full
 or read-only disk never leaves a ``best.ckpt`` that looks complete.
-:class:`SafeCheckpointIO` plugs both into Lightning's ``Trainer(plugins=[...])``.
+:func:`safe_checkpoint_io` plugs both into Lightning's ``Trainer(plugins=[...])``.
 
 Examples:
     >>> state = load_checkpoint("runs/r1/checkpoints/best.ckpt")   # doctest: +SKIP
@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from npcai.errors import NpcaiError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model_weights", "SafeCheckpointIO"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_model_weights", "safe_checkpoint_io"]
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -85,11 +84,16 @@ def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> int:
     return int(state.get("epoch", -1))
 
 
-class SafeCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O: atomic save in the destination folder, ``weights_only`` load."""
+def safe_checkpoint_io():
+    """A Lightning ``CheckpointIO`` plugin: atomic save in the destination folder, ``weights_only``
+    load (built on demand, so that prediction does not import Lightning)."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        save_checkpoint(checkpoint, path)
+    class SafeCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+            save_checkpoint(checkpoint, path)
 
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
-        return load_checkpoint(path)
+        def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+            return load_checkpoint(path)
+
+    return SafeCheckpointIO()

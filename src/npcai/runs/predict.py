@@ -9,7 +9,7 @@ training used, so on the run's own cohort the saved predictions are reproduced.
 A cohort that lacks a sequence, timepoint or mask source the run needs is refused with one
 line naming it; a pixel spacing more than 20 % away from the training cohort's is warned
 about. Patients of another cohort get ``split = external``; on the run's own cohort each
-patient keeps its split. Labels are computed when the cohort has the endpoint's columns
+patient keeps its split (``excluded`` for those the run left out, e.g. without a label). Labels are computed when the cohort has the endpoint's columns
 (``pfs-median`` with the *training* cut-off), else left empty.
 
 Examples:
@@ -187,7 +187,8 @@ def _predict_train_run(config: RunConfig, cohort_dir: Path, patients: Sequence[s
     else:
         split = pd.Series("external", index=per_patient.index)
     pts = pd.DataFrame({"patient_id": per_patient.index,
-                        "split": split.reindex(per_patient.index).fillna("external").to_numpy(),
+                        "split": split.reindex(per_patient.index).fillna("excluded" if same else "external")
+                        .to_numpy(),
                         "label": labels.reindex(per_patient.index).to_numpy()})
     for col in task.prediction_columns:
         pts[col] = per_patient[col].to_numpy()

@@ -260,7 +260,8 @@ def write_run_figures(run: RunFolder, test: pd.DataFrame, metrics: dict, *, n_bo
     from npcai.stats.figures import plot_confusion, plot_roc
 
     fig_dir = run.path / "figures"
-    what = f"{run.name} ({metrics['split']}, {metrics['n_patients']} patients)"
+    source = f" by run {metrics['source_run']}" if metrics.get("source_run") else ""
+    what = f"{run.name}{source} ({metrics['split']}, {metrics['n_patients']} patients)"
     sfx = _suffix(metrics["split"], run)
     roc = plot_roc(fig_dir / f"roc{sfx}.png", {run.name: (test["label"].to_numpy(), test["prob"].to_numpy())},
                    title=f"ROC, patient level: {what}", ci_band=n_boot > 0, n_boot=max(n_boot, 1),
