@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     disk, a file where a folder is expected) print ``error: ...`` and exit 2; Ctrl-C prints
     one line and exits 130. ``--debug`` shows the traceback instead.
     """
+    from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(_usage_message(exc, args))
-    except click_exc.Abort:
+    except typer_exc.Abort:
         return _fail("aborted")
     except Interrupted:
         if debug:
