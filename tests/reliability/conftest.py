@@ -39,7 +39,8 @@ def write_fake_run(out: Path, cohort: Path, *, backbone: str, seed: int) -> Path
     out.mkdir(parents=True)
     cfg = {"format": "npcai-run/1", "kind": "train",
            "options": {"cohort": str(cohort), "roi": "seg", "endpoint": "pfs-median", "backbone": backbone,
-                       "unit": "image", "seed": 0},
+                       "unit": "image", "seed": 0, "dropout": 0.5, "pooling": "mean"},
+           "resolved": {"in_chans": 1, "input_size": 32, "roi_size": 32},
            "cohort": {"path": str(cohort)}, "roi": {"name": "seg"}}
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     df = pd.DataFrame({"patient_id": labels.index, "split": split.reindex(labels.index).to_numpy(),

@@ -113,6 +113,8 @@ def validate_command(
             console.print(t)
         else:
             console.print("no endpoints: the clinical table has ids only (commands needing one will name the column)")
+    if len(result.problems) == 1:
+        raise NpcaiError(result.problems[0])
     if result.problems:
         for p in result.problems:
             typer.echo(f"problem: {p}", err=True)

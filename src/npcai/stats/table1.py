@@ -179,7 +179,15 @@ def table1_from_folder(path: str | Path, by: str = "split", *, endpoint: str | N
         split_path = path / "split.csv"
         if not split_path.is_file():
             raise NpcaiError(f"{split_path}: missing; re-run `npcai train`")
-        split = pd.read_csv(split_path, dtype={"patient_id": str}).set_index("patient_id")
+        try:
+            split = pd.read_csv(split_path, dtype={"patient_id": str})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise NpcaiError(f"{split_path}: cannot read ({exc}); re-run `npcai train`") from exc
+        lacking = [c for c in ("patient_id", "split", "label") if c not in split.columns]
+        if lacking:
+            raise NpcaiError(f"{split_path}: column {lacking[0]!r} missing (expected patient_id, split, label); "
+                             "re-run `npcai train`")
+        split = split.set_index("patient_id")
         missing = split.index.difference(clinical.index)
         if len(missing):
             raise NpcaiError(f"{split_path}: patient {missing[0]} is not in the cohort's clinical.csv; "
