@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from npcai.errors import NpcaiError
+from npcai.errors import NpcaiError, root_os_error
 
 __all__ = ["app", "main", "Interrupted", "os_error_message"]
 
@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if debug:
             raise
+        exc = root_os_error(exc)
+        if exc.filename is None and exc.errno is not None:   # e.g. a full disk reported by write()
+            out = _option_value(args, ("--out", "-o"))
+            if out is not None:
+                exc = OSError(exc.errno, exc.strerror or str(exc), out)
         return _fail(os_error_message(exc))
     except SystemExit as exc:
         code = exc.code
@@ -162,18 +167,13 @@ def _interrupt_as_exception():
 
 def _rerun_hint(args: list[str]) -> str:
     """What to do after Ctrl-C: ``--resume`` for the commands that can continue."""
-    try:
-        ctx = typer.main.get_command(app).make_context("npcai", list(args), resilient_parsing=True)
-        cmd, sub = ctx.command, ctx.protected_args + ctx.args
-        while sub and hasattr(cmd, "get_command"):
-            nxt = cmd.get_command(ctx, sub[0])
-            if nxt is None:
-                break
-            cmd, ctx = nxt, nxt.make_context(sub[0], sub[1:], parent=ctx, resilient_parsing=True)
-            sub = ctx.protected_args + ctx.args if hasattr(nxt, "get_command") else []
-        resumable = any("--resume" in getattr(p, "opts", ()) for p in cmd.params)
-    except Exception:  # noqa: BLE001 - the hint must never hide the interruption itself
-        resumable = False
+    cmd = typer.main.get_command(app)
+    for word in args:                      # descend through the groups: npcai segment train ...
+        sub = getattr(cmd, "commands", {}).get(word)
+        if sub is None:
+            break
+        cmd = sub
+    resumable = any("--resume" in getattr(p, "opts", ()) for p in cmd.params)
     if resumable and "--resume" not in args:
         return "rerun the same command with --resume to continue"
     if resumable:
@@ -233,6 +233,7 @@ def _option_value(args: list[str], opts) -> str | None:
 # ------------------------------------------------------------------ file-system faults
 def os_error_message(exc: OSError) -> str:
     """``<path>: <reason>; <what to do>`` for a file-system fault the library did not explain."""
+    exc = root_os_error(exc)
     path = exc.filename if exc.filename is not None else None
     if exc.filename2 is not None:
         path = f"{exc.filename} -> {exc.filename2}"
