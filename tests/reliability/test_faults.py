@@ -263,3 +263,16 @@ def test_truncated_volume_is_refused_not_zero_filled(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(NpcaiError, match="truncated or corrupt"):
         read_volume(path)
+
+
+# ------------------------------------------------------------------ real-data tests under CI
+def test_missing_shared_data_fails_under_ci_and_skips_locally(tmp_path, monkeypatch):
+    from shared_data import require_shared
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must provide it"):
+        require_shared(tmp_path / "realdata", "the OpenKBP CT sample")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_shared(tmp_path / "realdata", "the OpenKBP CT sample")
+    assert require_shared(tmp_path, "a folder that exists") == tmp_path

@@ -16,12 +16,16 @@ import yaml
 
 from npcai.cohort.model import Cohort
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "openkbp-hn-ct"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/realdata/openkbp-hn-ct")
+from shared_data import SHARED, require_shared
+
+REAL = SHARED / "realdata" / "openkbp-hn-ct"
 PATIENTS = ["pt1", "pt2", "pt3", "pt4"]
 
-pytestmark = pytest.mark.skipif(not (REAL / "images").is_dir(), reason="OpenKBP sample not available")
+
+@pytest.fixture(autouse=True, scope="module")
+def _real_data():
+    """Skip without the OpenKBP sample; under CI fail instead."""
+    require_shared(REAL / "images", "the OpenKBP CT sample")
 
 
 @pytest.fixture(scope="module")
