@@ -176,6 +176,9 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
     ckpt_dir = out / "checkpoints"
     if resume:
+        if (out / "config.yaml").is_file() and not (ckpt_dir / "last.ckpt").is_file():
+            raise NpcaiError(f"{out}: the run was interrupted before its first checkpoint, so there is "
+                             f"nothing to resume; start it again with --overwrite")
         if not (out / "config.yaml").is_file() or not (ckpt_dir / "last.ckpt").is_file():
             raise NpcaiError(f"{out}: nothing to resume (no config.yaml or checkpoints/last.ckpt); "
                              f"start a new run without --resume")
