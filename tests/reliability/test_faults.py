@@ -276,3 +276,19 @@ def test_missing_shared_data_fails_under_ci_and_skips_locally(tmp_path, monkeypa
     with pytest.raises(pytest.skip.Exception):
         require_shared(tmp_path / "realdata", "the OpenKBP CT sample")
     assert require_shared(tmp_path, "a folder that exists") == tmp_path
+
+
+def test_ctrl_c_during_lightning_training_exits_130_with_the_resume_hint(small_cohort, tmp_path, cli, monkeypatch):
+    """Lightning turns a KeyboardInterrupt into exit(1); the CLI's own interrupt passes through it."""
+    from npcai.segmentation.lightning_module import SegmentationModule
+
+    def step_then_ctrl_c(self, batch, batch_idx):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(SegmentationModule, "training_step", step_then_ctrl_c)
+    r = cli("segment", "train", small_cohort, "--out", tmp_path / "seg", "--arch", "unet", "--encoder", "resnet18",
+            "--encoder-depth", "3", "--no-pretrained", "--size", "64", "--batch-size", "4", "--epochs", "1")
+    assert r.code == 130, r
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines[-1] == "interrupted; rerun the same command with --resume to continue", r
+    assert "Traceback" not in r.stderr and "Detected KeyboardInterrupt" not in r.stderr + r.stdout
