@@ -133,13 +133,11 @@ def _yaml(name: str, data) -> Callable:
 
 
 # ------------------------------------------------------------------ faults (monkeypatched I/O)
-def _deny_writes_under(folder_key: str | None = None):
-    """Permission denied on creating anything (as for a read-only folder; root ignores chmod)."""
+def _deny_writes():
+    """Permission denied on creating any folder (as in a read-only folder; root ignores chmod)."""
     def fault(monkeypatch, paths):
         import os
         import tempfile
-
-        real_mkdir, real_mkdtemp = os.mkdir, tempfile.mkdtemp
 
         def denied(path, *a, **k):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
@@ -149,11 +147,10 @@ def _deny_writes_under(folder_key: str | None = None):
 
         monkeypatch.setattr(os, "mkdir", denied)
         monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
-        del real_mkdir, real_mkdtemp
     return fault
 
 
-def _disk_full_after(n_ok: int, target: str = "builtins.open"):
+def _disk_full_after(n_ok: int):
     """The n+1-th file opened for writing fails with ENOSPC (the first n succeed)."""
     def fault(monkeypatch, paths):
         import builtins
@@ -197,7 +194,7 @@ CASES = [
     Case("phantom-out-not-empty", "phantom {x} --patients 2 --size 64 --slices 2", "full", _nonempty_dir),
     Case("phantom-out-under-file", "phantom {x}/sub --patients 2 --size 64 --slices 2", "taken", _out_is_file),
     Case("phantom-read-only", "phantom {tmp}/ro/e --patients 2 --size 64 --slices 2", ("ro", "ermission"),
-         fault=_deny_writes_under()),
+         fault=_deny_writes()),
     Case("phantom-disk-full", "phantom {tmp}/e --patients 2 --size 64 --slices 2", "No space left",
          fault=_disk_full_after(3)),
     # --- npcai ingest
@@ -246,7 +243,7 @@ CASES = [
     Case("ingest-not-gzip-volume", "ingest --images {x} --clinical {ids} --out {tmp}/c", "H001_pre_T1c.nii.gz",
          _images_dir_with("H001_pre_T1c.nii.gz", b"plain bytes, not gzip")),
     Case("ingest-read-only", "ingest {export}/dicom --clinical {export}/clinical.csv --out {tmp}/ro/c",
-         "ermission", fault=_deny_writes_under()),
+         "ermission", fault=_deny_writes()),
     # --- npcai validate
     Case("validate-missing", "validate {tmp}/nocohort", "nocohort"),
     Case("validate-no-cohort-json", "validate {x}", "full", _nonempty_dir),
@@ -368,7 +365,7 @@ CASES = [
          xfail="helper A (npcai.runs): the run reader must refuse a config.yaml that is not a mapping"),
     Case("evaluate-split", "evaluate {run} --split holdout", "holdout"),
     Case("evaluate-threshold", "evaluate {run} --threshold high", ("--threshold", "'high'")),
-    Case("evaluate-read-only", "evaluate {run}", "ermission", _copy("run"), fault=_deny_writes_under()),
+    Case("evaluate-read-only", "evaluate {run}", "ermission", _copy("run"), fault=_deny_writes()),
     Case("evaluate-disk-full", "evaluate {run} --n-boot 0", "No space left", _copy("run"),
          fault=_disk_full_after(0)),
     # --- npcai compare
