@@ -7,10 +7,7 @@ Writes ``OUT/report/report.html`` (self-contained), ``OUT/report/tables/*.csv`` 
 """
 from __future__ import annotations
 
-import json
-import platform
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +18,6 @@ from npcai.report.tables import fmt, main_tables
 
 __all__ = ["build_report", "methods_text", "package_versions"]
 
-_VERSIONED = ("npcai", "torch", "timm", "lightning", "numpy", "scikit-learn", "grad-cam", "SimpleITK")
 
 _MAIN_CAPTION = {
     "expansion": "Performance of each backbone on each ROI dataset in the test cohort (layout of seed 000, "
@@ -36,19 +32,16 @@ _MAIN_CAPTION = {
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour decides the numbers."""
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    """Versions of the packages whose behaviour decides the numbers (:func:`npcai.runs.package_versions`)."""
+    from npcai.runs import package_versions as versions
+
+    return versions()
 
 
 def _roi_json(cohort_dir: Path, cache: str) -> dict:
-    path = Path(cohort_dir) / "roi" / cache / "variant.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    from npcai.imaging.roi_cache import RoiDataset, list_rois
+
+    return RoiDataset.open(cohort_dir, cache).params if cache in list_rois(cohort_dir) else {}
 
 
 def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:

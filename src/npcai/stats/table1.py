@@ -168,26 +168,18 @@ def table1_from_folder(path: str | Path, by: str = "split", *, endpoint: str | N
     from npcai.cohort.model import Cohort
 
     path = Path(path)
-    if (path / "config.yaml").is_file():
+    from npcai.runs import CONFIG, read_split
+
+    if (path / CONFIG).is_file():
         from npcai.stats.evaluate import run_clinical
-        from npcai.stats.runfolder import read_run
+        from npcai.runs import read_run
 
         run = read_run(path)
         clinical = run_clinical(run)
         if clinical is None:
-            raise NpcaiError(f"{path / 'config.yaml'}: names no cohort; table1 needs the clinical table")
-        split_path = path / "split.csv"
-        if not split_path.is_file():
-            raise NpcaiError(f"{split_path}: missing; re-run `npcai train`")
-        try:
-            split = pd.read_csv(split_path, dtype={"patient_id": str})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise NpcaiError(f"{split_path}: cannot read ({exc}); re-run `npcai train`") from exc
-        lacking = [c for c in ("patient_id", "split", "label") if c not in split.columns]
-        if lacking:
-            raise NpcaiError(f"{split_path}: column {lacking[0]!r} missing (expected patient_id, split, label); "
-                             "re-run `npcai train`")
-        split = split.set_index("patient_id")
+            raise NpcaiError(f"run {path}: names no cohort; table1 needs the clinical table")
+        split = read_split(path)
+        split_path = path
         missing = split.index.difference(clinical.index)
         if len(missing):
             raise NpcaiError(f"{split_path}: patient {missing[0]} is not in the cohort's clinical.csv; "
@@ -213,4 +205,4 @@ def table1_from_folder(path: str | Path, by: str = "split", *, endpoint: str | N
             groups = ep.labels.map(lambda v: f"label {v}").rename("label")
             return table1(clinical.loc[groups.index], groups, variables)
         return table1(clinical, by, variables)
-    raise NpcaiError(f"{path}: neither a run folder (config.yaml) nor a cohort folder (cohort.json)")
+    raise NpcaiError(f"{path}: neither a run folder nor a cohort folder (cohort.json)")

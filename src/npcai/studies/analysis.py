@@ -50,15 +50,10 @@ class StudyAnalysis:
 
 
 def read_predictions(run_dir: str | Path) -> pd.DataFrame:
-    """A run's ``predictions_patients.csv`` (patient_id, split, label, prob)."""
-    path = Path(run_dir) / "predictions_patients.csv"
-    if not path.is_file():
-        raise NpcaiError(f"{path}: missing; the run did not finish (re-run the study with --resume)")
-    df = pd.read_csv(path, dtype={"patient_id": str})
-    need = {"patient_id", "split", "label", "prob"}
-    if not need <= set(df.columns):
-        raise NpcaiError(f"{path}: needs columns {sorted(need)}")
-    return df
+    """A run's patient predictions (patient_id, split, label, prob), through :mod:`npcai.runs`."""
+    from npcai.runs import read_predictions as read
+
+    return read(run_dir).patients
 
 
 def _both_classes(y) -> bool:
@@ -67,7 +62,8 @@ def _both_classes(y) -> bool:
 
 def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
                   default_threshold: float | None = 0.5) -> dict[str, Any]:
-    """Test-patient metrics of one model, with the threshold fixed on its validation patients.
+    """Test-patient metrics of one model, with the threshold fixed on its validation patients:
+    the functions of ``npcai evaluate`` (:mod:`npcai.stats.evaluate`), flattened into a row.
 
     Args:
         pred: patient predictions with ``split`` (train/val/test), ``label`` and ``prob``
@@ -76,46 +72,39 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
         default_threshold: used when the validation patients cannot fix one (single class,
             equal scores); None leaves the threshold metrics empty (e.g. for TNM stage scores).
     """
-    from npcai.stats.auc import auc_ci, youden_threshold
-
-    from npcai.studies.backend import c_index_ci
+    from npcai.stats.auc import auc_ci
+    from npcai.stats.binary import binary_metrics
+    from npcai.stats.evaluate import survival_c_index, validation_threshold
 
     val = pred[pred["split"] == "val"]
     test = pred[pred["split"] == "test"]
     out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
-    # the rule of `npcai evaluate`: Youden's J on the validation patients, else the default
-    out["threshold"] = float("nan") if default_threshold is None else float(default_threshold)
-    if len(val) and _both_classes(val["label"]):
-        try:
-            out["threshold"] = float(youden_threshold(val["label"], val["prob"]).threshold)
-        except NpcaiError as exc:   # e.g. every validation score equal
-            log.warning("threshold: %s; using %s", exc, out["threshold"])
+    thr = validation_threshold(val if len(val) else None, default=default_threshold)["value"]
+    out["threshold"] = float("nan") if thr is None else float(thr)
     if len(test) and _both_classes(test["label"]):
         try:
             a = auc_ci(test["label"], test["prob"])
             out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
         except NpcaiError as exc:   # too few test patients of a class for DeLong's variance
             log.warning("test AUC left empty: %s", exc)
-    if np.isfinite(out["threshold"]) and len(test):
-        y = test["label"].to_numpy().astype(int)
-        p = (test["prob"].to_numpy() > out["threshold"]).astype(int)
-        tp, fp = int(((p == 1) & (y == 1)).sum()), int(((p == 1) & (y == 0)).sum())
-        tn, fn = int(((p == 0) & (y == 0)).sum()), int(((p == 0) & (y == 1)).sum())
-        div = lambda a, b: a / b if b else float("nan")  # noqa: E731
-        sens, spec, ppv = div(tp, tp + fn), div(tn, tn + fp), div(tp, tp + fp)
-        out.update(tp=tp, fp=fp, tn=tn, fn=fn, sensitivity=sens, specificity=spec, precision=ppv,
-                   ppv=ppv, npv=div(tn, tn + fn), accuracy=div(tp + tn, len(y)),
-                   f1=div(2 * tp, 2 * tp + fp + fn))
+    bm = None
+    if thr is not None and len(test):
+        try:
+            bm = binary_metrics(test["label"].to_numpy().astype(int), test["prob"].to_numpy(), thr)
+        except NpcaiError as exc:    # F1 undefined: no positive patient and none predicted
+            log.warning("threshold metrics left empty: %s", exc)
+    if bm is not None:
+        nan = float("nan")
+        value = lambda p: nan if p.value is None else p.value  # noqa: E731
+        out.update(**bm.confusion.to_dict(), sensitivity=value(bm.sensitivity), specificity=value(bm.specificity),
+                   precision=value(bm.ppv), ppv=value(bm.ppv), npv=value(bm.npv), accuracy=value(bm.accuracy),
+                   f1=bm.f1)
     if survival is not None and len(test):
-        s = survival.reindex(test["patient_id"])
-        ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
-        if ok.sum() >= 2 and s["event"][ok].sum() > 0:
-            try:
-                c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
-                               test["prob"].to_numpy()[ok])
-                out.update(c_index=c[0], c_low=c[1], c_high=c[2])
-            except NpcaiError as exc:
-                log.warning("test C-index left empty: %s", exc)
+        c = survival_c_index(test.set_index("patient_id")["prob"], survival)
+        if "unavailable" in c:
+            log.warning("test C-index left empty: %s", c["unavailable"])
+        else:
+            out.update(c_index=c["c_index"], c_low=c["low"], c_high=c["high"])
     return out
 
 
