@@ -32,6 +32,8 @@ def write_fake_run(out: Path, cohort: Path, *, backbone: str, seed: int) -> Path
     from npcai.cohort.endpoints import endpoint_labels
     from npcai.cohort.model import Cohort
     from npcai.cohort.splits import split_patients
+    from npcai.imaging.roi_cache import RoiDataset
+    from npcai.runs import RoiSpec, cohort_id
 
     labels = endpoint_labels(Cohort.load(cohort).clinical(), "pfs-median").labels
     split = split_patients(labels, test_fraction=0.3, val_fraction=0.3, seed=0)
@@ -41,7 +43,8 @@ def write_fake_run(out: Path, cohort: Path, *, backbone: str, seed: int) -> Path
            "options": {"cohort": str(cohort), "roi": "seg", "endpoint": "pfs-median", "backbone": backbone,
                        "unit": "image", "seed": 0, "dropout": 0.5, "pooling": "mean"},
            "resolved": {"in_chans": 1, "input_size": 32, "roi_size": 32},
-           "cohort": {"path": str(cohort)}, "roi": {"name": "seg"}}
+           "cohort": {"path": str(cohort), "id": cohort_id(cohort)},
+           "roi": RoiSpec.of(RoiDataset.open(cohort, "seg")).to_dict()}
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     df = pd.DataFrame({"patient_id": labels.index, "split": split.reindex(labels.index).to_numpy(),
                        "label": labels.to_numpy()})
