@@ -266,7 +266,7 @@ def _check_prediction_values(path: Path, df: pd.DataFrame, required: tuple[str, 
     if "prob" in required and "prob" in df.columns:
         prob = df["prob"]
         if prob.isna().any():
-            raise NpcaiError(f"{path}: column 'prob' is empty or not a number ({where(prob.isna())}); "
+            raise NpcaiError(f"{path}: column 'prob' is empty or NaN, not a number ({where(prob.isna())}); "
                              "write the run again")
         out = (prob < 0) | (prob > 1)
         if out.any():
