@@ -153,10 +153,13 @@ def table1_cmd(
                                          "(e.g. centre, treatment)."),
     endpoint: str = typer.Option(None, help="Endpoint for --by label on a cohort (e.g. pfs-median)."),
     variables: str = typer.Option(None, help="Comma-separated clinical columns to describe "
-                                             "(default: age, sex, T, N, stage, EBV DNA, treatment, centre)."),
+                                             "(default: every column; identifiers, free text and empty "
+                                             "columns are listed as not described)."),
+    mean: bool = typer.Option(False, "--mean", help="Numeric columns as mean ± SD with t-test/ANOVA "
+                                                    "(the seeds' layout) instead of median [IQR] with rank tests."),
     out: Path = typer.Option(None, help="Write the table as CSV to this file."),
 ) -> None:
-    """Clinical characteristics by group as the seeds' Table 1: mean ± SD or n (%), with t-test, chi-square or Fisher p-values; printed and optionally written as CSV."""
+    """Clinical characteristics by group (Table 1), every clinical column: median [IQR] with Wilcoxon rank-sum or Kruskal-Wallis, or n (%) with chi-square or Fisher p-values; printed and optionally written as CSV."""
     from rich.console import Console
     from rich.table import Table
 
@@ -166,7 +169,8 @@ def table1_cmd(
 
     with show_progress():
         df = table1_from_folder(folder, by, endpoint=endpoint,
-                                variables=[v.strip() for v in variables.split(",")] if variables else None)
+                                variables=[v.strip() for v in variables.split(",")] if variables else None,
+                                continuous="mean" if mean else "median")
     if out is not None:
         atomic_write_text(out, df.to_csv(index=False, float_format="%.4g"))
     con = Console()
