@@ -115,6 +115,8 @@ def validate_command(
             console.print("no endpoints: the clinical table has ids only (commands needing one will name the column)")
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
+    if len(result.problems) == 1:
+        raise NpcaiError(result.problems[0])
     if result.problems:
         for p in result.problems:
             typer.echo(f"problem: {p}", err=True)

@@ -41,6 +41,7 @@ import pandas as pd
 
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
+from npcai.limits import check_image_side
 from npcai.fsutil import atomic_output_dir, file_sha256
 from npcai.imaging.masks import (REGIONS, bounding_box, drop_small_components, parse_min_component,
                                  region_mask)
@@ -106,8 +107,7 @@ def roi_params(variant: str, *, region: str = "primary", slices: str = "tumour",
         raise NpcaiError(f"--timepoint {timepoint!r} is not valid; use pre, post or both")
     if mask not in ("manual", "auto"):
         raise NpcaiError(f"--mask {mask!r} is not valid; use manual or auto")
-    if int(size) < MIN_SIZE:
-        raise NpcaiError(f"--size {size} is too small; use at least {MIN_SIZE} pixels (224 is typical)")
+    check_image_side(size, what="--size", minimum=MIN_SIZE, hint="224 is typical")
     return {
         "format": ROI_FORMAT,
         "variant": str(v),

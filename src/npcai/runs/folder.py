@@ -248,7 +248,35 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
                 raise NpcaiError(f"{path}: column {col!r} has a non-numeric value {df[col][bad].iloc[0]!r} "
                                  f"(row {int(bad.idxmax()) + 2}); write the run again")
             df[col] = values
+    _check_prediction_values(path, df, required)
     return df
+
+
+def _check_prediction_values(path: Path, df: pd.DataFrame, required: tuple[str, ...]) -> None:
+    """``prob`` present and within [0, 1] in every row; ``label`` 0, 1 or empty (unknown).
+
+    pandas reads "n/a", "NA" or an empty cell as missing, so a damaged probability would
+    otherwise slip through as NaN and silently drop or mis-rank a patient.
+    """
+    def where(mask) -> str:
+        i = int(mask.to_numpy().argmax())
+        who = f"patient {df['patient_id'].iloc[i]}, " if "patient_id" in df.columns else ""
+        return f"{who}row {i + 2}"
+
+    if "prob" in required and "prob" in df.columns:
+        prob = df["prob"]
+        if prob.isna().any():
+            raise NpcaiError(f"{path}: column 'prob' is empty or NaN, not a number ({where(prob.isna())}); "
+                             "write the run again")
+        out = (prob < 0) | (prob > 1)
+        if out.any():
+            raise NpcaiError(f"{path}: column 'prob' has {prob[out].iloc[0]!r} ({where(out)}), not a "
+                             "probability in [0, 1]; write the run again")
+    if "label" in required and "label" in df.columns:
+        bad = df["label"].notna() & ~df["label"].isin([0, 1])
+        if bad.any():
+            raise NpcaiError(f"{path}: column 'label' has {df['label'][bad].iloc[0]!r} ({where(bad)}); labels are "
+                             "0, 1 or empty; write the run again")
 
 
 def read_split(run_dir: str | Path) -> pd.DataFrame:

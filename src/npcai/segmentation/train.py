@@ -35,6 +35,7 @@ import yaml
 
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
+from npcai.limits import check_image_side
 from npcai.fsutil import atomic_write_text, paths_sha256
 from npcai.progress import progress_enabled
 from npcai.segmentation.data import (LabelSet, SliceDataset, default_normalisation, default_sequence,
@@ -86,6 +87,7 @@ class SegTrainConfig:
             raise NpcaiError(f"--batch-size {self.batch_size}: use at least 2 (batch normalisation)")
         if self.epochs < 1:
             raise NpcaiError(f"--epochs {self.epochs}: train at least one epoch")
+        check_image_side(self.size, what="--size", minimum=32, hint="use a multiple of 32 such as 256")
         if self.timepoint not in (None, "pre", "post"):
             raise NpcaiError(f"--timepoint {self.timepoint!r}: use pre, post or all")
         LabelSet.parse(self.labels)
@@ -167,6 +169,9 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
     ckpt_dir = out / "checkpoints"
     if resume:
+        if (out / "config.yaml").is_file() and not (ckpt_dir / "last.ckpt").is_file():
+            raise NpcaiError(f"{out}: the run was interrupted before its first checkpoint, so there is "
+                             f"nothing to resume; start it again with --overwrite")
         if not (out / "config.yaml").is_file() or not (ckpt_dir / "last.ckpt").is_file():
             raise NpcaiError(f"{out}: nothing to resume (no config.yaml or checkpoints/last.ckpt); "
                              f"start a new run without --resume")
@@ -212,6 +217,12 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     if len(train_set) < 2:
         raise NpcaiError(f"{cohort.root}: only {len(train_set)} training slice(s); add patients with contours")
 
+    # the network (and its weights file) before anything is written, so a bad --encoder or
+    # --weights leaves no run folder behind (seeded first: the initial weights depend on the seed)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SegmentationModule(arch=cfg.arch, encoder=cfg.encoder, label_names=labels.names,
+                                optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
+                                weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
     out.mkdir(parents=True, exist_ok=True)
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
@@ -230,7 +241,6 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         atomic_write_text(out / "config.yaml", yaml.safe_dump(old, sort_keys=False))
         config = old
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     bs = min(cfg.batch_size, len(train_set))
     train_loader = torch.utils.data.DataLoader(
         SliceDataset(train_set, augment=cfg.augment, seed=cfg.seed), batch_size=bs, shuffle=True,
@@ -238,9 +248,6 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = torch.utils.data.DataLoader(SliceDataset(val_set), batch_size=max(bs, 2), shuffle=False,
                                              num_workers=0)
-    module = SegmentationModule(arch=cfg.arch, encoder=cfg.encoder, label_names=labels.names,
-                                optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
-                                weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     callbacks: list = [checkpoint, EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience),

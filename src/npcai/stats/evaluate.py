@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +235,17 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, *, threshold: fl
         metrics["tnm"] = _tnm_block(clinical, test, survival, run.name) if no_clinical is None else \
             {"unavailable": no_clinical}
     if write:
-        atomic_write_text(run.path / f"metrics{_suffix(split, run)}.json", json.dumps(_jsonable(metrics), indent=1))
-        if figures:
-            write_run_figures(run, test, metrics, n_boot=min(n_boot, 500) if n_boot else 0, seed=seed)
+        # figures first, metrics.json last: a failure (full disk, no permission) leaves no
+        # metrics file that looks like a finished evaluation, and no figures folder it created
+        fig_dir_is_new = not (run.path / "figures").exists()
+        try:
+            if figures:
+                write_run_figures(run, test, metrics, n_boot=min(n_boot, 500) if n_boot else 0, seed=seed)
+            atomic_write_text(run.path / f"metrics{_suffix(split, run)}.json", json.dumps(_jsonable(metrics), indent=1))
+        except BaseException:
+            if fig_dir_is_new:
+                shutil.rmtree(run.path / "figures", ignore_errors=True)
+            raise
     return metrics
 
 

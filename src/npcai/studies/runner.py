@@ -114,6 +114,7 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     resolved = study if isinstance(study, ResolvedStudy) else \
         resolve_study(study, preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
     out = Path(out)
+    clinical = _check_sources(cohort, export, clinical)   # before OUT is created
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(resolved.to_dict(), sort_keys=False))
 
@@ -137,14 +138,15 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
 
 
 # ---------------------------------------------------------------------------- cohort
-def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
+def _check_sources(cohort, export, clinical) -> Path | None:
+    """Check that the study has one readable source; returns the clinical file of an export."""
     if (cohort is None) == (export is None):
         raise NpcaiError("give either --cohort COHORT or --export DIR --clinical FILE (not both)")
     if cohort is not None:
         from npcai.cohort.model import Cohort
 
         Cohort.load(cohort)
-        return Path(cohort)
+        return None
     export = Path(export)
     if not export.is_dir():
         raise NpcaiError(f"{export}: export folder not found")
@@ -153,6 +155,14 @@ def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
         if not default.is_file():
             raise NpcaiError(f"{export}: no --clinical FILE given and no clinical.csv in the export")
         clinical = default
+    return Path(clinical)
+
+
+def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
+    clinical = _check_sources(cohort, export, clinical)
+    if cohort is not None:
+        return Path(cohort)
+    export = Path(export)
     target = out / "cohort"
     if (target / "cohort.json").is_file():
         log.info("reusing the cohort ingested earlier: %s", target)
