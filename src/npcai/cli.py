@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "npcai.stats.cli",            # npcai evaluate, npcai compare, npcai table1
     "npcai.explain.cli",          # npcai explain
     "npcai.studies.cli",          # npcai study run
+    "npcai.serve.cli",            # npcai serve
 ]
 
 
