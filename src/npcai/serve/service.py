@@ -98,9 +98,17 @@ def _copy(src: IO[bytes], dst: Path) -> None:
         shutil.copyfileobj(src, fh, 1 << 20)
 
 
+_RENAMES = (("x/dicom/", "images: "), ("x/dicom", "images"), ("x/volumes/", "images: "), ("x/volumes", "images"),
+            ("x/contours/", "contour "), ("x/contours", "contour"),
+            ("check --sequence-map", "the series description must name the sequence (T1, T2 or T1c)"))
+
+
 def _scrub(message: str, work: Path) -> str:
-    """Messages never show the private folder's path."""
-    return message.replace(str(work) + "/", "").replace(str(work), "upload")
+    """Messages name the upload's parts, never the private folder or a command-line option."""
+    message = message.replace(str(work) + "/", "").replace(str(work), "upload")
+    for old, new in _RENAMES:
+        message = message.replace(old, new)
+    return message
 
 
 def predict_upload(served, images: IO[bytes], contour: IO[bytes] | None, contour_name: str | None,
