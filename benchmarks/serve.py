@@ -129,7 +129,7 @@ def main() -> None:
     try:
         with httpx.Client() as client:
             print(f"server {url}: {args.workers} worker(s), queue {args.queue}; torch threads per worker "
-                  f"{torch.get_num_threads()}; upload {len(uploads[0]) / 1024:.0f} kB zip "
+                  f"{torch.get_num_threads()}; upload {len(uploads[0][0]) / 1024:.0f} kB zip "
                   f"({sum(1 for _ in (export / 'dicom' / patients[0][0]).rglob('*.dcm'))} DICOM files)")
             _post(client, url, uploads[0])                       # warm-up: imports, model copy
             walls, splits = [], []

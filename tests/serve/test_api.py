@@ -54,8 +54,11 @@ def test_predict_reproduces_the_runs_own_prediction(make_client, phantom_patient
     for s in cam["slices"]:
         finite = [v for v in s["shares"].values() if v is not None]
         assert sum(finite) == pytest.approx(1.0, abs=1e-6)
-        png = base64.b64decode(s["overlay_png"])
-        assert png.startswith(b"\x89PNG") and len(png) > 5000
+        from PIL import Image
+
+        img = np.asarray(Image.open(io.BytesIO(base64.b64decode(s["overlay_png"]))).convert("RGB"))
+        assert img.shape == (288, 288, 3)
+        assert (img == 255).all(axis=2).sum() > 50            # the tumour outline (and the scale bar) are drawn
     assert base64.b64decode(body["figures"]["report_png"]).startswith(b"\x89PNG")
     assert body["clinical"] == {"age": 52.0, "t_stage": 3, "n_stage": 1, "treatment": "CCRT"}
     assert body["seconds"]["total"] >= body["seconds"]["model_compute"] > 0

@@ -49,7 +49,6 @@ def serve(
     import torch
     import uvicorn
 
-    from npcai.progress import show_progress
     from npcai.serve.app import create_app
     from npcai.serve.upload import UploadLimits
 
@@ -61,9 +60,8 @@ def serve(
         raise NpcaiError(f"--host {host} exposes the tool beyond this machine; add --token (or set {TOKEN_ENV})")
     if max_upload_mb <= 0:
         raise NpcaiError(f"--max-upload-mb {max_upload_mb}: must be positive")
-    with show_progress():
-        app = create_app(model_dir, token=secret, limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 ** 2)),
-                         workers=workers, queue=queue)
+    app = create_app(model_dir, token=secret, limits=UploadLimits(max_bytes=int(max_upload_mb * 1024 ** 2)),
+                     workers=workers, queue=queue)
     typer.echo(f"npcai serve: {app.state.served.card.name} ({app.state.served.card.kind}) on http://{host}:{port}/ "
                "— research use only, not a medical device")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(workers, 1)))   # workers share the cores
