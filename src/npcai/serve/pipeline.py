@@ -73,19 +73,24 @@ class PatientResult:
     target_layer: str
 
 
-def _models(served) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """This thread's own copy of the network (Grad-CAM hooks must not cross requests)."""
+def _models(served):
+    """This thread's own copy of the network and its Grad-CAM layer (hooks must not cross requests)."""
+    from npcai.explain.target_layers import find_target_layer
+
     key = id(served.run)
     cached = getattr(_local, "models", None)
     if cached is None or cached[0] != key:
         run = served.run
         if run.patient_model is not None:
-            pm = copy.deepcopy(run.patient_model).eval()
-            cached = (key, pm.slice_model.eval(), pm)
+            patient_model = copy.deepcopy(run.patient_model).eval()
+            model = patient_model.slice_model.eval()
         else:
-            cached = (key, copy.deepcopy(run.model).eval(), None)
+            patient_model, model = None, copy.deepcopy(run.model).eval()
+        in_chans = int(run.config["resolved"]["in_chans"])
+        layer = find_target_layer(model, input_shape=(1, in_chans, served.net_size, served.net_size))
+        cached = (key, model, patient_model, layer)
         _local.models = cached
-    return cached[1], cached[2]
+    return cached[1], cached[2], cached[3]
 
 
 def _check_scans(cohort, params: dict[str, Any]) -> None:
@@ -117,7 +122,6 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
     from npcai.cohort.model import Cohort
     from npcai.explain.cam import compute_cams
     from npcai.explain.localisation import energy_shares, roi_geometry
-    from npcai.explain.target_layers import find_target_layer
     from npcai.imaging.roi_cache import RoiDataset, build_roi
     from npcai.models.data import read_rows, resize_batch
     from npcai.models.lightning_module import aggregate_patients
@@ -143,7 +147,7 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
         raise NpcaiError("contour: no slice of the scan holds the tumour region; check the contour")
     t_roi = time.perf_counter()
 
-    model, patient_model = _models(served)
+    model, patient_model, layer = _models(served)
     size = int(roi.images.shape[-1])
     x = resize_batch(read_rows(roi.images, rows), served.net_size)
     with torch.inference_mode():
@@ -161,7 +165,6 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
     order = np.argsort(-index["tumour_area_px"].to_numpy(dtype=float), kind="stable")[:MAX_CAM_SLICES]
     chosen = rows[np.sort(order)]
     images = read_rows(roi.images, chosen)
-    layer = find_target_layer(model, input_shape=(1, images.shape[1], served.net_size, served.net_size))
     cams = compute_cams(model, resize_batch(images, served.net_size), method="gradcam", target="high-risk",
                         target_layer=layer, batch_size=MAX_CAM_SLICES)
     cam_maps = torch.nn.functional.interpolate(torch.from_numpy(cams.cams[:, None]), size=(size, size),
