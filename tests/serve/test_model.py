@@ -54,3 +54,14 @@ def test_cli_help_and_refusals(cli, serve_run, tmp_path):
     assert r.code == 2 and "add --token" in r.stderr and r.stderr.count("\n") == 1
     r = cli("serve", tmp_path / "nothing")
     assert r.code == 2 and r.stderr.startswith("error: ") and "folder not found" in r.stderr
+
+
+def test_access_log_never_shows_the_token():
+    import logging
+
+    from npcai.serve.cli import _RedactToken
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/?token=s3cret&x=1", "1.1", 303), None)
+    assert _RedactToken().filter(record)
+    assert "s3cret" not in record.getMessage() and "token=[redacted]&x=1" in record.getMessage()

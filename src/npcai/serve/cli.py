@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import re
 from pathlib import Path
 
 import typer
@@ -21,6 +23,16 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _RedactToken(logging.Filter):
+    """Keep ``?token=...`` (the browser's one-time login link) out of the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(re.sub(r"token=[^&\s]*", "token=[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
 
 
 def serve(
@@ -65,6 +77,7 @@ def serve(
     typer.echo(f"npcai serve: {app.state.served.card.name} ({app.state.served.card.kind}) on http://{host}:{port}/ "
                "— research use only, not a medical device")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(workers, 1)))   # workers share the cores
+    logging.getLogger("uvicorn.access").addFilter(_RedactToken())
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
 
 

@@ -153,8 +153,10 @@ def _draw_histogram(draw, box: tuple[int, int, int, int], reference: np.ndarray,
     x = left + width * min(max(prob, 0), 1)
     draw.line((x, y0 + 4, x, bottom), fill=MARK, width=3)
     anchor = "ra" if prob > 0.6 else "la"
-    draw.text((x + (-6 if anchor == "ra" else 6), y0 + 4), f"this patient {prob:.2f}", fill=MARK, font=_font(13, True),
-              anchor=anchor)
+    at, label, font = (x + (-6 if anchor == "ra" else 6), y0 + 4), f"this patient {prob:.2f}", _font(13, True)
+    box = draw.textbbox(at, label, font=font, anchor=anchor)
+    draw.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill="white")
+    draw.text(at, label, fill=MARK, font=font, anchor=anchor)
 
 
 def reference_png(reference: np.ndarray, prob: float, threshold: float | None, endpoint: str) -> bytes:
