@@ -371,3 +371,19 @@ def test_concurrent_requests_all_correct(make_client, phantom_patient):
     assert np.allclose(probs, phantom_patient["prob"], atol=2e-3)
     assert len({a.json()["pseudonym"] for a in answers}) == 4
     assert _left(root) == []
+
+
+def test_nifti_volumes_give_the_same_answer(make_client, phantom_patient, small_cohort):
+    """A zip of NIfTI volumes (named by sequence) + a NIfTI contour: the same probability as from DICOM."""
+    pid = phantom_patient["patient_id"]
+    volume = (small_cohort / "images" / f"{pid}_pre_T1c.nii.gz").read_bytes()
+    contour = (small_cohort / "masks" / f"{pid}_pre_T1c.nii.gz").read_bytes()
+    client, root = make_client()
+    r = post(client, phantom_patient, zip_bytes=_zip({"scan/T1c.nii.gz": volume}), contour=contour)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"]["risk"]["probability"] == pytest.approx(phantom_patient["prob"], abs=2e-3)
+    r = post(client, phantom_patient, zip_bytes=_zip({"scan/T2.nii.gz": volume}), contour=contour)
+    assert r.status_code == 422 and "reads a pre-treatment T1c scan" in r.json()["error"]
+    r = post(client, phantom_patient, zip_bytes=_zip({"scan/brain.nii.gz": volume}), contour=contour)
+    assert r.status_code == 422 and "not named <sequence>.nii.gz" in r.json()["error"]
+    assert _left(root) == []
