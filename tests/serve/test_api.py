@@ -387,3 +387,32 @@ def test_nifti_volumes_give_the_same_answer(make_client, phantom_patient, small_
     r = post(client, phantom_patient, zip_bytes=_zip({"scan/brain.nii.gz": volume}), contour=contour)
     assert r.status_code == 422 and "not named <sequence>.nii.gz" in r.json()["error"]
     assert _left(root) == []
+
+
+def test_rtstruct_contour(make_client, phantom_patient, tmp_path):
+    """An RTSTRUCT (rt-utils, from the phantom's own contour) as the contour: answered, no identifier echoed."""
+    import pydicom
+    import SimpleITK as sitk
+    from rt_utils import RTStructBuilder
+
+    export, hid = phantom_patient["export"], phantom_patient["hospital_id"]
+    series = sorted({p.parent for p in (export / "dicom" / hid).rglob("*.dcm")},
+                    key=lambda d: pydicom.dcmread(next(d.glob("*.dcm")), stop_before_pixels=True).StudyDate)
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(export / "contours" / f"{hid}_pre_T1c.nii.gz")))
+    rt = RTStructBuilder.create_new(dicom_series_path=str(series[0]))
+    rt.add_roi(mask=np.transpose(label == 1, (1, 2, 0)), name="GTVnx")
+    rt.save(str(tmp_path / "RS.dcm"))
+    rs = (tmp_path / "RS.dcm").read_bytes()
+    assert hid.encode() in rs                                   # the RTSTRUCT carries the PatientID too
+    client, root = make_client()
+    r = client.post("/api/predict", files={"images": ("p.zip", phantom_patient["zip"], "application/zip"),
+                                           "contour": ("RS.dcm", rs, "application/dicom")},
+                    data={"clinical": json.dumps(CLINICAL)})
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"]["risk"]["probability"] == pytest.approx(phantom_patient["prob"], abs=0.05)
+    assert hid not in r.text
+    r = client.post("/api/predict", files={"images": ("p.zip", phantom_patient["zip"], "application/zip"),
+                                           "contour": ("notes.txt", b"not a contour")},
+                    data={"clinical": json.dumps(CLINICAL)})
+    assert r.status_code == 415 and r.json()["error"].startswith("contour: neither")
+    assert _left(root) == []

@@ -249,6 +249,7 @@ def deidentify_dicom(files: list[Path]) -> tuple[list[Path], list[Path]]:
         for tag in PATIENT_TAGS:
             if tag in ds:
                 delattr(ds, tag)
+        ds.remove_private_tags()        # vendors hide names and MRNs there too
         ds.PatientID = UPLOAD_ID
         ds.PatientName = "Anonymous"
         ds.save_as(path)
