@@ -30,6 +30,7 @@ __all__ = ["SliceResult", "PatientResult", "score_patient", "SERVE_ROI", "MAX_CA
 
 SERVE_ROI = "serve"
 MAX_CAM_SLICES = 4
+_REGIONS = {"primary": "tumour", "nodes": "nodal", "both": "tumour + nodal"}
 _local = threading.local()
 
 
@@ -139,8 +140,12 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
                   min_component=tuple(p.get("min_component") or (0, 0)), frame=p.get("frame"),
                   normalise=p.get("normalisation", "robust"))
     except NpcaiError as exc:
-        raise NpcaiError(f"contour: the {p['region']} region is empty after preprocessing ({_short(exc)}); "
-                         "check that the contour marks the tumour with label 1 on this scan") from exc
+        small = p.get("min_component") or (0, 0)
+        dropped = f" after dropping contour pieces under {small[0]}x{small[1]} px as in training" if any(small) else ""
+        raise NpcaiError(f"contour: the {_REGIONS.get(p['region'], p['region'])} region is empty on every slice"
+                         f"{dropped}; check that the contour marks the tumour (label 1"
+                         f"{', nodes label 2' if p['region'] != 'primary' else ''}) on the {p['sequences'][0]} "
+                         "scan") from exc
     roi = RoiDataset.open(cohort_dir, SERVE_ROI)
     rows = roi.rows_of(pid)
     if len(rows) == 0:
@@ -190,6 +195,3 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
                          seconds={"roi": t_roi - t0, "prediction": t_pred - t_roi, "cam": t_cam - t_pred})
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(": ", 1)[-1][:160]
