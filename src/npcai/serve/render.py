@@ -216,8 +216,9 @@ def report_png(*, pseudonym: str, result, card, reference: np.ndarray, percentil
         img.paste(Image.fromarray(overlay_rgb(s, side)), (x, y))
         sh = s.shares
         d.text((x, y + side + 4), f"z{s.slice_index} · slice p {s.prob:.2f}", fill=INK, font=_font(11))
-        d.text((x, y + side + 18), f"tumour {_pc(sh.get('tumour'))} · 0-5px {_pc(sh.get('band_0_5px'))}", fill=MUTED,
-               font=_font(11))
+        shares = (f"tumour {_pc(sh.get('tumour'))} · 0-5px {_pc(sh.get('band_0_5px'))}"
+                  if np.isfinite(sh.get("tumour", np.nan)) else "no positive Grad-CAM")
+        d.text((x, y + side + 18), shares, fill=MUTED, font=_font(11))
     y += side + 42
     auc = card.test_auc
     auc_text = (f"{auc['auc']:.2f} (95% CI {auc['low']:.2f}-{auc['high']:.2f}; {auc['n_pos']} + {auc['n_neg']} test "
