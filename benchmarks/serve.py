@@ -3,7 +3,8 @@
 Measured in one run against a live ``uvicorn`` on 127.0.0.1 (nothing else is contacted):
 
 1. **One request** (after one warm-up): the whole request as the client sees it, and the
-   server's split: upload copy, checks + de-identification + ingest, ROI build, prediction
+   server's split: upload copy, unpack (zip checks, extraction, de-identification of every
+   DICOM file), ingest (series reading, NIfTI conversion, contour checks), ROI build, prediction
    (the model's forward pass), Grad-CAM, rendering of the overlays/histogram/report. "Model
    compute" is prediction + Grad-CAM; the ratio to the whole request says what the pipeline
    around the network costs. Target: under 3 s for the whole request on 2 CPU cores.
@@ -36,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CLINICAL = {"age": 52, "t_stage": 3, "n_stage": 1, "treatment": "CCRT"}
-STAGES = ("upload", "ingest", "roi", "prediction", "cam", "render")
+STAGES = ("upload", "unpack", "ingest", "roi", "prediction", "cam", "render")
 
 
 def _model(cache: Path, patients: int) -> tuple[Path, Path, Path]:

@@ -152,12 +152,13 @@ def predict_upload(served, images: IO[bytes], contour: IO[bytes] | None, contour
         up = prepare_patient(zip_path, contour_path, work, limits, clinical=clinical,
                              timepoint="pre" if p["timepoint"] == "both" else p["timepoint"],
                              sequence=p["sequences"][0])
+        t_unpack = time.perf_counter()
         ingest(up.dicom, images=up.images, contours=up.contours, clinical=up.clinical, out=work / "cohort")
         t_ingest = time.perf_counter()
         result = score_patient(served, work / "cohort")
         pct = percentile(served.reference, result.probability)
         pseudonym = "U-" + secrets.token_hex(3).upper()
-        seconds = {"upload": t_copy - t0, "ingest": t_ingest - t_copy, **result.seconds}
+        seconds = {"upload": t_copy - t0, "unpack": t_unpack - t_copy, "ingest": t_ingest - t_unpack, **result.seconds}
         pred = Prediction(pseudonym=pseudonym, result=result, clinical=dict(clinical), warnings=list(warnings or []),
                           percentile=pct, seconds=seconds)
         if render:
