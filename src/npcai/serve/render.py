@@ -150,6 +150,11 @@ def _draw_histogram(draw, box: tuple[int, int, int, int], reference: np.ndarray,
         x = left + width * threshold
         for yy in range(int(y0 + 8), int(bottom), 8):
             draw.line((x, yy, x, min(yy + 4, bottom)), fill=MUTED, width=1)
+        at = (x + 4, y0 + 8 + height * 0.45)
+        label = f"threshold {threshold:.2f} (validation)"
+        box = draw.textbbox(at, label, font=f_small, anchor="lm")
+        draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill="white")
+        draw.text(at, label, fill=MUTED, font=f_small, anchor="lm")
     x = left + width * min(max(prob, 0), 1)
     draw.line((x, y0 + 4, x, bottom), fill=MARK, width=3)
     anchor = "ra" if prob > 0.6 else "la"
