@@ -4,10 +4,11 @@ Measured in one run against a live ``uvicorn`` on 127.0.0.1 (nothing else is con
 
 1. **One request** (after one warm-up): the whole request as the client sees it, and the
    server's split: upload copy, unpack (zip checks, extraction, de-identification of every
-   DICOM file), ingest (series reading, NIfTI conversion, contour checks), ROI build, prediction
-   (the model's forward pass), Grad-CAM, rendering of the overlays/histogram/report. "Model
-   compute" is prediction + Grad-CAM; the ratio to the whole request says what the pipeline
-   around the network costs. Target: under 3 s for the whole request on 2 CPU cores.
+   DICOM file), ingest (series reading, NIfTI conversion, contour checks), ROI build + prediction
+   (``npcai.runs.predict_patients``: ROI rebuilt from the run's spec, checkpoint loaded, slices
+   predicted), the network's forward pass alone on the same slices, Grad-CAM, rendering of the
+   overlays/histogram/report. "Model compute" is the forward pass + Grad-CAM; the ratio to the
+   whole request says what the pipeline around the network costs. Target: under 3 s for the whole request on 2 CPU cores.
 2. **Load test**: 20 requests, 4 clients at a time, through the server's bounded worker pool;
    every answer is checked against the run's own prediction for that patient (the patients
    are from the run's cohort), and the request folders are checked to be gone. Prints the
@@ -37,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 CLINICAL = {"age": 52, "t_stage": 3, "n_stage": 1, "treatment": "CCRT"}
-STAGES = ("upload", "unpack", "ingest", "roi", "prediction", "cam", "render")
+STAGES = ("upload", "unpack", "ingest", "roi_and_prediction", "forward", "cam", "render")
 
 
 def _model(cache: Path, patients: int) -> tuple[Path, Path, Path]:
@@ -142,11 +143,11 @@ def main() -> None:
             total = statistics.median(walls)
             for k in STAGES:
                 v = statistics.median(s[k] for s in splits)
-                print(f"   {k:<11} {v:7.3f} s  {100 * v / total:5.1f} %")
+                print(f"   {k:<19} {v:7.3f} s  {100 * v / total:5.1f} %")
             server_total = statistics.median(s["total"] for s in splits)
             compute = statistics.median(s["model_compute"] for s in splits)
             print(f"   server total {server_total:6.3f} s; client wall (incl. HTTP, multipart, JSON) {total:.3f} s")
-            print(f"   model compute (prediction + Grad-CAM) {compute:.3f} s = {100 * compute / total:.0f} % of the "
+            print(f"   model compute (forward pass + Grad-CAM) {compute:.3f} s = {100 * compute / total:.0f} % of the "
                   f"request; the request costs {total / compute:.1f}x the model compute "
                   f"({'under' if total < 3 else 'OVER'} the 3 s target)")
 

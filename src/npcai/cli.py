@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "npcai.explain.cli",          # npcai explain
     "npcai.studies.cli",          # npcai study run
     "npcai.serve.cli",            # npcai serve
+    "npcai.survival.cli",         # npcai survival km|cox|stepwise|nomogram|calibrate|risk-groups|subgroups|match|cindex
 ]
 
 

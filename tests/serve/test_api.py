@@ -62,7 +62,7 @@ def test_predict_reproduces_the_runs_own_prediction(make_client, phantom_patient
     assert base64.b64decode(body["figures"]["report_png"]).startswith(b"\x89PNG")
     assert body["clinical"] == {"age": 52.0, "t_stage": 3, "n_stage": 1, "treatment": "CCRT"}
     assert body["seconds"]["total"] >= body["seconds"]["model_compute"] > 0
-    stages = ("upload", "unpack", "ingest", "roi", "prediction", "cam", "render")
+    stages = ("upload", "unpack", "ingest", "roi_and_prediction", "forward", "cam", "render")
     assert 0 < sum(body["seconds"][k] for k in stages) <= body["seconds"]["total"] + 2e-3
     assert _left(root) == []
 

@@ -113,8 +113,14 @@ def validate_command(
             console.print(t)
         else:
             console.print("no endpoints: the clinical table has ids only (commands needing one will name the column)")
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
     if result.problems:
         for p in result.problems:
             typer.echo(f"problem: {p}", err=True)
         raise NpcaiError(f"{cohort}: {len(result.problems)} problem(s) listed above; fix them or re-run `npcai ingest`")
-    console.print("[green]cohort is sound[/green]")
+    if result.warnings:
+        console.print(f"[yellow]cohort files are consistent, but check the {len(result.warnings)} warning(s) "
+                      "listed above before training[/yellow]")
+    else:
+        console.print("[green]cohort is sound[/green]")

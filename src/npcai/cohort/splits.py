@@ -104,14 +104,13 @@ def split_patients(labels: pd.Series, *, test_fraction: float = 0.2, val_fractio
 
 
 def read_split(run_dir: str | Path) -> pd.DataFrame:
-    """A run's split.csv (patient_id, split, label) indexed by patient_id."""
-    path = Path(run_dir) / "split.csv"
-    if not path.is_file():
-        raise NpcaiError(f"{path}: missing; --split-from needs a run folder written by `npcai train`")
-    df = pd.read_csv(path, dtype={"patient_id": str})
-    if not {"patient_id", "split"} <= set(df.columns):
-        raise NpcaiError(f"{path}: needs columns patient_id and split")
-    return df.set_index("patient_id")
+    """A run's split (split, label) indexed by patient_id (read by :mod:`npcai.runs`)."""
+    from npcai.runs import read_split as read
+
+    df = read(run_dir)
+    if "split" not in df.columns:
+        raise NpcaiError(f"run {run_dir}: its split has no 'split' column; train the run again")
+    return df
 
 
 def reuse_split(run_dir: str | Path, labels: pd.Series) -> pd.Series:

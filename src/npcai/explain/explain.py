@@ -2,7 +2,7 @@
 
 For the chosen patients (``--patients`` or the ``top`` highest predicted risks of a split)
 every selected ROI slice is explained with the run's per-slice classifier (patient-unit runs
-included: :func:`npcai.models.load_run` gives the per-slice model), its CAM energy is split
+included: :func:`npcai.runs.load_run` gives the per-slice model), its CAM energy is split
 into regions (:mod:`npcai.explain.localisation`) and drawn (:mod:`npcai.explain.overlays`).
 
 Output folder ``OUT/`` (written atomically)::
@@ -80,16 +80,15 @@ class ExplainResult:
 
 # --------------------------------------------------------------------------- helpers
 def _load(run_dir: Path):
-    from npcai.models.run import load_run
+    from npcai.runs import load_run
 
     return load_run(run_dir)
 
 
 def _patient_predictions(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "predictions_patients.csv"
-    if not path.is_file():
-        raise NpcaiError(f"{path}: missing; is {run_dir} a finished `npcai train` run?")
-    return pd.read_csv(path, dtype={"patient_id": str})
+    from npcai.runs import read_predictions
+
+    return read_predictions(run_dir).patients
 
 
 def select_patients(run_dir: str | Path, *, patients: Sequence[str] | None = None, top: int = 4,
@@ -102,7 +101,7 @@ def select_patients(run_dir: str | Path, *, patients: Sequence[str] | None = Non
         known = set(preds["patient_id"])
         for p in patients:
             if p not in known:
-                raise NpcaiError(f"--patients: patient {p!r} is not in {run_dir / 'predictions_patients.csv'}; "
+                raise NpcaiError(f"--patients: patient {p!r} is not among the predictions of run {run_dir}; "
                                  "use the cohort's pseudonyms (P0001, ...)")
         return list(dict.fromkeys(patients))
     if top < 1:
@@ -110,7 +109,7 @@ def select_patients(run_dir: str | Path, *, patients: Sequence[str] | None = Non
     part = preds[preds["split"] == split]
     if part.empty:
         have = ", ".join(sorted(preds["split"].astype(str).unique()))
-        raise NpcaiError(f"{run_dir / 'predictions_patients.csv'}: no patients in split {split!r} (have: {have}); "
+        raise NpcaiError(f"run {run_dir}: no predicted patients in split {split!r} (have: {have}); "
                          "choose --split or --patients")
     return part.sort_values(["prob", "patient_id"], ascending=[False, True])["patient_id"].head(top).tolist()
 
@@ -224,7 +223,7 @@ def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, tar
     size = int(roi.images.shape[-1])
     # the network may run at another size than the cache (`npcai train --size`): feed it what it
     # was trained on, and bring the CAM back to ROI resolution, where the masks live
-    net_size = int((loaded.config.get("resolved") or {}).get("input_size") or size)
+    net_size = int((loaded.config.raw.get("resolved") or {}).get("input_size") or size)
     layer: TargetLayer = find_target_layer(model, input_shape=(1, roi.images.shape[1], net_size, net_size))
     variant = _variant_label(roi)
     table, panels = [], {}

@@ -222,7 +222,8 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
                         f"{params['min_component'][1]} px" if any(params["min_component"]) else "")
                     continue
                 chosen = select_slices(region_3d, rule)
-                norm = np.stack([normalise_volume(c, params["normalisation"]) for c in stack.image])
+                norm = np.stack([normalise_volume(c, params["normalisation"], channel=ch)
+                                 for c, ch in zip(stack.image, plan.channels)])
                 fallback = bounding_box(region_3d.any(axis=0))
                 patient_masks = np.empty((len(chosen),) + shape_hw, np.uint8)
                 for j, k in enumerate(chosen):

@@ -117,17 +117,10 @@ class SegRun:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers."""
-    import importlib.metadata as md
+    """Versions of the packages that decide the numbers (:func:`npcai.runs.package_versions`)."""
+    from npcai.runs import package_versions as versions
 
-    out = {}
-    for name in ("npcai", "torch", "segmentation-models-pytorch", "timm", "monai", "lightning", "numpy",
-                 "SimpleITK"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return versions()
 
 
 def input_hash(cohort: Cohort, scans) -> str:

@@ -102,7 +102,7 @@ class ServedModel:
     Attributes:
         path: MODEL_DIR as given.
         run_dir: the run that scores.
-        run: its :class:`npcai.models.run.LoadedRun`.
+        run: its :class:`npcai.runs.LoadedRun`.
         card: the :class:`ModelCard`.
         roi_params: the ROI build parameters the run was trained on (``variant.json``).
         net_size: the network's input side in px.
@@ -136,7 +136,7 @@ def _study_run(study: Path) -> tuple[Path, str]:
     runs = sorted(p for p in (study / "runs").iterdir() if p.is_dir() and _is_run(p))
     best, best_auc = None, -np.inf
     for run in runs:
-        cfg_kind = _config(run).get("kind")
+        cfg_kind = _config(run).kind
         summary = _json(run / "summary.json")
         auc = summary.get("val_auc")
         if cfg_kind != "train" or auc is None or not np.isfinite(float(auc)):
@@ -150,8 +150,9 @@ def _study_run(study: Path) -> tuple[Path, str]:
                   "the test patients chose nothing")
 
 
-def _config(run: Path) -> dict[str, Any]:
-    from npcai.models.run import read_config
+def _config(run: Path):
+    """The run's :class:`npcai.runs.RunConfig`."""
+    from npcai.runs import read_config
 
     return read_config(run)
 
@@ -171,7 +172,7 @@ def open_model(path: str | Path) -> ServedModel:
     Raises:
         NpcaiError: the folder is neither, the run is an ensemble, or its files are missing.
     """
-    from npcai.models.run import load_run
+    from npcai.runs import load_run
 
     path = Path(path)
     if not path.is_dir():
@@ -185,15 +186,15 @@ def open_model(path: str | Path) -> ServedModel:
         raise NpcaiError(f"{path}: neither a run (config.yaml + split.csv) nor a study (study.yaml + runs/); "
                          "serve a folder written by `npcai train` or `npcai study run`")
     cfg = _config(run_dir)
-    if cfg.get("kind") == "ensemble":
-        raise NpcaiError(f"{run_dir}: ensemble runs cannot be served yet; serve one of its member runs")
+    if cfg.kind != "train":
+        raise NpcaiError(f"{run_dir}: a {cfg.kind} folder cannot be served yet; serve a training run")
     run = load_run(run_dir)
-    opt = cfg["options"]
+    opt = cfg.options
     roi_params = dict(run.roi.params)
     if roi_params.get("mask") == "auto":
         raise NpcaiError(f"{run_dir}: trained on automatic masks; serving needs the drawn tumour contour, so serve "
                          "a run trained on manual contours")
-    net_size = int((cfg.get("resolved") or {}).get("input_size") or run.roi.images.shape[-1])
+    net_size = int((cfg.raw.get("resolved") or {}).get("input_size") or run.roi.images.shape[-1])
     preds = run.predictions("patients")
     reference = preds.loc[preds["split"].isin(["train", "val"]), "prob"].to_numpy(dtype=float)
     metrics = _metrics(run_dir)
@@ -330,9 +331,9 @@ def _trained_date(run_dir: Path) -> str:
     return _dt.datetime.fromtimestamp(stamp, _dt.timezone.utc).strftime("%Y-%m-%d")
 
 
-def _card(kind: str, path: Path, run_dir: Path, cfg: dict, summary: dict, metrics: dict, roi_params: dict,
+def _card(kind: str, path: Path, run_dir: Path, cfg, summary: dict, metrics: dict, roi_params: dict,
           selection: str) -> ModelCard:
-    opt = cfg["options"]
+    opt = cfg.options
     splits = summary.get("splits") or {}
     patients = {k: int((splits.get(k) or {}).get("patients", 0)) for k in ("train", "val", "test")}
     auc = (metrics.get("patient") or {}).get("auc")
@@ -368,4 +369,4 @@ def _card(kind: str, path: Path, run_dir: Path, cfg: dict, summary: dict, metric
         if cidx else None,
         threshold={"value": thr.get("value"), "source": thr.get("source")} if thr else None,
         external="none recorded", selection=selection, intended_use=INTENDED_USE, limits=limits,
-        outputs=["risk", "gradcam"], versions=dict(cfg.get("versions") or {}))
+        outputs=["risk", "gradcam"], versions=dict(cfg.raw.get("versions") or {}))

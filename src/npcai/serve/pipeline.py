@@ -1,11 +1,10 @@
 """One patient through the served model: the only place the server predicts.
 
 :func:`score_patient` takes a one-patient cohort (ingested from the upload) and returns a
-:class:`PatientResult`. It rebuilds the run's ROI exactly as the run was trained (the
-parameters recorded in the ROI's ``variant.json``), runs the selected checkpoint, aggregates
-the slices as the run did, and computes Grad-CAM with localisation shares on the tumour
-slices. When ``npcai.runs.predict_patients`` lands, the prediction part of this function
-is the one to swap; its result type stays.
+:class:`PatientResult`. The probability comes from :func:`npcai.runs.predict_patients`
+(the run's recorded ROI spec rebuilt on this cohort, the selected checkpoint, the run's own
+prediction loop and slice aggregation); Grad-CAM with localisation shares is then computed on
+the largest tumour slices of that same ROI input, with this worker's copy of the network.
 
 Examples:
     >>> res = score_patient(open_model("run"), "one_patient_cohort")   # doctest: +SKIP
@@ -21,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from npcai.errors import NpcaiError
 
-__all__ = ["SliceResult", "PatientResult", "score_patient", "SERVE_ROI", "MAX_CAM_SLICES"]
+__all__ = ["SliceResult", "PatientResult", "score_patient", "MAX_CAM_SLICES"]
 
-SERVE_ROI = "serve"
 MAX_CAM_SLICES = 4
 _REGIONS = {"primary": "tumour", "nodes": "nodal", "both": "tumour + nodal"}
 _local = threading.local()
@@ -60,7 +57,9 @@ class PatientResult:
         n_slices: slices the model read.
         slices: the explained slices (largest tumour area first, at most MAX_CAM_SLICES).
         shares: mean localisation shares over the explained slices (px scale).
-        seconds: time per stage (roi, prediction, cam).
+        seconds: time per stage: roi_and_prediction (:func:`npcai.runs.predict_patients`: the run's ROI
+            rebuilt, checkpoint loaded, slices predicted and aggregated), forward (the network alone on
+            the patient's slices), cam.
         target_layer: the layer Grad-CAM hooked.
     """
 
@@ -87,7 +86,7 @@ def _models(served):
             model = patient_model.slice_model.eval()
         else:
             patient_model, model = None, copy.deepcopy(run.model).eval()
-        in_chans = int(run.config["resolved"]["in_chans"])
+        in_chans = int(run.config.raw["resolved"]["in_chans"])
         layer = find_target_layer(model, input_shape=(1, in_chans, served.net_size, served.net_size))
         cached = (key, model, patient_model, layer)
         _local.models = cached
@@ -123,9 +122,9 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
     from npcai.cohort.model import Cohort
     from npcai.explain.cam import compute_cams
     from npcai.explain.localisation import energy_shares, roi_geometry
-    from npcai.imaging.roi_cache import RoiDataset, build_roi
+    from npcai.imaging.roi_cache import RoiDataset
     from npcai.models.data import read_rows, resize_batch
-    from npcai.models.lightning_module import aggregate_patients
+    from npcai.runs import predict_patients
 
     t0 = time.perf_counter()
     cohort = Cohort.load(cohort_dir)
@@ -135,37 +134,33 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
     p = served.roi_params
     _check_scans(cohort, p)
     try:
-        build_roi(cohort_dir, SERVE_ROI, p["variant"], region=p["region"], slices=p["slices"],
-                  sequences=tuple(p["sequences"]), timepoint=p["timepoint"], mask="manual", size=int(p["size"]),
-                  min_component=tuple(p.get("min_component") or (0, 0)), frame=p.get("frame"),
-                  normalise=p.get("normalisation", "robust"))
+        preds = predict_patients(served.run_dir, cohort_dir, [pid])
     except NpcaiError as exc:
+        if "usable ROI" not in str(exc):
+            raise
         small = p.get("min_component") or (0, 0)
         dropped = f" after dropping contour pieces under {small[0]}x{small[1]} px as in training" if any(small) else ""
         raise NpcaiError(f"contour: the {_REGIONS.get(p['region'], p['region'])} region is empty on every slice"
                          f"{dropped}; check that the contour marks the tumour (label 1"
                          f"{', nodes label 2' if p['region'] != 'primary' else ''}) on the {p['sequences'][0]} "
                          "scan") from exc
-    roi = RoiDataset.open(cohort_dir, SERVE_ROI)
+    prob = float(preds.patients.set_index("patient_id").loc[pid, "prob"])
+    roi = RoiDataset.open(cohort_dir, preds.info["roi"]["name"])
     rows = roi.rows_of(pid)
-    if len(rows) == 0:
-        raise NpcaiError("contour: no slice of the scan holds the tumour region; check the contour")
-    t_roi = time.perf_counter()
+    t_pred = time.perf_counter()
 
+    # the network alone on the same slices: the model-compute share of the request, and a check
+    # that this worker's copy of the network is the run's
     model, patient_model, layer = _models(served)
     size = int(roi.images.shape[-1])
     x = resize_batch(read_rows(roi.images, rows), served.net_size)
     with torch.inference_mode():
         slice_prob = torch.sigmoid(model(x)).float().numpy()
-        if patient_model is not None:
-            prob = float(torch.sigmoid(patient_model(x.unsqueeze(0)))[0])
+    if patient_model is None and preds.slices is not None and not np.allclose(np.sort(slice_prob), np.sort(preds.slices["prob"].to_numpy(float)),
+                                                    atol=1e-4):
+        raise RuntimeError("the served network's copy disagrees with predict_patients; restart the server")
     index = roi.index.iloc[rows]
-    if patient_model is None:
-        area = index["tumour_area_px"].fillna(0).to_numpy(dtype=float)
-        agg = aggregate_patients(pd.DataFrame({"patient_id": pid, "prob": slice_prob, "weight": area}),
-                                 served.run.config["options"].get("aggregate", "mean"))
-        prob = float(agg["prob"].iloc[0])
-    t_pred = time.perf_counter()
+    t_forward = time.perf_counter()
 
     order = np.argsort(-index["tumour_area_px"].to_numpy(dtype=float), kind="stable")[:MAX_CAM_SLICES]
     chosen = rows[np.sort(order)]
@@ -192,6 +187,7 @@ def score_patient(served, cohort_dir: str | Path) -> PatientResult:
     t_cam = time.perf_counter()
     return PatientResult(patient_id=pid, probability=prob, interval=None, n_slices=int(len(rows)), slices=slices,
                          shares=mean_shares, target_layer=layer.name,
-                         seconds={"roi": t_roi - t0, "prediction": t_pred - t_roi, "cam": t_cam - t_pred})
+                         seconds={"roi_and_prediction": t_pred - t0, "forward": t_forward - t_pred,
+                                  "cam": t_cam - t_forward})
 
 

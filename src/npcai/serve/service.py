@@ -166,7 +166,7 @@ def predict_upload(served, images: IO[bytes], contour: IO[bytes] | None, contour
             _render(served, pred)
             seconds["render"] = time.perf_counter() - t_r
         seconds["total"] = time.perf_counter() - t0
-        seconds["model_compute"] = seconds["prediction"] + seconds["cam"]
+        seconds["model_compute"] = seconds["forward"] + seconds["cam"]
         return pred
     except UploadError as exc:
         raise UploadError(_scrub(str(exc), work), exc.status) from None

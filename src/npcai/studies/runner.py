@@ -204,12 +204,15 @@ def _step_hash(payload: dict[str, Any]) -> str:
 
 
 def _roi_input_hash(cohort_dir: Path, roi_name: str) -> str:
-    variant = json.loads((Path(cohort_dir) / "roi" / roi_name / "variant.json").read_text())
-    return str(variant.get("input_hash", ""))
+    from npcai.imaging.roi_cache import RoiDataset
+
+    return RoiDataset.open(cohort_dir, roi_name).input_hash
 
 
 def _finished(run_dir: Path) -> bool:
-    return (run_dir / "predictions_patients.csv").is_file() and (run_dir / "config.yaml").is_file()
+    from npcai.runs import is_finished
+
+    return is_finished(run_dir)
 
 
 def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names: dict[str, str], *,
@@ -259,6 +262,7 @@ def _step_row(step: Step, run_dir: Path, status: str, seconds: float) -> dict[st
 
 
 def _ensembles(out: Path, resolved: ResolvedStudy) -> list[dict[str, Any]]:
+    from npcai.runs import PATIENTS
     from npcai.studies.backend import ensemble_runs
 
     s = resolved.study
@@ -270,7 +274,7 @@ def _ensembles(out: Path, resolved: ResolvedStudy) -> list[dict[str, Any]]:
                     members = [out / "runs" / f"{sub.name}__{r}__{bb}__{unit}" for r in ens.rois]
                     key = f"{sub.name}__{ens.name}__{bb}__{unit}"
                     run_dir = out / "runs" / key
-                    digest = _step_hash({m.name: file_sha256(m / "predictions_patients.csv") for m in members})
+                    digest = _step_hash({m.name: file_sha256(m / PATIENTS) for m in members})
                     marker = out / "steps" / f"{key}.json"
                     status, t = "reused", time.perf_counter()
                     if not (marker.is_file() and _finished(run_dir)
