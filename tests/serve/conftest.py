@@ -1,7 +1,6 @@
 """Fixtures for the web tool: a tiny trained run (built once) and one phantom patient's upload."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,31 +11,24 @@ from .helpers import contour_bytes, identifiers, patient_zip
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
-def serve_run(small_cohort, tmp_path_factory) -> Path:
-    """resnet18 from scratch, 32 px, 1 epoch on a copy of the small cohort."""
-    from npcai.imaging.roi_cache import build_roi
+def serve_run(train_cohort, tmp_path_factory) -> Path:
+    """resnet18 from scratch, 1 epoch on the shared training cohort's 32-px ``pre`` ROI."""
     from npcai.models.train import TrainConfig, train
 
-    base = tmp_path_factory.mktemp("serve_run")
-    cohort = base / "cohort"
-    shutil.copytree(small_cohort, cohort)
-    build_roi(cohort, "r32", "expand:5px", size=32, min_component=(1, 1))
+    out = tmp_path_factory.mktemp("serve_run") / "run"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(TrainConfig(cohort=str(cohort), roi="r32", endpoint="pfs-median", backbone="resnet18",
-                          pretrained=False, epochs=1, batch_size=16), base / "run")
+        train(TrainConfig(cohort=str(train_cohort), roi="pre", endpoint="pfs-median", backbone="resnet18",
+                          pretrained=False, epochs=1, batch_size=16), out)
     finally:
         torch.set_num_threads(before)
-    return base / "run"
+    return out
 
 
 @pytest.fixture(scope="session")
