@@ -48,9 +48,16 @@ def _model(cache: Path, patients: int) -> tuple[Path, Path, Path]:
     from npcai.imaging.roi_cache import build_roi
     from npcai.models.train import TrainConfig, train
 
+    from npcai.errors import NpcaiError
+    from npcai.runs import load_run
+
     export, cohort, run = cache / "export", cache / "cohort", cache / "run"
     if (run / "summary.json").is_file():
-        return export, cohort, run
+        try:
+            load_run(run)                 # a run of an older format or a changed cohort is rebuilt
+            return export, cohort, run
+        except NpcaiError as exc:
+            print(f"rebuilding the cached model ({exc})", flush=True)
     print(f"building the benchmark model into {cache} (once) ...", flush=True)
     t = time.perf_counter()
     shutil.rmtree(cache, ignore_errors=True)
