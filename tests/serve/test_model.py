@@ -35,7 +35,7 @@ def test_study_serves_its_best_validation_run(serve_run, tmp_path):
 def test_not_a_model_folder(tmp_path):
     from npcai.serve.model import open_model
 
-    with pytest.raises(NpcaiError, match="neither a run"):
+    with pytest.raises(NpcaiError, match="neither a finished run"):
         open_model(tmp_path)
     with pytest.raises(NpcaiError, match="folder not found"):
         open_model(tmp_path / "missing")

@@ -128,7 +128,9 @@ class ServedModel:
 
 # --------------------------------------------------------------------------- open
 def _is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "split.csv").is_file()
+    from npcai.runs import is_finished
+
+    return is_finished(path)
 
 
 def _study_run(study: Path) -> tuple[Path, str]:
@@ -137,7 +139,7 @@ def _study_run(study: Path) -> tuple[Path, str]:
     best, best_auc = None, -np.inf
     for run in runs:
         cfg_kind = _config(run).kind
-        summary = _json(run / "summary.json")
+        summary = _summary(run)
         auc = summary.get("val_auc")
         if cfg_kind != "train" or auc is None or not np.isfinite(float(auc)):
             continue
@@ -155,6 +157,17 @@ def _config(run: Path):
     from npcai.runs import read_config
 
     return read_config(run)
+
+
+def _summary(run: Path) -> dict[str, Any]:
+    """The run's summary.json (empty when the run wrote none)."""
+    from npcai.runs import read_summary
+
+    try:
+        return read_summary(run)
+    except NpcaiError as exc:
+        log.warning("%s", exc)
+        return {}
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -183,7 +196,7 @@ def open_model(path: str | Path) -> ServedModel:
         kind = "study"
         run_dir, selection = _study_run(path)
     else:
-        raise NpcaiError(f"{path}: neither a run (config.yaml + split.csv) nor a study (study.yaml + runs/); "
+        raise NpcaiError(f"{path}: neither a finished run nor a study (study.yaml + runs/); "
                          "serve a folder written by `npcai train` or `npcai study run`")
     cfg = _config(run_dir)
     if cfg.kind != "train":
@@ -198,7 +211,7 @@ def open_model(path: str | Path) -> ServedModel:
     preds = run.predictions("patients")
     reference = preds.loc[preds["split"].isin(["train", "val"]), "prob"].to_numpy(dtype=float)
     metrics = _metrics(run_dir)
-    summary = _json(run_dir / "summary.json")
+    summary = _summary(run_dir)
     clinical = _training_clinical(opt["cohort"], run.split)
     fields = _fields(clinical)
     card = _card(kind, path, run_dir, cfg, summary, metrics, roi_params, selection)
@@ -327,7 +340,7 @@ def validate_clinical_values(served: ServedModel, values: dict[str, Any]) -> tup
 # --------------------------------------------------------------------------- card
 def _trained_date(run_dir: Path) -> str:
     ckpt = run_dir / "checkpoints" / "best.ckpt"
-    stamp = (ckpt if ckpt.is_file() else run_dir / "summary.json").stat().st_mtime
+    stamp = (ckpt if ckpt.is_file() else run_dir).stat().st_mtime
     return _dt.datetime.fromtimestamp(stamp, _dt.timezone.utc).strftime("%Y-%m-%d")
 
 
