@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "npcai.stats.cli",            # npcai evaluate, npcai compare, npcai table1
     "npcai.explain.cli",          # npcai explain
     "npcai.studies.cli",          # npcai study run
+    "npcai.serve.cli",            # npcai serve
     "npcai.survival.cli",         # npcai survival km|cox|stepwise|nomogram|calibrate|risk-groups|subgroups|match|cindex
 ]
 
