@@ -58,12 +58,13 @@ def ensemble_runs(runs: list[str | os.PathLike], out: str | os.PathLike, *, weig
     """
     from sklearn.metrics import roc_auc_score
 
-    from npcai.fsutil import atomic_output_dir, file_sha256
+    from npcai.fsutil import atomic_output_dir, check_output_path, file_sha256
     from npcai.models.run import RUN_FORMAT, package_versions, read_config, write_csv, write_json, write_yaml
 
     if len(runs) < 2:
         raise NpcaiError("npcai ensemble: give at least two run folders")
     runs = [Path(r) for r in runs]
+    check_output_path(out, runs)
     names = [r.name for r in runs]
     preds, configs = [], []
     for r in runs:

@@ -35,7 +35,7 @@ import yaml
 
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
-from npcai.fsutil import atomic_write_text, paths_sha256
+from npcai.fsutil import atomic_write_text, check_output_path, check_replaceable, mark_output, paths_sha256
 from npcai.progress import progress_enabled
 from npcai.segmentation.data import (LabelSet, SliceDataset, default_normalisation, default_sequence,
                                      load_slices, select_scans, split_by_patient)
@@ -170,7 +170,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = check_output_path(out, [cohort.root if isinstance(cohort, Cohort) else cohort])
     cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
     ckpt_dir = out / "checkpoints"
     if resume:
@@ -189,10 +189,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         if unknown:
             raise TypeError(f"train_segmenter: unknown options {sorted(unknown)}")
         cfg = SegTrainConfig(**{k: v for k, v in options.items() if v is not None})
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
-                                 f"or choose another path")
+        if check_replaceable(out, overwrite):   # only a folder npcai wrote is ever removed
             import shutil
 
             shutil.rmtree(out)
@@ -220,6 +217,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         raise NpcaiError(f"{cohort.root}: only {len(train_set)} training slice(s); add patients with contours")
 
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
               "cohort": {"path": str(cohort.root.resolve()), "modality": cohort.modality,
