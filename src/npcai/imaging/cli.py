@@ -36,6 +36,8 @@ def build(
     normalise: str = typer.Option("robust", help="Per-scan intensity normalisation: robust "
                                                  "(0.5-99.5 percentile clip of body voxels, then z-score), "
                                                  "robust:LOW-HIGH, window:CENTRE,WIDTH (e.g. CT 40,400) or none."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace COHORT/roi/NAME when it was built with "
+                                                              "other parameters (runs trained on it go stale)."),
 ) -> None:
     """Build COHORT/roi/NAME: slices at training size (memory-mapped), index.csv, variant.json."""
     import json
@@ -48,7 +50,7 @@ def build(
     with show_progress():
         out = build_roi(cohort, name, variant, region=region, slices=slices, sequences=sequences,
                         timepoint=timepoint, mask=mask, size=size, min_component=min_component,
-                        frame=frame, normalise=normalise)
+                        frame=frame, normalise=normalise, overwrite=overwrite)
     meta = json.loads((out / "variant.json").read_text())
     console = Console()
     console.print(f"ROI [bold]{name}[/bold] ({meta['variant']}, region {meta['region']}, "
