@@ -114,7 +114,8 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     resolved = study if isinstance(study, ResolvedStudy) else \
         resolve_study(study, preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
     out = Path(out)
-    inside = cohort is not None and Path(cohort).resolve() == (out / "cohort").resolve()   # a study's own ingest
+    inside = cohort is not None and (out / "study.yaml").is_file() and \
+        Path(cohort).resolve() == (out / "cohort").resolve()             # re-running on the study's own ingest
     check_output_path(out, [None if inside else cohort, export, clinical, contours, weights])
     out.mkdir(parents=True, exist_ok=True)
     mark_output(out)
