@@ -172,3 +172,24 @@ def test_reingest_of_the_phantom_without_one_patient_keeps_every_pseudonym(cli, 
     from npcai.cohort.model import Cohort
 
     assert Cohort.load(tmp_path / "cohort").patient_ids == sorted(p for h, p in first.items() if h != gone)
+
+
+def test_the_search_finds_identifiers_hidden_in_every_container(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    needle = "ZS980791"
+    fig = plt.figure(figsize=(1, 1))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", metadata={"Title": f"patient {needle}"})
+    plt.close(fig)
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", f"..{needle}..".encode() * 50)
+    html = b'<img src="data:image/png;base64,' + base64.b64encode(png.getvalue()) + b'">'
+    for data in (gzip.compress(needle.encode() * 3), zipped.getvalue(), png.getvalue(), html):
+        found = [where for where, d in _payloads("x", data) if needle.encode() in d]
+        assert found and found[-1] != "x", found          # found inside a decoded payload
+    assert needle.encode() not in html and needle.encode() not in gzip.compress(needle.encode() * 3)
