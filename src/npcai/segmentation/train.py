@@ -189,6 +189,9 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         if unknown:
             raise TypeError(f"train_segmenter: unknown options {sorted(unknown)}")
         cfg = SegTrainConfig(**{k: v for k, v in options.items() if v is not None})
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
+                             f"or choose another path")
         if check_replaceable(out, overwrite):   # only a folder npcai wrote is ever removed
             import shutil
 
