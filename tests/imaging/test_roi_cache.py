@@ -248,3 +248,10 @@ def test_mask_auto_reads_the_automatic_masks(tiny_cohort):
     ds = RoiDataset.open(tiny_cohort, "auto")
     assert ds.params["mask"] == "auto" and len(ds) == 4
     assert (ds.index.slice_index == 2).all() and (ds.index.tumour_area_px == 144).all()
+
+
+def test_preview_never_writes_over_a_cohort_file(tiny_cohort, cli):
+    before = (tiny_cohort / "cohort.json").read_bytes()
+    r = cli("roi", "preview", tiny_cohort, "--patient", "P0001", "--out", tiny_cohort / "cohort.json")
+    assert r.code == 2 and "give a path ending in .png" in r.stderr
+    assert (tiny_cohort / "cohort.json").read_bytes() == before

@@ -87,6 +87,10 @@ def preview(
     from npcai.imaging.preview import preview_montage
     from npcai.progress import show_progress
 
+    if out is not None and out.suffix.lower() != ".png":   # never write a picture over a cohort's file
+        from npcai.errors import NpcaiError
+
+        raise NpcaiError(f"--out {out}: a preview is a PNG file; give a path ending in .png")
     with show_progress():
         path = preview_montage(cohort, patient, variants.split(","), region=region, slice_=slice_,
                                sequence=sequence, timepoint=timepoint, mask=mask, size=size,
