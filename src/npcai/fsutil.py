@@ -15,20 +15,115 @@ from pathlib import Path
 
 from npcai.errors import NpcaiError, root_os_error
 
-__all__ = ["atomic_output_dir", "remove_stale_partials", "atomic_write_text", "file_sha256", "paths_sha256", "save_figure", "read_user_yaml"]
+__all__ = ["OUTPUT_MARKER", "atomic_output_dir", "atomic_write_text", "check_output_path", "check_replaceable",
+           "mark_output", "remove_stale_partials", "replace_output_dir", "file_sha256", "paths_sha256",
+           "save_figure", "read_user_yaml"]
+
+#: file npcai writes into every output folder it creates; only such folders are ever replaced
+OUTPUT_MARKER = ".npcai-output"
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None]) -> Path:
+    """Refuse an output folder that is, contains or lies inside one of the command's inputs.
+
+    Call it first thing in a command's library function, before anything is read or written.
+
+    Args:
+        out: the output folder.
+        inputs: the command's inputs (export, clinical file, cohort, run, ROI cache ...);
+            ``None`` entries are skipped.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        NpcaiError: one line naming the output and the input it would touch.
+
+    Examples:
+        >>> check_output_path("runs/r1", ["cohort"])
+        PosixPath('runs/r1')
+        >>> check_output_path("cohort", ["cohort"])
+        Traceback (most recent call last):
+        npcai.errors.NpcaiError: cohort: the output folder is the input cohort; choose an output folder outside every input
+    """
+    out = Path(out)
+    target = out.resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            how = "is"
+        elif target in source.parents:
+            how = "contains"
+        elif source in target.parents:
+            how = "lies inside"
+        else:
+            continue
+        raise NpcaiError(f"{out}: the output folder {how} the input {given}; "
+                         "choose an output folder outside every input")
+    return out
+
+
+def _listing(folder: Path, limit: int = 5) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_replaceable(out: str | os.PathLike, overwrite: bool) -> bool:
+    """Check that ``out`` may become an output folder; True when an existing one will be replaced.
+
+    ``out`` may be absent or an empty folder. A non-empty folder is replaced only with
+    ``overwrite`` *and* when it carries :data:`OUTPUT_MARKER` (npcai wrote it); otherwise the
+    error says what is there, so a user's data is never deleted.
+
+    Raises:
+        NpcaiError: ``out`` is a file, or a non-empty folder that may not be replaced.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NpcaiError(f"{out}: is a file, not a folder; choose a folder path for the output")
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    if not (out / OUTPUT_MARKER).is_file():
+        raise NpcaiError(f"{out}: folder exists, holds {_listing(out)} and is not an output npcai wrote "
+                         f"(no {OUTPUT_MARKER} marker), so it is never replaced; choose another path")
+    if not overwrite:
+        raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite or choose another path")
+    return True
+
+
+def mark_output(folder: str | os.PathLike) -> None:
+    """Write :data:`OUTPUT_MARKER` into an output folder npcai is creating."""
+    Path(folder, OUTPUT_MARKER).write_text("written by npcai; `--overwrite` may replace this folder\n")
+
+
+def replace_output_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Move a finished temporary folder to ``out``, replacing an earlier npcai output there.
+
+    The marker check is repeated here, just before anything is removed.
+    """
+    tmp, out = Path(tmp), Path(out)
+    mark_output(tmp)
+    if check_replaceable(out, overwrite=True) or out.is_dir():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
 
 
 @contextlib.contextmanager
 def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; rename it to ``out`` when the block succeeds.
 
+    The folder gets :data:`OUTPUT_MARKER`; ``overwrite`` replaces only a folder carrying it
+    (see :func:`check_replaceable`).
+
     Args:
         out: the final folder.
-        overwrite: replace a non-empty ``out``; otherwise a non-empty ``out`` is an error.
+        overwrite: replace a non-empty ``out`` that npcai wrote; otherwise a non-empty ``out`` is an error.
     """
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite or choose another path")
+    check_replaceable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(out)
     with _naming_the_output(out):
@@ -36,14 +131,13 @@ def atomic_output_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterat
     lock = _hold_partial_lock(tmp)
     try:
         try:
+            mark_output(tmp)
             with _naming_the_output(out):
                 yield tmp
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_output_dir(tmp, out)
     finally:
         _release_partial_lock(tmp, lock)
 

@@ -210,8 +210,11 @@ def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch)
     if importlib.util.find_spec("mlflow") is None:
         r = _train(cli, train_cohort, out, "--mlflow")
         assert r.code == 2 and "pip install mlflow" in r.stderr
-    r = _train(cli, train_cohort, out, "--split-from", tmp_path)
+    (tmp_path / "not_a_run").mkdir()
+    r = _train(cli, train_cohort, out, "--split-from", tmp_path / "not_a_run")
     assert r.code == 2 and "not an npcai run" in r.stderr
+    r = _train(cli, train_cohort, out, "--split-from", tmp_path)          # the run would lie inside it
+    assert r.code == 2 and "the output folder lies inside the input" in r.stderr
     r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "pfs-median", "--out", out,
             "--backbone", "resnet18", "--no-pretrained", "--weights", tmp_path / "w.pth")
     assert r.code == 2 and "exactly one of" in r.stderr

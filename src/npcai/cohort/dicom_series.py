@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from npcai.cohort.deidentify import hash_uid
+from npcai.cohort.deidentify import hash_uid, new_salt
 from npcai.errors import NpcaiError
 from npcai.progress import track
+
+_MESSAGE_SALT = new_salt()   # messages name a series by a hash no one can recompute from the export
 
 __all__ = [
     "DEFAULT_SEQUENCE_MAP", "SequenceMap", "DicomSeries", "RtStructFile", "discover_series",
@@ -144,7 +146,8 @@ class DicomSeries:
 
     @property
     def uid_hash(self) -> str:
-        return hash_uid(self.series_uid)
+        """A salted hash of the series UID for messages (the cohort uses its own salt)."""
+        return hash_uid(self.series_uid, _MESSAGE_SALT)
 
     @property
     def name(self) -> str:

@@ -73,23 +73,19 @@ def _excluded(ids, reason: str) -> pd.DataFrame:
 
 
 def filter_patients(clinical: pd.DataFrame, where: str | None) -> pd.DataFrame:
-    """Rows of ``clinical`` satisfying a pandas ``DataFrame.query`` expression (e.g. ``treatment == "CCRT"``).
+    """Rows of ``clinical`` satisfying a patient filter (e.g. ``treatment == "CCRT"``).
 
-    Unknown columns and syntax errors raise :class:`NpcaiError` naming the problem.
+    The filter is parsed with :mod:`npcai.cohort.filters` (a small grammar, never code).
+    A refused filter, an unknown column or a filter matching nobody raises
+    :class:`NpcaiError` naming the problem.
     """
     if not where:
         return clinical
-    try:
-        out = clinical.query(where, engine="python")
-    except pd.errors.UndefinedVariableError as exc:
-        raise NpcaiError(f"--where {where!r}: {exc}; columns are {', '.join(map(str, clinical.columns))}") from exc
-    except Exception as exc:
-        raise NpcaiError(f"--where {where!r}: not a valid filter ({type(exc).__name__}: {exc}); "
-                         f"write a pandas query such as 'treatment == \"CCRT\"'") from exc
-    if not isinstance(out, pd.DataFrame):
-        raise NpcaiError(f"--where {where!r}: must be a condition on columns, e.g. 'treatment == \"CCRT\"'")
+    from npcai.cohort.filters import filter_mask
+
+    out = clinical[filter_mask(clinical, where)]
     if out.empty:
-        raise NpcaiError(f"--where {where!r}: no patient matches; check the values in clinical.csv")
+        raise NpcaiError(f"patient filter {where!r}: no patient matches; check the values in clinical.csv")
     return out
 
 

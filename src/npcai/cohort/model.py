@@ -56,9 +56,20 @@ def scan_id(patient_id: str, timepoint: str, sequence: str) -> str:
 
 
 def pseudonym_map_path(cohort_dir: str | Path) -> Path:
-    """Where ingest writes the pseudonym -> hospital id table: beside the cohort, not in it."""
+    """Where ingest writes the pseudonym -> hospital id table: beside the cohort, never inside
+    it nor inside any other npcai output (a study folder holding its ingested cohort).
+
+    ``/x/cohort`` -> ``/x/cohort.pseudonyms.csv``; ``/x/study/cohort`` (a study's own
+    cohort) -> ``/x/study.cohort.pseudonyms.csv``, beside the study folder.
+    """
+    from npcai.fsutil import OUTPUT_MARKER
+
     cohort_dir = Path(cohort_dir).resolve()
-    return cohort_dir.parent / f"{cohort_dir.name}.pseudonyms.csv"
+    names, base = [cohort_dir.name], cohort_dir.parent
+    while base.parent != base and any((base / f).is_file() for f in (OUTPUT_MARKER, "study.yaml", "cohort.json")):
+        names.insert(0, base.name)
+        base = base.parent
+    return base / f"{'.'.join(names)}.pseudonyms.csv"
 
 
 @dataclass

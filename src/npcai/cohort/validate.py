@@ -381,7 +381,7 @@ def validate_cohort(cohort_dir: str | os.PathLike, *, check_hashes: bool = True)
                 problems.append(f"clinical.csv: no row for cohort patient(s) {', '.join(missing[:8])}")
             if extra:
                 problems.append(f"clinical.csv: rows for patient(s) not in cohort.json: {', '.join(extra[:8])}")
-        ident = identifying_columns(raw, id_col="patient_id")
+        ident = [] if c.source.get("keep_ids") else identifying_columns(raw, id_col="patient_id")
         if ident:
             problems.append(f"clinical.csv: identifying column(s) {ident[:5]} (names, dates, contact details); "
                             "remove them")

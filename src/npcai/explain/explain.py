@@ -43,7 +43,7 @@ from npcai.explain.localisation import (band_mask, band_share, energy_shares, ex
                                         informative_pixels, region_names, roi_geometry, uniform_shares)
 from npcai.explain.overlays import Panel, plot_localisation, save_montage, save_overlay
 from npcai.explain.target_layers import TargetLayer, find_target_layer
-from npcai.fsutil import atomic_output_dir, atomic_write_text
+from npcai.fsutil import atomic_output_dir, atomic_write_text, check_output_path
 from npcai.progress import track
 
 __all__ = ["ExplainResult", "explain_run", "select_patients", "summarise_localisation", "signal_band"]
@@ -308,6 +308,7 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
     if max_slices is not None and max_slices < 1:
         raise NpcaiError(f"--max-slices {max_slices}: must be at least 1")
     run_dirs = [Path(run_dir), *[Path(r) for r in runs]]
+    check_output_path(out, run_dirs)
     for rd in run_dirs:
         if not rd.is_dir():
             raise NpcaiError(f"{rd}: run folder not found; pass a folder written by `npcai train`")

@@ -36,6 +36,8 @@ def build(
     normalise: str = typer.Option("robust", help="Per-scan intensity normalisation: robust "
                                                  "(0.5-99.5 percentile clip of body voxels, then z-score), "
                                                  "robust:LOW-HIGH, window:CENTRE,WIDTH (e.g. CT 40,400) or none."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace COHORT/roi/NAME when it was built with "
+                                                              "other parameters (runs trained on it go stale)."),
 ) -> None:
     """Build COHORT/roi/NAME: slices at training size (memory-mapped), index.csv, variant.json."""
     from rich.console import Console
@@ -46,7 +48,7 @@ def build(
     with show_progress():
         out = build_roi(cohort, name, variant, region=region, slices=slices, sequences=sequences,
                         timepoint=timepoint, mask=mask, size=size, min_component=min_component,
-                        frame=frame, normalise=normalise)
+                        frame=frame, normalise=normalise, overwrite=overwrite)
     meta = RoiDataset.open(cohort, name).params
     console = Console()
     console.print(f"ROI [bold]{name}[/bold] ({meta['variant']}, region {meta['region']}, "
@@ -83,6 +85,10 @@ def preview(
     from npcai.imaging.preview import preview_montage
     from npcai.progress import show_progress
 
+    if out is not None and out.suffix.lower() != ".png":   # never write a picture over a cohort's file
+        from npcai.errors import NpcaiError
+
+        raise NpcaiError(f"--out {out}: a preview is a PNG file; give a path ending in .png")
     with show_progress():
         path = preview_montage(cohort, patient, variants.split(","), region=region, slice_=slice_,
                                sequence=sequence, timepoint=timepoint, mask=mask, size=size,

@@ -135,7 +135,7 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
               slices: str = "tumour", sequences: str | tuple[str, ...] = ("T1c",),
               timepoint: str = "pre", mask: str = "manual", size: int = 224,
               min_component: str | tuple[int, int] | None = (10, 10), frame: str | None = None,
-              normalise: str = "robust") -> Path:
+              normalise: str = "robust", overwrite: bool = False) -> Path:
     """Build (or reuse) the ROI dataset ``COHORT/roi/NAME`` and return its folder.
 
     Args:
@@ -154,12 +154,16 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
         frame: ``slice`` (default) or ``bbox`` (square crop around the region first); bbox
             variants always crop.
         normalise: intensity normalisation (:mod:`npcai.imaging.normalise`), default robust.
+        overwrite: replace a dataset of the same name built with other parameters (runs
+            trained on it then no longer match their recorded input hash). Without it that
+            is an error; a dataset whose *inputs* changed (same parameters) is rebuilt.
 
     Returns:
         The dataset folder.
 
     Raises:
-        NpcaiError: invalid parameters, or no patient has the region on any slice.
+        NpcaiError: invalid parameters, a dataset of this name built with other parameters
+            (without ``overwrite``), or no patient has the region on any slice.
 
     Examples:
         >>> build_roi("cohort", "nodes_3mm", "expand:3mm", region="nodes", size=224)  # doctest: +SKIP
@@ -198,8 +202,13 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
         if old.get("input_hash") == input_hash and (out / "images.npy").is_file():
             log.info("ROI dataset %s is up to date (%d slices)", out, old.get("n_slices", 0))
             return out
-        log.info("ROI dataset %s: %s changed; rebuilding", out,
-                 "parameters" if {k: old.get(k) for k in params} != params else "inputs")
+        plain = json.loads(json.dumps(params))
+        changed = [f"{k} {old.get(k)!r} -> {plain[k]!r}" for k in plain if old.get(k) != plain[k]]
+        if changed and not overwrite:
+            raise NpcaiError(f"ROI dataset {name} ({out}) was built with other parameters ({'; '.join(changed)}); "
+                             "runs trained on it would silently read new data: choose another name, or pass "
+                             "--overwrite to replace it")
+        log.info("ROI dataset %s: %s changed; rebuilding", out, "parameters" if changed else "inputs")
 
     shape_hw = (params["size"], params["size"])
     n_channels = len(params["sequences"]) * (2 if timepoint == "both" else 1)

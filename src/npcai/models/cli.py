@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
         test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of all patients held out for test."),
         split_from: Optional[Path] = typer.Option(None, "--split-from", help="Reuse this run's split.csv "
                                                   "(same test patients, for comparisons and ensembles)."),
-        where: Optional[str] = typer.Option(None, "--where", help="Patient filter, a pandas query on clinical "
-                                            "columns, e.g. 'treatment == \"CCRT\"'."),
+        where: Optional[str] = typer.Option(None, "--where", help="Patient filter on clinical columns: "
+                                            "== != < <= > >=, in [..], and/or/not, e.g. 'treatment == \"CCRT\"'."),
         aggregate: str = typer.Option("mean", "--aggregate", help="Image unit: patient probability from slices: "
                                       "mean, max or area-weighted (tumour area)."),
         pooling: str = typer.Option("mean", "--pooling", help="Patient unit: mean or attention pooling."),

@@ -56,13 +56,14 @@ def ensemble_runs(runs: list[str | os.PathLike], out: str | os.PathLike, *, weig
         weights: one weight per run (default equal).
         overwrite: replace an existing ``out``.
     """
-    from npcai.fsutil import atomic_output_dir, file_sha256
+    from npcai.fsutil import atomic_output_dir, check_output_path, file_sha256
     from npcai.models.tasks import make_task
     from npcai.runs import CONFIG, RUN_FORMAT, package_versions, read_run, write_run
 
     if len(runs) < 2:
         raise NpcaiError("npcai ensemble: give at least two run folders")
     runs = [Path(r) for r in runs]
+    check_output_path(out, runs)
     names = [r.name for r in runs]
     folders = [read_run(r) for r in runs]
     ids = {f.config.cohort_id for f in folders}

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from npcai.errors import NpcaiError
-from npcai.fsutil import file_sha256
+from npcai.fsutil import check_output_path, check_replaceable, file_sha256, replace_output_dir
 from npcai.progress import progress_enabled, track
 
 __all__ = ["TrainConfig", "TrainResult", "train", "build_network", "UNITS"]
@@ -59,7 +59,7 @@ class TrainConfig:
         seed: seeds the split, shuffling, augmentation and initialisation.
         val_fraction, test_fraction: validation share of the training patients; test share of all.
         split_from: reuse this run's split.csv.
-        where: a pandas query selecting patients (e.g. ``treatment == "CCRT"``).
+        where: a patient filter (:mod:`npcai.cohort.filters`, e.g. ``treatment == "CCRT"``).
         aggregate: slice -> patient probability (``mean``, ``max``, ``area-weighted``), image unit.
         pooling: MIL pooling (``mean``, ``attention``), patient unit.
         bag_size: slices per training bag (patient unit).
@@ -120,6 +120,10 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise NpcaiError(msg)
+        if self.where is not None:
+            from npcai.cohort.filters import parse_filter
+
+            parse_filter(self.where)   # a filter is data: refuse anything outside its grammar now
         return self
 
     @classmethod
@@ -128,7 +132,7 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise NpcaiError(f"config: unknown training options {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**data).validate()
 
 
 @dataclass
@@ -349,8 +353,7 @@ def _workdir(out: Path, resume: bool, overwrite: bool, *, cohort: str, roi) -> t
                 return work, work / "checkpoints" / "last.ckpt"
         raise NpcaiError(f"{out}: nothing to resume (no checkpoints/last.ckpt here or in {work}); "
                          f"train without --resume")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume or another --out")
+    check_replaceable(out, overwrite)   # a non-empty OUT is replaced only when npcai wrote it
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -535,6 +538,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
 
     _quiet_lightning()
     cfg = config.validate()
+    check_output_path(out, [cfg.cohort, cfg.split_from, cfg.weights])
     if mlflow:
         _check_mlflow()
     out = Path(out).resolve()
@@ -562,8 +566,6 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
 
     plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch, monitor=task.monitor,
                         title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
+    replace_output_dir(work, out)
     return TrainResult(out, int(best_epoch), val_score, summary.get("test_auc", float("nan")),
                        summary.get("n_test", 0), int(len(history)), summary)

@@ -220,7 +220,8 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
     if "confusion" in tables:
         sec.table("Table 2 layout: confusion matrices of the models and TNM staging in the test cohort "
                   "(threshold fixed on validation patients)", tables["confusion"], csv_name="confusion")
-    sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
+    if "all_models" in tables:   # the generic layout's main table already lists every model
+        sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
     atomic_csv(rdir / "tables" / "results.csv", res)
 
     sec = rep.section("figures", "Figures")

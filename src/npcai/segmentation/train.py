@@ -35,8 +35,8 @@ import yaml
 
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
+from npcai.fsutil import atomic_write_text, check_output_path, check_replaceable, mark_output, paths_sha256
 from npcai.limits import check_image_side
-from npcai.fsutil import atomic_write_text, paths_sha256
 from npcai.progress import progress_enabled
 from npcai.segmentation.data import (LabelSet, SliceDataset, default_normalisation, default_sequence,
                                      load_slices, select_scans, split_by_patient)
@@ -165,7 +165,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = check_output_path(out, [cohort.root if isinstance(cohort, Cohort) else cohort])
     cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
     ckpt_dir = out / "checkpoints"
     if resume:
@@ -187,10 +187,10 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         if unknown:
             raise TypeError(f"train_segmenter: unknown options {sorted(unknown)}")
         cfg = SegTrainConfig(**{k: v for k, v in options.items() if v is not None})
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
-                                 f"or choose another path")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
+                             f"or choose another path")
+        if check_replaceable(out, overwrite):   # only a folder npcai wrote is ever removed
             import shutil
 
             shutil.rmtree(out)
@@ -224,6 +224,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
                                 optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
                                 weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
               "cohort": {"path": str(cohort.root.resolve()), "modality": cohort.modality,

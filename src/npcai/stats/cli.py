@@ -107,8 +107,10 @@ def compare(
     from rich.table import Table
 
     from npcai.progress import show_progress
+    from npcai.fsutil import check_output_path
     from npcai.stats.compare import compare_runs, parse_pairs, write_compare
 
+    check_output_path(out, runs)
     with show_progress():
         res = compare_runs(runs, group_by=group_by, split=split, pairs=parse_pairs(pairs),
                            unpaired=unpaired)

@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 
 from npcai.errors import NpcaiError
-from npcai.fsutil import atomic_write_text, file_sha256
+from npcai.fsutil import atomic_write_text, check_output_path, file_sha256, mark_output
 from npcai.progress import track
 from npcai.studies.schema import ResolvedStudy, Step, load_study
 
@@ -114,8 +114,12 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     resolved = study if isinstance(study, ResolvedStudy) else \
         resolve_study(study, preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
     out = Path(out)
+    inside = cohort is not None and (out / "study.yaml").is_file() and \
+        Path(cohort).resolve() == (out / "cohort").resolve()             # re-running on the study's own ingest
+    check_output_path(out, [None if inside else cohort, export, clinical, contours, weights])
     clinical = _check_sources(cohort, export, clinical)   # before OUT is created
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(resolved.to_dict(), sort_keys=False))
 
     cohort_dir = _cohort(out, cohort, export, clinical, contours)

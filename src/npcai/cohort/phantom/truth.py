@@ -113,7 +113,9 @@ def load_truth(cohort_dir: str | Path) -> pd.DataFrame | None:
     if not map_path.is_file():
         raise NpcaiError(f"{map_path}: pseudonym map missing, so the phantom truth cannot be "
                          "joined; re-run `npcai ingest`")
-    pseudo = pd.read_csv(map_path, dtype=str)
+    from npcai.cohort.deidentify import read_pseudonym_map
+
+    pseudo = pd.DataFrame(list(read_pseudonym_map(map_path).items()), columns=["patient_id", "hospital_id"])
     truth = pd.read_csv(truth_dir / "patients.csv", dtype={"hospital_id": str})
     joined = pseudo.merge(truth, on="hospital_id", how="inner")
     return joined.drop(columns=["hospital_id"]).set_index("patient_id").sort_index()
