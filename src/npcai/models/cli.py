@@ -12,7 +12,7 @@ from npcai.errors import NpcaiError
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
                   "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
                   "test_fraction", "split_from", "where", "aggregate", "pooling", "bag_size", "augment",
-                  "num_workers")
+                  "num_workers", "task")
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
         augment: bool = typer.Option(True, "--augment/--no-augment", help="Flips, small affine and intensity "
                                      "jitter on training batches."),
         num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
+        task: Optional[str] = typer.Option(None, "--task", help="binary (default: a 0/1 endpoint) or survival "
+                                           "(deep Cox on a time/event endpoint such as dfs, pfs, os, dmfs; "
+                                           "--unit patient; prognostic and predictive heads)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Reproduce a run: read options from its "
                                               "config.yaml (options given here override)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoints/last.ckpt "
@@ -78,6 +81,8 @@ def register(app: typer.Typer) -> None:
         for k in ("cohort", "split_from"):
             if given[k] is not None:
                 given[k] = str(given[k])
+        if given["task"] is None:          # default binary; a --config run keeps its own task
+            del given["task"]
         if weights is not None and pretrained is not None:
             raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
         if config is not None:
@@ -107,6 +112,11 @@ def register(app: typer.Typer) -> None:
             result = train(cfg, out, resume=resume, overwrite=overwrite, mlflow=mlflow)
         s = result.summary["splits"]
         con = Console()
+        if result.summary.get("task") == "survival":
+            from npcai.survival.deep.report import print_train_result
+
+            print_train_result(con, cfg, result)
+            return
         con.print(f"[bold]run[/bold] {result.run_dir}: {cfg.backbone}, {cfg.unit} unit, endpoint {cfg.endpoint}")
         con.print("patients train/val/test: " + " / ".join(
             f"{s[k]['patients']} ({s[k]['label_1']} positive)" for k in ("train", "val", "test"))

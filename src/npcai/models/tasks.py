@@ -114,6 +114,21 @@ class Task(ABC):
 
         return endpoint_labels(clinical, endpoint)
 
+    def targets(self, endpoint, patients) -> np.ndarray:
+        """The training targets of ``patients`` (in their order) from :meth:`labels`' result:
+        1-D (n,) for a 0/1 label; a task with richer targets returns (n, k) rows."""
+        return endpoint.labels.reindex(list(patients)).to_numpy(dtype=np.float32)
+
+    def outcome_columns(self, endpoint, patients) -> dict[str, np.ndarray]:
+        """Extra per-patient columns of ``predictions_patients.csv`` (besides split, label and
+        :attr:`prediction_columns`) that :meth:`summarise` needs, e.g. time and event."""
+        return {}
+
+    def network(self, options: dict[str, Any], in_chans: int, *, pretrained: bool,
+                weights: str | None) -> torch.nn.Module | None:
+        """The task's own network for a run's options, or None for the classifiers'."""
+        return None
+
     @abstractmethod
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Training loss of one batch."""
@@ -201,6 +216,8 @@ class BinaryTask(Task):
 
 
 TASKS: dict[str, type[Task]] = {"binary": BinaryTask}
+#: tasks defined outside this module, imported (and so registered) on first use
+_TASK_MODULES = {"survival": "npcai.survival.deep.task"}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -209,11 +226,17 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def make_task(options: dict[str, Any] | Any, name: str = "binary") -> Task:
-    """The task ``name`` for a run's training options (a ``TrainConfig`` or its dict)."""
+def make_task(options: dict[str, Any] | Any, name: str | None = None) -> Task:
+    """The task ``name`` (default: the options' ``task``, else binary) for a run's training
+    options (a ``TrainConfig`` or its dict)."""
+    import importlib
+
     from npcai.errors import NpcaiError
 
-    if name not in TASKS:
-        raise NpcaiError(f"task {name!r} is not known here (known: {', '.join(TASKS)})")
     get = options.get if isinstance(options, dict) else lambda k, d=None: getattr(options, k, d)
+    name = name or get("task", None) or "binary"
+    if name not in TASKS and name in _TASK_MODULES:
+        importlib.import_module(_TASK_MODULES[name])
+    if name not in TASKS:
+        raise NpcaiError(f"task {name!r} is not known here (known: {', '.join(sorted(set(TASKS) | set(_TASK_MODULES)))})")
     return TASKS[name](unit=get("unit", "image") or "image", aggregate=get("aggregate", "mean") or "mean")

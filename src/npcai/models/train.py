@@ -66,6 +66,8 @@ class TrainConfig:
         augment: flips, small affine, intensity jitter on training batches.
         stratify_centre: stratify the split by centre too, when the clinical table has one.
         num_workers: DataLoader worker processes.
+        task: what is learnt (:mod:`npcai.models.tasks`): ``binary`` (a 0/1 endpoint) or
+            ``survival`` (deep Cox on a time/event endpoint such as ``dfs``; patient unit).
     """
 
     cohort: str
@@ -94,6 +96,7 @@ class TrainConfig:
     augment: bool = True
     stratify_centre: bool = True
     num_workers: int = 0
+    task: str = "binary"
 
     def validate(self) -> "TrainConfig":
         """Check option values; raise :class:`NpcaiError` naming the bad option."""
@@ -232,26 +235,36 @@ def _area(index: pd.DataFrame) -> np.ndarray:
     return np.ones(len(index))
 
 
-def _datasets(cfg: TrainConfig, images, rows: pd.DataFrame, *, training: bool, size: int | None):
+def _datasets(cfg: TrainConfig, images, rows: pd.DataFrame, *, training: bool, size: int | None,
+              targets=None):
+    """Slice or bag datasets of ``rows``; ``targets(patients)`` gives the task's (n,) or (n, k)
+    targets (default: the rows' 0/1 label)."""
     from npcai.models.data import PatientBagDataset, SliceDataset
 
     if cfg.unit == "image":
-        return SliceDataset(images, rows["roi_row"].to_numpy(), rows["label"].to_numpy(), size=size)
+        y = rows["label"].to_numpy() if targets is None else targets(rows["patient_id"].to_numpy())
+        return SliceDataset(images, rows["roi_row"].to_numpy(), y, size=size)
     groups = {p: g["roi_row"].to_numpy() for p, g in rows.groupby("patient_id", sort=True)}
-    labels = rows.groupby("patient_id")["label"].first().to_dict()
+    labels = rows.groupby("patient_id")["label"].first().to_dict() if targets is None else \
+        dict(zip(groups, targets(list(groups))))
     return PatientBagDataset(images, groups, labels, bag_size=cfg.bag_size if training else None,
                              seed=cfg.seed, size=size)
 
 
 def build_network(options: dict[str, Any] | TrainConfig, in_chans: int, *, pretrained: bool | None = None,
                   weights: str | None = None) -> torch.nn.Module:
-    """The network of a run's options: an image classifier, or a MIL patient classifier."""
+    """The network of a run's options: the task's own (e.g. survival), an image classifier, or a
+    MIL patient classifier."""
     from npcai.models.factory import create_classifier, create_patient_classifier
+    from npcai.models.tasks import make_task
 
     opt = dataclasses.asdict(options) if isinstance(options, TrainConfig) else options
     kwargs = dict(in_chans=int(in_chans), dropout=float(opt["dropout"]),
                   pretrained=bool(opt.get("pretrained")) if pretrained is None else pretrained,
                   weights=opt.get("weights") if pretrained is None else weights)
+    own = make_task(opt).network(opt, int(in_chans), pretrained=kwargs["pretrained"], weights=kwargs["weights"])
+    if own is not None:
+        return own
     if opt["unit"] == "patient":
         return create_patient_classifier(opt["backbone"], pooling=opt["pooling"], **kwargs)
     return create_classifier(opt["backbone"], **kwargs)
@@ -264,8 +277,9 @@ def _selection_stage(cfg: TrainConfig, task, model, roi, prep: _Prepared, geo: _
 
     sel = prep.index[prep.index["split"].isin(["train", "val"])]
     train_rows, val_rows = sel[sel["split"] == "train"], sel[sel["split"] == "val"]
-    train_ds = _datasets(cfg, roi.images, train_rows, training=True, size=geo.size)
-    val_ds = _datasets(cfg, roi.images, val_rows, training=False, size=geo.size)
+    targets = lambda patients: task.targets(prep.endpoint, patients)  # noqa: E731
+    train_ds = _datasets(cfg, roi.images, train_rows, training=True, size=geo.size, targets=targets)
+    val_ds = _datasets(cfg, roi.images, val_rows, training=False, size=geo.size, targets=targets)
     if cfg.unit == "image":
         val_patients, val_weights = val_rows["patient_id"].to_numpy(), _area(val_rows)
     else:
@@ -458,6 +472,8 @@ def _predict_all(task, model, roi, prep: _Prepared, geo: _Geometry) -> tuple[pd.
     slices.insert(4, "label", label_of.reindex(slices["patient_id"]).to_numpy())
     pred_patients = pd.DataFrame({"patient_id": patients.index, "split": split_of.reindex(patients.index).to_numpy(),
                                   "label": label_of.reindex(patients.index).to_numpy()})
+    for col, values in task.outcome_columns(prep.endpoint, patients.index).items():
+        pred_patients[col] = values
     for col in task.prediction_columns:
         pred_patients[col] = patients[col].to_numpy()
     pred_patients["n_slices"] = patients["n_slices"].to_numpy()

@@ -8,7 +8,9 @@
                                   spec (every ROI build parameter)}, ...
       split.csv                   patient_id, split, label
       predictions_slices.csv      roi_row, patient_id, split, slice_index, label, prob
-      predictions_patients.csv    patient_id, split, label, prob, n_slices
+      predictions_patients.csv    patient_id, split, label, prob, n_slices (survival task: label = event,
+                                  time, event, treatment, prognostic_score, predictive_score,
+                                  log_hazard_ccrt, log_hazard_ic_ccrt, n_slices; slices: attention_*)
       checkpoints/best.ckpt       (train) selected on the validation patients only; last.ckpt for --resume
       history.csv                 (train) epoch, train_loss, val_loss, val_<metric>
       training_curve.png          (train)
@@ -54,6 +56,8 @@ KINDS = ("train", "ensemble", "predictions")
 CONFIG, SPLIT, SUMMARY, HISTORY = "config.yaml", "split.csv", "summary.json", "history.csv"
 PATIENTS, SLICES = "predictions_patients.csv", "predictions_slices.csv"
 _PATIENT_COLUMNS = ("patient_id", "split", "label", "prob")
+_SURVIVAL_PATIENT_COLUMNS = ("patient_id", "split", "label", "time", "event", "treatment", "prognostic_score",
+                             "predictive_score", "log_hazard_ccrt", "log_hazard_ic_ccrt")
 # the ROI build parameters a run needs to rebuild its input for unseen patients (variant.json keys)
 ROI_SPEC_KEYS = ("variant", "region", "slices", "sequences", "timepoint", "mask", "size",
                  "min_component", "frame", "normalisation")
@@ -308,16 +312,28 @@ class Predictions:
         return d
 
 
+def _patient_columns(path: Path) -> tuple[str, ...]:
+    """Required columns: a survival run's patients carry scores and outcomes instead of ``prob``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            header = fh.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return _PATIENT_COLUMNS            # _read_csv reports the problem
+    return _SURVIVAL_PATIENT_COLUMNS if "prognostic_score" in header else _PATIENT_COLUMNS
+
+
 def read_predictions(run_dir: str | Path) -> Predictions:
     """``predictions_patients.csv`` (one row per patient, checked) and ``predictions_slices.csv``."""
     run_dir = Path(run_dir)
-    patients = _read_csv(run_dir / PATIENTS, _PATIENT_COLUMNS)
+    patients = _read_csv(run_dir / PATIENTS, _patient_columns(run_dir / PATIENTS))
     dup = patients["patient_id"][patients["patient_id"].duplicated()]
     if len(dup):
         raise NpcaiError(f"{run_dir / PATIENTS}: patient {dup.iloc[0]} appears more than once; "
                          "one row per patient expected")
     spath = run_dir / SLICES
-    slices = _read_csv(spath, _PATIENT_COLUMNS) if spath.is_file() else None
+    survival = "prognostic_score" in patients.columns
+    slices = _read_csv(spath, ("roi_row", "patient_id", "split") if survival else _PATIENT_COLUMNS) \
+        if spath.is_file() else None
     return Predictions(patients, slices)
 
 

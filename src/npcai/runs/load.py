@@ -69,8 +69,8 @@ def load_network(config: RunConfig, checkpoint: str = "best") -> tuple[torch.nn.
     net = build_network(config.options, int(resolved["in_chans"]), pretrained=False, weights=None)
     load_model_weights(net, config.path / "checkpoints" / f"{checkpoint}.ckpt")
     net.eval()
-    if config.options.get("unit") == "patient":
-        return net.slice_model.eval(), net
+    if config.options.get("unit") == "patient":   # a survival network has no slice model of its own
+        return getattr(net, "slice_model", net).eval(), net
     return net, None
 
 

@@ -30,6 +30,10 @@ def evaluate(
     with show_progress():
         m = evaluate_run(run, split, threshold=threshold, n_boot=n_boot, seed=seed, figures=figures)
     con = Console()
+    if m.get("task") == "survival":
+        from npcai.survival.deep.report import print_evaluation
+
+        return print_evaluation(con, m)
     t = Table(title=f"{m['run']}: {m['split']} split, {m['n_patients']} patients "
                     f"({m['n_label_1']} label 1, {m['n_label_0']} label 0), endpoint {m['endpoint']}")
     t.add_column("metric")

@@ -201,6 +201,10 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, *, threshold: fl
         the metrics as a dict (the content of metrics.json).
     """
     run = read_run(run_dir)
+    if run.config.raw.get("task") == "survival":   # study 004's metrics per cohort (no threshold)
+        from npcai.survival.deep.evaluate import evaluate_survival_run
+
+        return evaluate_survival_run(run, write=write)
     split = split or run.default_split
     test = run.split_patients(split)
     unlabelled = test["label"].isna()

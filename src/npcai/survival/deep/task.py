@@ -36,20 +36,49 @@ Examples:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from npcai.errors import NpcaiError
+from npcai.models.tasks import Task, register_task
 from npcai.survival.deep.losses import TIES, cox_loss
 from npcai.survival.deep.network import PREDICTIVE, PROGNOSTIC, log_hazard
 
-__all__ = ["TrainerTask", "SurvivalTask", "PREDICTION_COLUMNS"]
+__all__ = ["TrainerTask", "SurvivalTask", "SurvivalLabels", "PREDICTION_COLUMNS", "OUTCOME_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("prognostic_score", "predictive_score", "log_hazard_ccrt", "log_hazard_ic_ccrt")
+#: the outcome columns a survival run's ``predictions_patients.csv`` carries besides ``label`` (= event)
+OUTCOME_COLUMNS = ("time", "event", "treatment")
+
+
+@dataclass
+class SurvivalLabels:
+    """What :meth:`SurvivalTask.labels` gives the trainer (the ``EndpointLabels`` interface).
+
+    Attributes:
+        name: the endpoint.
+        labels: Series patient_id -> event (0/1): stratifies the split and is the run's ``label``.
+        table: DataFrame indexed by patient_id with ``time``, ``event``, ``treatment`` (0/1).
+        excluded: DataFrame indexed by patient_id with a ``reason`` column.
+        description: one sentence saying what the target is.
+        cutoff: always None (no time cut-off: the whole follow-up is used).
+    """
+
+    name: str
+    labels: pd.Series
+    table: pd.DataFrame
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason"]))
+    description: str = ""
+    cutoff: float | None = None
+
+    def excluded_counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.excluded["reason"].value_counts().items()}
 
 
 @runtime_checkable
@@ -72,10 +101,13 @@ class TrainerTask(Protocol):
     def summarise(self, patients: pd.DataFrame) -> dict[str, Any]: ...
 
 
-class SurvivalTask:
-    """Deep Cox task of study 004 (module docstring).
+@register_task
+class SurvivalTask(Task):
+    """Deep Cox task of study 004 (module docstring), registered as ``survival``.
 
     Args:
+        unit: must be ``patient`` (the network pools bags of a patient's slices).
+        aggregate: unused (accepted so every task is made from the same run options).
         ties: ``efron`` (default) or ``breslow``.
         predictive: train the predictive head (needs two treatments); False fits the
             prognostic score alone (log-hazard = g(x)).
@@ -86,11 +118,49 @@ class SurvivalTask:
     mode = "max"
     prediction_columns = PREDICTION_COLUMNS
 
-    def __init__(self, ties: str = "efron", predictive: bool = True):
+    def __init__(self, unit: str = "patient", aggregate: str = "mean", ties: str = "efron",
+                 predictive: bool = True):
+        if unit != "patient":
+            raise NpcaiError(f"survival task: unit {unit!r}; the survival network scores a patient from a bag "
+                             "of their slices: use the patient unit")
         if ties not in TIES:
             raise ValueError(f"ties must be one of {TIES}, not {ties!r}")
+        self.unit, self.aggregate = unit, aggregate
         self.ties = ties
         self.predictive = bool(predictive)
+
+    # ------------------------------------------------------------------ trainer hooks
+    def labels(self, clinical: pd.DataFrame, endpoint: str) -> SurvivalLabels:
+        """(time, event, treatment) of the patients with follow-up and treatment; fails in one
+        line when the cohort cannot train the model (no event, one treatment)."""
+        from npcai.survival.deep.data import check_trainable, survival_targets
+
+        targets = survival_targets(clinical, endpoint)
+        check_trainable(targets, "cohort", predictive=self.predictive)
+        table = targets.table
+        ep = targets.endpoint
+        desc = (f"survival endpoint {ep.name}: time {ep.time_column}, event {ep.event_column}; "
+                f"treatment {targets.control} (T=0) vs {targets.experimental} (T=1)")
+        return SurvivalLabels(ep.name, table["event"].astype(int), table, targets.excluded, desc)
+
+    def targets(self, endpoint: SurvivalLabels, patients) -> np.ndarray:
+        """Rows ``[time, event, T]`` (float32, (n, 3)) of ``patients``."""
+        from npcai.survival.deep.data import target_array
+
+        return target_array(endpoint.table, list(patients))
+
+    def outcome_columns(self, endpoint: SurvivalLabels, patients) -> dict[str, np.ndarray]:
+        t = endpoint.table.reindex(list(patients))
+        return {"time": t["time"].to_numpy(float), "event": t["event"].to_numpy(int),
+                "treatment": t["treatment"].to_numpy(int)}
+
+    def network(self, options: dict[str, Any], in_chans: int, *, pretrained: bool,
+                weights: str | None) -> torch.nn.Module:
+        """One backbone per input channel (sequence), attention MIL, shared trunk, two heads."""
+        from npcai.survival.deep.network import create_survival_network
+
+        return create_survival_network(options["backbone"], sequences=[f"ch{i}" for i in range(in_chans)],
+                                       pretrained=pretrained, weights=weights, dropout=float(options["dropout"]))
 
     def log_hazard(self, scores: torch.Tensor, treatment: torch.Tensor) -> torch.Tensor:
         """The fitted log-hazard: ``g + (T - 1/2) f``, or ``g`` without the predictive head."""
