@@ -124,6 +124,11 @@ class Task(ABC):
         :attr:`prediction_columns`) that :meth:`summarise` needs, e.g. time and event."""
         return {}
 
+    def outcomes(self, clinical: pd.DataFrame, endpoint: str, patients) -> dict[str, np.ndarray]:
+        """The :meth:`outcome_columns` of ``patients`` of any cohort (e.g. one predicted after
+        training), without the training checks; {} when the cohort lacks them."""
+        return {}
+
     def network(self, options: dict[str, Any], in_chans: int, *, pretrained: bool,
                 weights: str | None) -> torch.nn.Module | None:
         """The task's own network for a run's options, or None for the classifiers'."""

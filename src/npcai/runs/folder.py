@@ -56,8 +56,8 @@ KINDS = ("train", "ensemble", "predictions")
 CONFIG, SPLIT, SUMMARY, HISTORY = "config.yaml", "split.csv", "summary.json", "history.csv"
 PATIENTS, SLICES = "predictions_patients.csv", "predictions_slices.csv"
 _PATIENT_COLUMNS = ("patient_id", "split", "label", "prob")
-_SURVIVAL_PATIENT_COLUMNS = ("patient_id", "split", "label", "time", "event", "treatment", "prognostic_score",
-                             "predictive_score", "log_hazard_ccrt", "log_hazard_ic_ccrt")
+_SURVIVAL_PATIENT_COLUMNS = ("patient_id", "split", "label", "prognostic_score", "predictive_score",
+                             "log_hazard_ccrt", "log_hazard_ic_ccrt")   # + time, event, treatment when known
 # the ROI build parameters a run needs to rebuild its input for unseen patients (variant.json keys)
 ROI_SPEC_KEYS = ("variant", "region", "slices", "sequences", "timepoint", "mask", "size",
                  "min_component", "frame", "normalisation")

@@ -190,11 +190,15 @@ def _predict_train_run(config: RunConfig, cohort_dir: Path, patients: Sequence[s
                         "split": split.reindex(per_patient.index).fillna("excluded" if same else "external")
                         .to_numpy(),
                         "label": labels.reindex(per_patient.index).to_numpy()})
+    for col, values in task.outcomes(cohort.clinical(), config.endpoint, per_patient.index).items():
+        pts[col] = values            # e.g. a survival run's time, event, treatment
+    if "event" in pts.columns:
+        pts["label"] = pts["event"]
     for col in task.prediction_columns:
         pts[col] = per_patient[col].to_numpy()
     pts["n_slices"] = per_patient["n_slices"].to_numpy()
     slices.insert(2, "split", pts.set_index("patient_id")["split"].reindex(slices["patient_id"]).to_numpy())
-    slices.insert(4, "label", labels.reindex(slices["patient_id"]).to_numpy())
+    slices.insert(4, "label", pts.set_index("patient_id")["label"].reindex(slices["patient_id"]).to_numpy())
     info = {"roi": {"name": roi.root.name, "input_hash": roi.input_hash}, "skipped": skipped,
             "labels": label_note, "spacing_warning": _spacing_check(config, cohort, wanted),
             "same_cohort": same}

@@ -142,3 +142,33 @@ def test_survival_bad_input_one_line(cli, train_cohort, tmp_path):
     r = cli("train", cohort, "--roi", "pre", "--endpoint", "dfs", "--out", tmp_path / "c", *SURV)
     assert r.code == 2 and r.stderr.strip().count("\n") == 0 and "treatment" in r.stderr, r.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_predict_reproduces_training_scores_and_evaluates(cli, surv_run, tmp_path):
+    """`npcai predict` rebuilds the survival network from the run and gives the same scores."""
+    from npcai.runs.folder import read_predictions, read_run
+
+    run = surv_run.run_dir
+    cohort = read_run(run).cohort
+    r = cli("predict", run, cohort, "--out", tmp_path / "pred")
+    assert r.code == 0, r.stderr
+    trained = read_predictions(run).patients.set_index("patient_id").sort_index()
+    again = read_predictions(tmp_path / "pred").patients.set_index("patient_id").loc[trained.index]
+    for col in (*PREDICTION_COLUMNS, "time", "event", "treatment", "split"):
+        if col == "split":
+            assert (again[col] == trained[col]).all()
+        else:
+            np.testing.assert_allclose(again[col].astype(float), trained[col].astype(float), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_survival_resume_continues_with_more_epochs(cli, surv_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(surv_run.run_dir, out)
+    r = cli("train", "--config", out / "config.yaml", "--out", out, "--resume", "--epochs", "3")
+    assert r.code == 0, r.stderr
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2]
+    first = pd.read_csv(surv_run.run_dir / "history.csv")
+    np.testing.assert_allclose(history["val_c_index"].iloc[:2], first["val_c_index"])
+    assert json.loads((out / "summary.json").read_text())["task"] == "survival"

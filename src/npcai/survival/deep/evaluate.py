@@ -55,6 +55,8 @@ def _hr_per_sd(d: pd.DataFrame, score: str) -> dict[str, Any]:
     except NpcaiError as exc:
         return {"unavailable": str(exc)}
     row = fit.summary_.loc["z"]
+    if not np.isfinite([row["hr"], row["hr_low"], row["hr_high"]]).all():
+        return {"unavailable": f"the Cox model of {score} has no finite hazard ratio (too few events)"}
     return {"hr": float(row["hr"]), "hr_low": float(row["hr_low"]), "hr_high": float(row["hr_high"]),
             "p": float(row["p"]), "sd": sd}
 
@@ -101,6 +103,10 @@ def evaluate_survival_run(run_dir: str | Path | RunFolder, *, write: bool = True
     pats = run.patients
     if "prognostic_score" not in pats.columns:
         raise NpcaiError(f"{run.path}: not a survival run (no prognostic_score among its predictions)")
+    lacking = [c for c in ("time", "event", "treatment") if c not in pats.columns]
+    if lacking:
+        raise NpcaiError(f"{run.path}: the predicted patients have no {', '.join(lacking)} (the cohort lacks the "
+                         f"endpoint {run.endpoint!r} or a treatment column); evaluation needs their follow-up")
     present = list(dict.fromkeys(pats["split"].astype(str)))
     order = [s for s in SPLIT_ORDER if s in present] + sorted(s for s in present if s not in SPLIT_ORDER)
     metrics: dict[str, Any] = {"run": run.name, "kind": run.config.kind, "task": "survival",

@@ -154,6 +154,20 @@ class SurvivalTask(Task):
         return {"time": t["time"].to_numpy(float), "event": t["event"].to_numpy(int),
                 "treatment": t["treatment"].to_numpy(int)}
 
+    def outcomes(self, clinical: pd.DataFrame, endpoint: str, patients) -> dict[str, np.ndarray]:
+        """time, event, treatment of ``patients`` of a predicted cohort (NaN where unknown); {}
+        when the cohort has no follow-up or treatment columns (predictions still stand)."""
+        from npcai.survival.deep.data import survival_targets
+
+        try:
+            table = survival_targets(clinical, endpoint).table
+        except NpcaiError as exc:
+            log.warning("%s: no outcomes for evaluation", exc)
+            return {}
+        t = table.reindex(list(patients))
+        return {"time": t["time"].to_numpy(float), "event": t["event"].to_numpy(float),
+                "treatment": t["treatment"].to_numpy(float)}
+
     def network(self, options: dict[str, Any], in_chans: int, *, pretrained: bool,
                 weights: str | None) -> torch.nn.Module:
         """One backbone per input channel (sequence), attention MIL, shared trunk, two heads."""
