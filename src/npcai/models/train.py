@@ -33,7 +33,8 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import file_sha256
 from npcai.progress import progress_enabled, track
 
-__all__ = ["TrainConfig", "TrainResult", "train", "predict_rows", "UNITS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "predict_rows", "labelled_patients", "LabelledPatients",
+           "UNITS"]
 
 log = logging.getLogger(__name__)
 UNITS = ("image", "patient")
@@ -60,6 +61,11 @@ class TrainConfig:
         val_fraction, test_fraction: validation share of the training patients; test share of all.
         split_from: reuse this run's split.csv.
         where: a pandas query selecting patients (e.g. ``treatment == "CCRT"``).
+        test_where: a filter whose matching patients all go to the test cohort (split
+            ``test_external``) and none to training or validation (e.g. ``centre != "C1"``).
+        folds: K >= 2 for patient-level stratified K-fold cross-validation
+            (:func:`npcai.models.folds.train_folds`); None = one train/val/test split.
+        fold_seed: seeds the fold assignment (the validation split of each fold uses ``seed``).
         aggregate: slice -> patient probability (``mean``, ``max``, ``area-weighted``), image unit.
         pooling: MIL pooling (``mean``, ``attention``), patient unit.
         bag_size: slices per training bag (patient unit).
@@ -88,6 +94,9 @@ class TrainConfig:
     test_fraction: float = 0.2
     split_from: str | None = None
     where: str | None = None
+    test_where: str | None = None
+    folds: int | None = None
+    fold_seed: int = 0
     aggregate: str = "mean"
     pooling: str = "mean"
     bag_size: int = 8
@@ -115,6 +124,9 @@ class TrainConfig:
             (0 < self.val_fraction < 1, f"--val-fraction {self.val_fraction}: must be in (0, 1)"),
             (0 < self.test_fraction < 1, f"--test-fraction {self.test_fraction}: must be in (0, 1)"),
             (self.bag_size >= 1, f"--bag-size {self.bag_size}: must be at least 1"),
+            (self.folds is None or self.folds >= 2, f"--folds {self.folds}: cross-validation needs at least 2"),
+            (not (self.folds and self.test_where), "folds with a test filter: cross-validate inside one "
+             "cohort, or use the test filter with a single split (not both)"),
             (not (self.pretrained and self.weights), "pass either --pretrained or --weights PATH, not both"),
         ]
         for ok, msg in checks:
@@ -154,9 +166,22 @@ class _Prepared:
     endpoint: Any
 
 
-def _prepare(cfg: TrainConfig, cohort, roi) -> _Prepared:
+@dataclass
+class LabelledPatients:
+    """The patients a run can use: endpoint labels (``--where`` applied, patients without ROI
+    slices dropped), the reasons others were excluded, and the centre strata."""
+
+    clinical: pd.DataFrame
+    labels: pd.Series
+    excluded: dict[str, int]
+    endpoint: Any
+    strata: pd.Series | None
+
+
+def labelled_patients(cfg: TrainConfig, cohort, roi) -> LabelledPatients:
+    """Labels of ``cfg.endpoint`` for the patients of ``cohort`` that pass ``cfg.where`` and
+    have slices in ``roi`` (shared by single-split and cross-validated training)."""
     from npcai.cohort.endpoints import endpoint_labels, filter_patients
-    from npcai.cohort.splits import reuse_split, split_patients
 
     clinical = filter_patients(cohort.clinical(), cfg.where)
     ep = endpoint_labels(clinical, cfg.endpoint)
@@ -172,11 +197,26 @@ def _prepare(cfg: TrainConfig, cohort, roi) -> _Prepared:
     strata = None
     if cfg.stratify_centre and "centre" in clinical.columns:
         strata = clinical["centre"].reindex(labels.index)
-    if cfg.split_from:
+    return LabelledPatients(clinical, labels, excluded, ep, strata)
+
+
+def _prepare(cfg: TrainConfig, cohort, roi, given_split: pd.Series | None = None) -> _Prepared:
+    from npcai.cohort.endpoints import filter_patients
+    from npcai.cohort.splits import reuse_split, split_patients
+
+    lp = labelled_patients(cfg, cohort, roi)
+    clinical, labels, excluded, ep, strata = lp.clinical, lp.labels, lp.excluded, lp.endpoint, lp.strata
+    if given_split is not None:
+        split = given_split.reindex(labels.index)
+        if split.isna().any():
+            raise NpcaiError(f"given split: {int(split.isna().sum())} labelled patients have no split "
+                             f"(e.g. {split.index[split.isna()][0]})")
+    elif cfg.split_from:
         split = reuse_split(cfg.split_from, labels)
     else:
+        external = filter_patients(clinical, cfg.test_where).index if cfg.test_where else None
         split = split_patients(labels, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                               seed=cfg.seed, strata=strata)
+                               seed=cfg.seed, strata=strata, external=external)
     for name in ("train", "val"):
         sub = labels[split == name]
         if sub.nunique() < 2:
@@ -321,7 +361,8 @@ def _loggers(work: Path, mlflow: bool, run_name: str):
 
 # ---------------------------------------------------------------------------- main
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-          mlflow: bool = False, callbacks: list | None = None) -> TrainResult:
+          mlflow: bool = False, callbacks: list | None = None,
+          split: pd.Series | None = None) -> TrainResult:
     """Train a classifier and write a complete run folder to ``out``.
 
     Model selection (early stopping, best checkpoint) sees only validation patients; the
@@ -335,6 +376,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         overwrite: replace an existing ``out``.
         mlflow: also log metrics to MLflow (needs the mlflow package).
         callbacks: extra Lightning callbacks (e.g. for tests).
+        split: a precomputed patient -> split Series (train/val/test) instead of drawing one
+            (used by :func:`npcai.models.folds.train_folds` for each fold).
 
     Returns:
         :class:`TrainResult` with the test AUC over test patients and the selected epoch.
@@ -360,7 +403,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     out = Path(out).resolve()
     cohort = Cohort.load(cfg.cohort)
     roi = RoiDataset.open(cfg.cohort, cfg.roi)
-    prep = _prepare(cfg, cohort, roi)
+    if cfg.folds:
+        raise NpcaiError("folds: a cross-validated run is trained by npcai.models.folds.train_folds")
+    prep = _prepare(cfg, cohort, roi, split)
     n_chans, cache_size = int(roi.images.shape[1]), int(roi.images.shape[-1])
     size = cfg.size if cfg.size and cfg.size != cache_size else None
     net_size = size or cache_size
@@ -464,14 +509,15 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     split_df = pd.DataFrame({"patient_id": prep.labels.index, "split": prep.split.reindex(prep.labels.index).to_numpy(),
                              "label": prep.labels.to_numpy()})
     counts = {}
-    for name in ("train", "val", "test"):
+    for name in ("train", "val", "test") + (("test_external",) if (split_df["split"] == "test_external").any()
+                                            else ()):
         sub = split_df[split_df["split"] == name]
         counts[name] = {"patients": int(len(sub)), "label_0": int((sub["label"] == 0).sum()),
                         "label_1": int((sub["label"] == 1).sum()),
                         "slices": int((prep.index["split"] == name).sum())}
     summary = {
         "endpoint": cfg.endpoint, "endpoint_description": prep.endpoint.description,
-        "endpoint_cutoff_months": prep.endpoint.cutoff, "where": cfg.where,
+        "endpoint_cutoff_months": prep.endpoint.cutoff, "where": cfg.where, "test_where": cfg.test_where,
         "splits": counts,
         "excluded": {"count": int(sum(prep.excluded.values())), "reasons": prep.excluded},
         "best_epoch": int(best_epoch), "val_auc": val_auc, "epochs_run": int(len(history)),
@@ -496,6 +542,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
                                                           "timepoint", "mask", "size", "normalisation")
                            if k in roi.params}},
         "reproduce": f"npcai train --config {out / 'config.yaml'} --out NEW_RUN",
+        "split_source": "given (one fold of a cross-validated run: reproduce the parent run)" if split is not None
+        else ("reused from " + str(cfg.split_from) if cfg.split_from else "drawn from the seed"),
     }
     write_csv(work / "split.csv", split_df)
     write_csv(work / "predictions_slices.csv", pred_slices)

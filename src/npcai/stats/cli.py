@@ -21,13 +21,66 @@ def evaluate(
 ) -> None:
     """Evaluate a run on its test patients: AUC with DeLong CI, metrics at the threshold fixed on validation patients (Wilson CIs), confusion matrix, C-index, calibration, TNM baseline; writes RUN/metrics.json and RUN/figures/."""
     from rich.console import Console
-    from rich.table import Table
 
+    from npcai.models.folds import is_cv_run
     from npcai.progress import show_progress
     from npcai.stats.evaluate import evaluate_run
 
+    if is_cv_run(run):
+        _print_cv(run)
+        return
     with show_progress():
         m = evaluate_run(run, split, threshold=threshold, n_boot=n_boot, seed=seed, figures=figures)
+    _print_metrics(m)
+    external = None
+    if split == "test" and (_has_split(run, "test_external")):
+        with show_progress():
+            external = evaluate_run(run, "test_external", threshold=threshold, n_boot=n_boot, seed=seed,
+                                    figures=figures)
+        _print_metrics(external)
+    sfx = "" if split == "test" else f"_{split}"
+    Console().print(f"wrote {run / f'metrics{sfx}.json'}" + (", metrics_test_external.json" if external else "") +
+                    (f", {run / 'figures'}/roc{sfx}.png, confusion{sfx}.png" if figures else ""))
+
+
+def _has_split(run: Path, split: str) -> bool:
+    """Whether the run's predictions hold patients of ``split`` (e.g. the external test cohort)."""
+    from npcai.stats.runfolder import read_run
+
+    return bool((read_run(run).patients["split"] == split).any())
+
+
+def _print_cv(run: Path) -> None:
+    """`npcai evaluate` of a cross-validated run: pooled out-of-fold AUC and the folds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.models.folds import evaluate_cv
+
+    ev = evaluate_cv(run)
+    a = ev.pooled_auc
+    t = Table(title=f"{ev.run}: {len(ev.folds)}-fold cross-validation, {ev.n_patients} patients "
+                    f"({ev.n_label_1} label 1), endpoint {ev.endpoint}")
+    t.add_column("metric")
+    t.add_column("value (95% CI)")
+    t.add_column("note")
+    t.add_row("AUC, pooled out-of-fold", f"{a.auc:.3f} ({a.low:.3f}-{a.high:.3f})",
+              "DeLong; every patient predicted by the fold model that did not see it")
+    t.add_row("AUC per fold, mean ± SD", f"{ev.fold_auc_mean:.3f} ± {ev.fold_auc_sd:.3f}",
+              ", ".join(f"fold {int(r.fold)} {r.auc:.3f} (n {int(r.n)})" for r in ev.folds.itertuples()))
+    b = ev.binary
+    for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+        p = getattr(b, key)
+        t.add_row(key, "undefined" if p.value is None else f"{p.value:.3f} ({p.low:.3f}-{p.high:.3f})",
+                  f"{p.k}/{p.n}; Wilson; thresholds fixed per fold on its validation patients")
+    Console().print(t)
+    Console().print(f"wrote {run / 'metrics.json'}")
+
+
+def _print_metrics(m: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     con = Console()
     t = Table(title=f"{m['run']}: {m['split']} split, {m['n_patients']} patients "
                     f"({m['n_label_1']} label 1, {m['n_label_0']} label 0), endpoint {m['endpoint']}")
@@ -82,9 +135,6 @@ def evaluate(
     if "unavailable" in tnm:
         t.add_row("TNM baseline", "-", tnm["unavailable"])
     con.print(t)
-    sfx = "" if split == "test" else f"_{split}"
-    con.print(f"wrote {run / f'metrics{sfx}.json'}" +
-              (f", {run / 'figures'}/roc{sfx}.png, confusion{sfx}.png" if figures else ""))
 
 
 def compare(
@@ -96,7 +146,8 @@ def compare(
                                          "same backbone, different dataset (or the reverse with "
                                          "--group-by backbone)."),
     unpaired: bool = typer.Option(False, help="Use the unpaired DeLong test (runs on different patients)."),
-    split: str = typer.Option("test", help="Split compared."),
+    split: str = typer.Option(None, help="Split compared (default: test; oof, the out-of-fold "
+                                         "predictions, when every run is cross-validated)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
 ) -> None:
     """Compare runs as study 000's Table 3 (sensitivity, specificity, F1, precision, AUC with CI, aAUC ± SD per dataset), with DeLong tests between runs and one ROC figure per dataset."""
@@ -104,8 +155,13 @@ def compare(
     from rich.table import Table
 
     from npcai.progress import show_progress
+    from npcai.models.folds import check_same_folds, is_cv_run
     from npcai.stats.compare import compare_runs, parse_pairs, write_compare
 
+    if split is None:
+        split = "oof" if all(is_cv_run(r) for r in runs) else "test"
+    if split == "oof" and not unpaired:
+        check_same_folds(runs)
     with show_progress():
         res = compare_runs(runs, group_by=group_by, split=split, pairs=parse_pairs(pairs),
                            unpaired=unpaired)

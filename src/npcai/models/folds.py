@@ -1,0 +1,410 @@
+"""Patient-level stratified K-fold cross-validation: K ordinary runs and the out-of-fold
+predictions of every patient.
+
+Each fold's patients are held out (split ``test`` of that fold's run); the fold's validation
+patients — early stopping, checkpoint selection and the decision threshold — are carved from
+the *other* folds, so nothing about a held-out patient selects anything. Every labelled
+patient is predicted exactly once, by the model that never saw it.
+
+::
+
+    RUN/
+      config.yaml                 kind: cv; options (TrainConfig, with folds and fold_seed), fold source
+      split.csv                   patient_id, split (= oof), fold (1..K), label
+      predictions_patients.csv    patient_id, split (= oof), fold, label, prob, n_slices, threshold
+      predictions_slices.csv      the folds' held-out slices with split = oof and fold
+      summary.json                per fold: patients, positives, best epoch, validation AUC, held-out AUC
+      folds/fold1 .. foldK/       one complete `npcai train` run folder per fold
+
+``threshold`` is the Youden threshold of the patient's fold, fixed on that fold's validation
+patients. :func:`evaluate_cv` reports the pooled out-of-fold AUC with its DeLong CI, the
+per-fold AUC mean ± SD and the binary metrics at the folds' own thresholds.
+
+Examples:
+    >>> cfg = TrainConfig(cohort="cohort", roi="seg", endpoint="pfs-median", backbone="resnet18",
+    ...                   pretrained=False, epochs=5, folds=5)          # doctest: +SKIP
+    >>> cv = train_folds(cfg, "runs/cv5")                               # doctest: +SKIP
+    >>> evaluate_cv("runs/cv5").pooled_auc                              # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from npcai.errors import NpcaiError
+from npcai.progress import track
+
+__all__ = ["CvResult", "CvEvaluation", "train_folds", "evaluate_cv", "is_cv_run", "fold_table",
+           "oof_metrics", "check_same_folds", "fold_run_dirs", "CV_KIND", "OOF"]
+
+log = logging.getLogger(__name__)
+CV_KIND = "cv"
+OOF = "oof"
+
+
+@dataclass
+class CvResult:
+    """What :func:`train_folds` returns."""
+
+    run_dir: Path
+    n_patients: int
+    n_positive: int
+    fold_aucs: list[float]
+    oof_auc: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CvEvaluation:
+    """Metrics of a cross-validated run (the content of its ``metrics.json``).
+
+    Attributes:
+        pooled_auc: out-of-fold AUC over all patients with DeLong SE and 95% CI
+            (:class:`npcai.stats.auc.AucResult`).
+        folds: one row per fold: fold, n, n_pos, auc (held-out patients), threshold.
+        fold_auc_mean, fold_auc_sd: mean and SD (n - 1) of the per-fold AUCs.
+        binary: :class:`npcai.stats.binary.BinaryMetrics` of the pooled patients, each called
+            label 1 when its probability exceeds its own fold's validation threshold.
+    """
+
+    run: str
+    endpoint: str | None
+    n_patients: int
+    n_label_1: int
+    pooled_auc: Any
+    folds: pd.DataFrame
+    fold_auc_mean: float
+    fold_auc_sd: float
+    binary: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "split": OOF, "endpoint": self.endpoint, "n_patients": self.n_patients,
+                "n_label_1": self.n_label_1, "n_label_0": self.n_patients - self.n_label_1,
+                "patient": {"auc": self.pooled_auc.to_dict()},
+                "folds": self.folds.to_dict(orient="records"),
+                "fold_auc": {"mean": self.fold_auc_mean, "sd": self.fold_auc_sd, "k": int(len(self.folds))},
+                "threshold": {"source": "per fold: Youden's J on that fold's validation patients",
+                              "values": self.folds["threshold"].tolist()},
+                "binary": {**self.binary.to_dict(), "threshold": "per fold (see threshold.values)"}}
+
+
+# ---------------------------------------------------------------------------- reading
+def _config(run_dir: Path) -> dict[str, Any]:
+    from npcai.models.run import read_config
+
+    return read_config(run_dir)
+
+
+def is_cv_run(run_dir: str | Path) -> bool:
+    """True for a run folder written by :func:`train_folds` (``kind: cv``)."""
+    path = Path(run_dir)
+    return (path / "config.yaml").is_file() and _config(path).get("kind") == CV_KIND
+
+
+def fold_run_dirs(run_dir: str | Path) -> list[Path]:
+    """The fold run folders of a cross-validated run, fold 1 first."""
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    if cfg.get("kind") != CV_KIND:
+        raise NpcaiError(f"{run_dir}: not a cross-validated run (kind {cfg.get('kind')!r})")
+    return [run_dir / p for p in cfg["fold_runs"]]
+
+
+def _oof_predictions(run_dir: Path) -> pd.DataFrame:
+    from npcai.stats.runfolder import read_run
+
+    pred = read_run(run_dir).patients
+    if "fold" not in pred.columns or not (pred["split"] == OOF).all():
+        raise NpcaiError(f"{run_dir / 'predictions_patients.csv'}: not out-of-fold predictions "
+                         f"(need split {OOF} and a fold column); re-run `npcai train --folds K`")
+    return pred
+
+
+# ---------------------------------------------------------------------------- training
+def _workdir(out: Path, resume: bool, overwrite: bool) -> Path:
+    from npcai.models.run import copy_for_resume, partial_dir
+
+    work = partial_dir(out)
+    if resume:
+        if work.is_dir():
+            log.info("resuming the interrupted cross-validation in %s", work)
+            return work
+        if (out / "config.yaml").is_file():
+            copy_for_resume(out, work)
+            return work
+        raise NpcaiError(f"{out}: nothing to resume; train without resume")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise NpcaiError(f"{out}: folder exists and is not empty; overwrite it, resume it or choose another "
+                         f"output folder")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work
+
+
+def _fold_assignment(cfg, lp, work: Path, folds_from) -> tuple[pd.Series, str]:
+    from npcai.cohort.splits import assign_folds, read_split, reuse_folds
+
+    if folds_from is not None:
+        folds = reuse_folds(folds_from, lp.labels)
+        source = f"reused from {Path(folds_from).resolve()}"
+        if folds.nunique() != cfg.folds:
+            raise NpcaiError(f"{folds_from}: has {folds.nunique()} folds for these patients, not {cfg.folds}; "
+                             f"use the same number of folds")
+    else:
+        folds = assign_folds(lp.labels, cfg.folds, seed=cfg.fold_seed, strata=lp.strata)
+        source = f"stratified by label{' and centre' if lp.strata is not None else ''}, seed {cfg.fold_seed}"
+    if (work / "split.csv").is_file():      # resume: the folds of the interrupted run
+        before = read_split(work)["fold"].astype(int)
+        if not before.sort_index().equals(folds.sort_index()):
+            raise NpcaiError(f"{work}: the interrupted run has other folds than these options give; "
+                             f"train again without resume")
+    return folds, source
+
+
+def _youden(val: pd.DataFrame, fold: int) -> float:
+    from npcai.stats.auc import youden_threshold
+
+    try:
+        return float(youden_threshold(val["label"].to_numpy(), val["prob"].to_numpy(),
+                                      what=f"fold {fold} validation threshold").threshold)
+    except NpcaiError as exc:
+        log.warning("fold %d: %s; its threshold is 0.5", fold, exc)
+        return 0.5
+
+
+def train_folds(config, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+                mlflow: bool = False, callbacks: list | None = None,
+                folds_from: str | os.PathLike | None = None) -> CvResult:
+    """K-fold cross-validation of ``config`` (``config.folds`` = K) into the run folder ``out``.
+
+    Args:
+        config: :class:`npcai.models.train.TrainConfig` with ``folds`` >= 2.
+        out: the cross-validated run folder (built in ``.OUT.partial`` and renamed when complete).
+        resume: continue an interrupted cross-validation (finished folds are kept).
+        overwrite: replace an existing ``out``.
+        mlflow: log each fold to MLflow too.
+        callbacks: extra Lightning callbacks given to every fold's training (e.g. for tests).
+        folds_from: reuse the fold assignment of this earlier cross-validated run, so that runs
+            are compared on the same folds.
+
+    Returns:
+        :class:`CvResult`.
+    """
+    from npcai.cohort.model import Cohort
+    from npcai.cohort.splits import fold_split
+    from npcai.imaging.roi_cache import RoiDataset
+    from npcai.models.run import RUN_FORMAT, package_versions, read_config, write_csv, write_json, write_yaml
+    from npcai.models.train import labelled_patients, train
+    from npcai.stats.auc import roc_auc
+    from npcai.stats.runfolder import read_run
+
+    cfg = config.validate()
+    if not cfg.folds:
+        raise NpcaiError("folds: give the number of folds (at least 2) for cross-validation")
+    out = Path(out).resolve()
+    cohort = Cohort.load(cfg.cohort)
+    roi = RoiDataset.open(cfg.cohort, cfg.roi)
+    lp = labelled_patients(cfg, cohort, roi)
+    work = _workdir(out, resume, overwrite)
+    folds, source = _fold_assignment(cfg, lp, work, folds_from)
+    split_df = pd.DataFrame({"patient_id": folds.index, "split": OOF, "fold": folds.to_numpy(),
+                             "label": lp.labels.reindex(folds.index).to_numpy()})
+    write_csv(work / "split.csv", split_df)
+
+    fold_cfg = dataclasses.replace(cfg, folds=None, split_from=None, test_where=None)
+    patients, slices, rows = [], [], []
+    for k in track(range(1, cfg.folds + 1), f"Cross-validation ({cfg.folds} folds)"):
+        fold_dir = work / "folds" / f"fold{k}"
+        if not (resume and (fold_dir / "summary.json").is_file()):
+            split = fold_split(folds, k, lp.labels, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                               strata=lp.strata)
+            from npcai.models.run import partial_dir
+
+            again = resume and (partial_dir(fold_dir) / "checkpoints" / "last.ckpt").is_file()
+            train(fold_cfg, fold_dir, resume=again, overwrite=True, mlflow=mlflow, callbacks=callbacks,
+                  split=split)
+        run = read_run(fold_dir)
+        p = run.patients
+        held = p[p["split"] == "test"]
+        if set(held["patient_id"]) != set(folds.index[folds == k]):
+            raise NpcaiError(f"{fold_dir}: its held-out patients are not fold {k}; train again without resume")
+        threshold = _youden(p[p["split"] == "val"], k)
+        patients.append(held.assign(split=OOF, fold=k, threshold=threshold))
+        if run.slices is not None:
+            sl = run.slices
+            slices.append(sl[sl["split"] == "test"].assign(split=OOF, fold=k))
+        summ = read_config(fold_dir)  # fold config (for the ROI block of the parent's config)
+        fsum = _json(fold_dir / "summary.json")
+        auc = roc_auc(held["label"], held["prob"]) if held["label"].nunique() == 2 else float("nan")
+        rows.append({"fold": k, "run": f"folds/fold{k}", "patients": int(len(held)),
+                     "label_1": int(held["label"].sum()), "best_epoch": fsum.get("best_epoch"),
+                     "val_auc": fsum.get("val_auc"), "val_patients": fsum["splits"]["val"]["patients"],
+                     "train_patients": fsum["splits"]["train"]["patients"], "auc": float(auc),
+                     "threshold": threshold})
+    oof = pd.concat(patients, ignore_index=True).sort_values("patient_id")
+    cols = ["patient_id", "split", "fold", "label", "prob", "n_slices", "threshold"]
+    oof = oof[[c for c in cols if c in oof.columns]]
+    pooled = roc_auc(oof["label"], oof["prob"])
+    aucs = [r["auc"] for r in rows]
+    summary = {
+        "endpoint": cfg.endpoint, "where": cfg.where, "folds": cfg.folds, "fold_seed": cfg.fold_seed,
+        "fold_source": source, "patients": int(len(oof)), "label_1": int(oof["label"].sum()),
+        "excluded": {"count": int(sum(lp.excluded.values())), "reasons": lp.excluded},
+        "per_fold": rows, "oof_auc": float(pooled),
+        "fold_auc_mean": float(np.nanmean(aucs)), "fold_auc_sd": float(np.nanstd(aucs, ddof=1)),
+        "selection": "each fold: best epoch and threshold on validation patients carved from the other folds; "
+                     "its held-out patients predicted once after selection",
+    }
+    config_doc = {
+        "format": RUN_FORMAT, "kind": CV_KIND, "options": dataclasses.asdict(cfg),
+        "folds": {"k": cfg.folds, "seed": cfg.fold_seed, "source": source},
+        "fold_runs": [r["run"] for r in rows], "seed": cfg.seed, "versions": package_versions(),
+        "cohort": summ.get("cohort"), "roi": summ.get("roi"),
+        "reproduce": f"npcai train --config {out / 'config.yaml'} --out NEW_RUN"
+                     + (f" --folds-from {out}" if folds_from is not None else ""),
+    }
+    write_csv(work / "predictions_patients.csv", oof)
+    if slices:
+        write_csv(work / "predictions_slices.csv", pd.concat(slices, ignore_index=True).sort_values("roi_row"))
+    write_json(work / "summary.json", summary)
+    write_yaml(work / "config.yaml", config_doc)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    return CvResult(out, int(len(oof)), int(oof["label"].sum()), aucs, float(pooled), summary)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------- evaluation
+def fold_table(pred: pd.DataFrame) -> pd.DataFrame:
+    """Per fold: n, n_pos and the AUC of its held-out patients (NaN when one class)."""
+    from npcai.stats.auc import roc_auc
+
+    rows = []
+    for k, g in pred.groupby("fold", sort=True):
+        auc = roc_auc(g["label"], g["prob"]) if g["label"].nunique() == 2 else float("nan")
+        rows.append({"fold": int(k), "n": int(len(g)), "n_pos": int(g["label"].sum()), "auc": float(auc),
+                     "threshold": float(g["threshold"].iloc[0]) if "threshold" in g else float("nan")})
+    return pd.DataFrame(rows, columns=["fold", "n", "n_pos", "auc", "threshold"])
+
+
+def _called_positive(pred: pd.DataFrame) -> np.ndarray:
+    """1 where the probability exceeds the patient's own fold threshold."""
+    if "threshold" not in pred.columns:
+        raise NpcaiError("out-of-fold predictions: no threshold column; re-run `npcai train --folds K`")
+    return (pred["prob"].to_numpy() > pred["threshold"].to_numpy()).astype(float)
+
+
+def evaluate_cv(run_dir: str | Path, *, write: bool = True) -> CvEvaluation:
+    """Pooled out-of-fold AUC (DeLong CI), per-fold AUC mean ± SD and binary metrics at the
+    folds' validation thresholds; writes ``RUN/metrics.json`` when ``write``."""
+    import json
+
+    from npcai.fsutil import atomic_write_text
+    from npcai.stats.auc import auc_ci
+    from npcai.stats.binary import binary_metrics
+
+    run_dir = Path(run_dir)
+    cfg = _config(run_dir)
+    pred = _oof_predictions(run_dir)
+    y = pred["label"].to_numpy()
+    pooled = auc_ci(y, pred["prob"].to_numpy(), what="pooled out-of-fold AUC", ids=list(pred["patient_id"]))
+    table = fold_table(pred)
+    aucs = table["auc"].dropna()
+    binary = binary_metrics(y, _called_positive(pred), 0.5)
+    ev = CvEvaluation(run=run_dir.resolve().name, endpoint=cfg.get("options", {}).get("endpoint"),
+                      n_patients=int(len(y)), n_label_1=int(y.sum()), pooled_auc=pooled, folds=table,
+                      fold_auc_mean=float(aucs.mean()) if len(aucs) else float("nan"),
+                      fold_auc_sd=float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan"), binary=binary)
+    if write:
+        atomic_write_text(run_dir / "metrics.json", json.dumps(_jsonable(ev.to_dict()), indent=1))
+    return ev
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def oof_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A study's results-row metrics of out-of-fold predictions (``split == "oof"``): pooled
+    AUC with DeLong CI, per-fold AUC mean and SD, confusion at the folds' own validation
+    thresholds, and Harrell's C against ``survival`` (time, event by patient_id) when given."""
+    from npcai.stats.auc import auc_ci
+    from npcai.stats.binary import binary_metrics
+
+    oof = pred[pred["split"] == OOF]
+    y = oof["label"].to_numpy().astype(int)
+    out: dict[str, Any] = {"n_test": int(len(oof)), "n_pos": int(y.sum()), "threshold": float("nan")}
+    try:
+        a = auc_ci(y, oof["prob"].to_numpy(), what="pooled out-of-fold AUC")
+        out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
+    except NpcaiError as exc:
+        log.warning("pooled out-of-fold AUC left empty: %s", exc)
+    table = fold_table(oof)
+    aucs = table["auc"].dropna()
+    out.update(fold_auc_mean=float(aucs.mean()) if len(aucs) else float("nan"),
+               fold_auc_sd=float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan"), n_folds=int(len(table)))
+    if "threshold" in oof.columns and len(oof):
+        bm = binary_metrics(y, _called_positive(oof), 0.5)
+        cm = bm.confusion
+        val = lambda m: m.value if m.value is not None else float("nan")  # noqa: E731
+        out.update(tp=cm.tp, fp=cm.fp, tn=cm.tn, fn=cm.fn, sensitivity=val(bm.sensitivity),
+                   specificity=val(bm.specificity), precision=val(bm.ppv), ppv=val(bm.ppv), npv=val(bm.npv),
+                   accuracy=val(bm.accuracy), f1=bm.f1 if bm.f1 is not None else float("nan"))
+    if survival is not None and len(oof):
+        from npcai.stats.concordance import harrell_c
+
+        s = survival.reindex(oof["patient_id"])
+        ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
+        if ok.sum() >= 2 and s["event"][ok].sum() > 0:
+            try:
+                c = harrell_c(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
+                              oof["prob"].to_numpy()[ok])
+                out.update(c_index=c.c_index, c_low=c.low, c_high=c.high)
+            except NpcaiError as exc:
+                log.warning("out-of-fold C-index left empty: %s", exc)
+    return out
+
+
+def check_same_folds(run_dirs: list[str | Path]) -> None:
+    """Refuse (one line) cross-validated runs whose patients or folds differ: a paired
+    comparison of out-of-fold predictions needs every patient held out by the same fold."""
+    from npcai.cohort.splits import read_split
+
+    first = None
+    for d in run_dirs:
+        if not is_cv_run(d):
+            raise NpcaiError(f"{d}: not a cross-validated run; compare out-of-fold predictions only "
+                             f"between runs trained with folds")
+        folds = read_split(d)["fold"].astype(int).sort_index()
+        if first is None:
+            first = (Path(d), folds)
+            continue
+        if not folds.equals(first[1]):
+            common = folds.index.intersection(first[1].index)
+            moved = int((folds.loc[common] != first[1].loc[common]).sum())
+            raise NpcaiError(f"runs {first[0].name} and {Path(d).name} were cross-validated on different folds "
+                             f"({moved} patients in another fold, {len(folds.index.symmetric_difference(first[1].index))} "
+                             f"in only one run); train the second with folds reused from the first")
