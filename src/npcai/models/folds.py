@@ -362,7 +362,7 @@ def oof_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> dic
         out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
     except NpcaiError as exc:
         log.warning("pooled out-of-fold AUC left empty: %s", exc)
-    table = fold_table(oof)
+    table = fold_table(oof) if "fold" in oof.columns else fold_table(oof.iloc[:0].assign(fold=0))
     aucs = table["auc"].dropna()
     out.update(fold_auc_mean=float(aucs.mean()) if len(aucs) else float("nan"),
                fold_auc_sd=float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan"), n_folds=int(len(table)))

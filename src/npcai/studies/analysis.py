@@ -29,6 +29,8 @@ from npcai.studies.schema import ResolvedStudy
 __all__ = ["StudyAnalysis", "analyse_study", "model_metrics", "read_predictions"]
 
 log = logging.getLogger(__name__)
+#: the splits a model is evaluated on: the test patients, or every patient out of fold (CV runs)
+EVALUATED = ("test", "oof")
 
 
 @dataclass
@@ -80,6 +82,10 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
 
     from npcai.studies.backend import c_index_ci
 
+    if (pred["split"] == "oof").any():      # a cross-validated run: pooled out-of-fold metrics
+        from npcai.models.folds import oof_metrics
+
+        return oof_metrics(pred, survival)
     val = pred[pred["split"] == "val"]
     test = pred[pred["split"] == "test"]
     out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
@@ -192,7 +198,7 @@ def _split_table(steps, preds, subsets) -> pd.DataFrame:
     rows = []
     for sub, key in _first_runs(steps).items():
         p = preds[key]
-        for split in ("train", "val", "test"):
+        for split in [x for x in ("train", "val", "test", "test_external", "oof") if (p["split"] == x).any()]:
             q = p[p["split"] == split]
             rows.append({"Subset": subsets[sub].label or sub, "Split": split, "Patients": len(q),
                          "Label 1": int(q["label"].sum()), "Label 0": int((q["label"] == 0).sum())})
@@ -229,7 +235,7 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFra
     rows = []
 
     def test(pa: pd.DataFrame, pb: pd.DataFrame, name_a: str, name_b: str, ctx: dict) -> None:
-        ta, tb = pa[pa["split"] == "test"], pb[pb["split"] == "test"]
+        ta, tb = pa[pa["split"].isin(EVALUATED)], pb[pb["split"].isin(EVALUATED)]
         m = ta.merge(tb, on="patient_id", suffixes=("_a", "_b"))
         row = {**ctx, "Model A": name_a, "Model B": name_b, "Paired test patients": len(m)}
         if len(m) < len(ta) or len(m) < len(tb):
@@ -270,7 +276,8 @@ def _table1(cohort_dir: Path, clinical: pd.DataFrame, preds, first) -> pd.DataFr
     from npcai.studies.backend import table1
 
     key = next(iter(first.values()))
-    split = preds[key].set_index("patient_id")["split"]
+    pred = preds[key].set_index("patient_id")
+    split = pred["split"] if "fold" not in pred else "fold " + pred["fold"].astype(str)
     return table1(clinical, split)
 
 
@@ -285,7 +292,7 @@ def _oracle(cohort_dir: Path, resolved: ResolvedStudy, preds, first) -> dict[str
 
     out: dict[str, Any] = {"whole_cohort_auc": whole, "subsets": {}}
     for sub, key in first.items():
-        test = preds[key][preds[key]["split"] == "test"]
+        test = preds[key][preds[key]["split"].isin(EVALUATED)]
         sc = score.reindex(test["patient_id"])
         ok = sc.notna().to_numpy()
         try:
