@@ -33,10 +33,20 @@ def run(
                                                           "steps inside it are reused."),
     preset: Optional[str] = typer.Option(None, "--preset", help="paper = the seed's settings (the default "
                                                                "when the study has it); fast = small backbones "
-                                                               "and resolution for a CPU."),
+                                                               "and resolution for a CPU; fast-cv = fast with "
+                                                               "5-fold cross-validation (peritumoral)."),
     backbones: Optional[str] = typer.Option(None, "--backbones", help="Comma-separated timm backbones, "
                                                                      "overriding the preset (e.g. resnet18,efficientnet_b0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's maximum epochs."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help="Override the ROI and network input size (px)."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Cross-validate every run on K patient-level "
+                                                                   "folds (shared by all runs) instead of one test split."),
+    rois: Optional[str] = typer.Option(None, "--rois", help="Comma-separated ROI dataset names to keep "
+                                                           "(e.g. original,segmented,expand20)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Override the study's endpoint "
+                                                                   "(pfs-median, ... or any 0/1 clinical column)."),
+    sequences: Optional[str] = typer.Option(None, "--sequences", help="Comma-separated MRI sequences (channels) "
+                                                                     "of every ROI dataset, e.g. T1c,T2."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="Use ImageNet weights from the timm hub (default: as the preset says)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local pretrained weights file for the "
@@ -55,7 +65,8 @@ def run(
 
     console = Console()
     resolved = resolve_study(study, preset, backbones=_split_list(backbones), epochs=epochs,
-                             pretrained=pretrained)
+                             pretrained=pretrained, size=size, folds=folds, rois=_split_list(rois),
+                             endpoint=endpoint, sequences=_split_list(sequences))
     out = out or Path(f"study_{resolved.study.name}")
     if dry_run:
         plan = plan_study(resolved)

@@ -61,16 +61,17 @@ class StudyResult:
     findings: list[str] = field(default_factory=list)
 
 
-def resolve_study(study: str | Path, preset: str | None = None, *, backbones: list[str] | None = None,
-                  epochs: int | None = None, pretrained: bool | None = None) -> ResolvedStudy:
-    """Load a shipped study (or a YAML path) and apply the preset and overrides.
+def resolve_study(study: str | Path, preset: str | None = None, **overrides) -> ResolvedStudy:
+    """Load a shipped study (or a YAML path) and apply the preset and overrides (the keyword
+    arguments of :meth:`npcai.studies.schema.Study.resolve`: backbones, epochs, size,
+    pretrained, folds, rois, endpoint, sequences).
 
     ``preset=None`` means ``paper`` when the study defines it, else the YAML as written.
     """
     s = load_study(study)
     if preset is None and "paper" in s.presets:
         preset = "paper"
-    return s.resolve(preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
+    return s.resolve(preset, **overrides)
 
 
 def plan_study(resolved: ResolvedStudy) -> pd.DataFrame:
