@@ -347,10 +347,10 @@ def _jsonable(obj):
     return obj
 
 
-def oof_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> dict[str, Any]:
+def oof_metrics(pred: pd.DataFrame) -> dict[str, Any]:
     """A study's results-row metrics of out-of-fold predictions (``split == "oof"``): pooled
-    AUC with DeLong CI, per-fold AUC mean and SD, confusion at the folds' own validation
-    thresholds, and Harrell's C against ``survival`` (time, event by patient_id) when given."""
+    AUC with DeLong CI, per-fold AUC mean and SD, and the confusion counts and rates at the
+    folds' own validation thresholds."""
     from npcai.stats.auc import auc_ci
     from npcai.stats.binary import binary_metrics
 
@@ -373,18 +373,6 @@ def oof_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None) -> dic
         out.update(tp=cm.tp, fp=cm.fp, tn=cm.tn, fn=cm.fn, sensitivity=val(bm.sensitivity),
                    specificity=val(bm.specificity), precision=val(bm.ppv), ppv=val(bm.ppv), npv=val(bm.npv),
                    accuracy=val(bm.accuracy), f1=bm.f1 if bm.f1 is not None else float("nan"))
-    if survival is not None and len(oof):
-        from npcai.stats.concordance import harrell_c
-
-        s = survival.reindex(oof["patient_id"])
-        ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
-        if ok.sum() >= 2 and s["event"][ok].sum() > 0:
-            try:
-                c = harrell_c(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
-                              oof["prob"].to_numpy()[ok])
-                out.update(c_index=c.c_index, c_low=c.low, c_high=c.high)
-            except NpcaiError as exc:
-                log.warning("out-of-fold C-index left empty: %s", exc)
     return out
 
 

@@ -80,12 +80,10 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
     """
     from npcai.stats.auc import auc_ci, youden_threshold
 
-    from npcai.studies.backend import c_index_ci
-
     if (pred["split"] == "oof").any():      # a cross-validated run: pooled out-of-fold metrics
         from npcai.models.folds import oof_metrics
 
-        return oof_metrics(pred, survival)
+        return {**oof_metrics(pred), **_c_index(pred[pred["split"] == "oof"], survival)}
     val = pred[pred["split"] == "val"]
     test = pred[pred["split"] == "test"]
     out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
@@ -112,17 +110,26 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
         out.update(tp=tp, fp=fp, tn=tn, fn=fn, sensitivity=sens, specificity=spec, precision=ppv,
                    ppv=ppv, npv=div(tn, tn + fn), accuracy=div(tp + tn, len(y)),
                    f1=div(2 * tp, 2 * tp + fp + fn))
-    if survival is not None and len(test):
-        s = survival.reindex(test["patient_id"])
-        ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
-        if ok.sum() >= 2 and s["event"][ok].sum() > 0:
-            try:
-                c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
-                               test["prob"].to_numpy()[ok])
-                out.update(c_index=c[0], c_low=c[1], c_high=c[2])
-            except NpcaiError as exc:
-                log.warning("test C-index left empty: %s", exc)
+    out.update(_c_index(test, survival))
     return out
+
+
+def _c_index(test: pd.DataFrame, survival: pd.DataFrame | None) -> dict[str, float]:
+    """Harrell's C (95% CI) of the evaluated patients' probabilities against survival."""
+    from npcai.studies.backend import c_index_ci
+
+    if survival is None or not len(test):
+        return {}
+    s = survival.reindex(test["patient_id"])
+    ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
+    if ok.sum() >= 2 and s["event"][ok].sum() > 0:
+        try:
+            c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
+                           test["prob"].to_numpy()[ok])
+            return {"c_index": c[0], "c_low": c[1], "c_high": c[2]}
+        except NpcaiError as exc:
+            log.warning("test C-index left empty: %s", exc)
+    return {}
 
 
 def _labels(cohort_dir: Path, resolved: ResolvedStudy):

@@ -188,20 +188,13 @@ class PresetSpec(_Model):
         default_factory=dict, description="per ROI name (or '*' for all) field overrides")
     rois: list[str] | None = Field(None, description="keep only these ROI names")
 
-    @field_validator("training")
+    @field_validator("training", "split")
     @classmethod
-    def _training_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(v) - set(TrainingSpec.model_fields)
+    def _known_keys(cls, v: dict[str, Any], info) -> dict[str, Any]:
+        spec = TrainingSpec if info.field_name == "training" else SplitSpec
+        unknown = set(v) - set(spec.model_fields)
         if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TrainingSpec.model_fields)}")
-        return v
-
-    @field_validator("split")
-    @classmethod
-    def _split_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(v) - set(SplitSpec.model_fields)
-        if unknown:
-            raise ValueError(f"unknown split option(s) {sorted(unknown)}; known: {sorted(SplitSpec.model_fields)}")
+            raise ValueError(f"unknown {info.field_name} option(s) {sorted(unknown)}; known: {sorted(spec.model_fields)}")
         return v
 
 
