@@ -54,7 +54,8 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted training runs from their last "
                                                        "checkpoint (finished steps are always reused)."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Run Grad-CAM on the study's chosen runs."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps and exit without running them."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps (and with --cohort the patients "
+                                                         "each run labels, excludes and loses) and exit."),
 ) -> None:
     """Run a study: ROI datasets x backbones x units, statistics, Grad-CAM, report."""
     from rich.console import Console
@@ -69,6 +70,11 @@ def run(
                              endpoint=endpoint, sequences=_split_list(sequences))
     out = out or Path(f"study_{resolved.study.name}")
     if dry_run:
+        pre = None
+        if cohort is not None:
+            from npcai.studies.preflight import preflight
+
+            pre = preflight(resolved, cohort)      # refuses an absent endpoint or sequence first
         plan = plan_study(resolved)
         table = Table(title=f"{resolved.study.name} ({resolved.preset}): {len(plan)} runs")
         for col in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit"):
@@ -76,6 +82,8 @@ def run(
         for _, r in plan.iterrows():
             table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
         console.print(table)
+        if pre is not None:
+            _print_preflight(console, resolved, pre)
         return
     with show_progress():
         result = run_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
@@ -86,6 +94,24 @@ def run(
     for line in result.findings:
         console.print(f"  • {line}")
     console.print(f"report: {result.report}")
+
+
+def _print_preflight(console, resolved, pre) -> None:
+    """The patients each run will use, exclude and lose (``--dry-run --cohort``)."""
+    from rich.table import Table
+
+    table = Table(title=f"Patients per run ({resolved.study.endpoint}; every backbone and unit uses the same)")
+    heads = {"subset": "subset", "roi": "ROI", "labelled": "labelled", "label_1": "label 1",
+             "lost_sequence": "lost: no sequence", "lost_mask": "lost: no mask", "trainable": "used",
+             "external_test": "external test"}
+    cols = [c for c in heads if c != "external_test" or resolved.study.split.test_where]
+    for c in cols:
+        table.add_column(heads[c])
+    for _, r in pre.iterrows():
+        table.add_row(*(str(r[c]) for c in cols))
+    console.print(table)
+    for subset, reasons in pre.groupby("subset", sort=False)["excluded"].first().items():
+        console.print(f"subset {subset}: excluded (no label): {reasons}")
 
 
 @study_app.command("list")
