@@ -127,6 +127,7 @@ def test_evaluate_and_compare_cross_validated_runs(cv_run, cli, train_cohort, tm
     r = cli("evaluate", result.run_dir)
     assert r.code == 0, r
     assert "pooled out-of-fold" in r.stdout and "mean ± SD" in r.stdout
+    assert (result.run_dir / "figures" / "roc.png").is_file()
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     pred = pd.read_csv(result.run_dir / "predictions_patients.csv")
     from npcai.stats.auc import auc_ci

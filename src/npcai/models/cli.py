@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
             if Path(config).name != "config.yaml" and not Path(config).is_dir():
                 raise NpcaiError(f"--config {config}: expected a run's config.yaml (or its run folder)")
             cfg_doc = read_config(Path(config).parent if Path(config).name == "config.yaml" else config)
-            if cfg_doc.get("kind") != "train":
+            if cfg_doc.get("kind") not in ("train", "cv"):
                 raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.get('kind')!r})")
             base = dict(cfg_doc["options"])
             for k, v in given.items():

@@ -309,9 +309,11 @@ def _called_positive(pred: pd.DataFrame) -> np.ndarray:
     return (pred["prob"].to_numpy() > pred["threshold"].to_numpy()).astype(float)
 
 
-def evaluate_cv(run_dir: str | Path, *, write: bool = True) -> CvEvaluation:
+def evaluate_cv(run_dir: str | Path, *, write: bool = True, figures: bool = True, n_boot: int = 500,
+                seed: int = 0) -> CvEvaluation:
     """Pooled out-of-fold AUC (DeLong CI), per-fold AUC mean ± SD and binary metrics at the
-    folds' validation thresholds; writes ``RUN/metrics.json`` when ``write``."""
+    folds' validation thresholds; writes ``RUN/metrics.json`` when ``write`` and, with
+    ``figures``, ``RUN/figures/roc.png`` (pooled out-of-fold ROC, bootstrap band of ``n_boot``)."""
     import json
 
     from npcai.fsutil import atomic_write_text
@@ -332,6 +334,12 @@ def evaluate_cv(run_dir: str | Path, *, write: bool = True) -> CvEvaluation:
                       fold_auc_sd=float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan"), binary=binary)
     if write:
         atomic_write_text(run_dir / "metrics.json", json.dumps(_jsonable(ev.to_dict()), indent=1))
+        if figures:
+            from npcai.stats.figures import plot_roc
+
+            plot_roc(run_dir / "figures" / "roc.png", {"pooled out-of-fold": (y, pred["prob"].to_numpy())},
+                     title=f"ROC, out-of-fold predictions of {len(y)} patients\n{ev.run} ({len(table)} folds)",
+                     ci_band=n_boot > 0, n_boot=max(n_boot, 1), seed=seed)
     return ev
 
 

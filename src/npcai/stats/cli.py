@@ -27,7 +27,7 @@ def evaluate(
     from npcai.stats.evaluate import evaluate_run
 
     if is_cv_run(run):
-        _print_cv(run)
+        _print_cv(run, figures=figures, n_boot=n_boot, seed=seed)
         return
     with show_progress():
         m = evaluate_run(run, split, threshold=threshold, n_boot=n_boot, seed=seed, figures=figures)
@@ -50,14 +50,14 @@ def _has_split(run: Path, split: str) -> bool:
     return bool((read_run(run).patients["split"] == split).any())
 
 
-def _print_cv(run: Path) -> None:
+def _print_cv(run: Path, *, figures: bool, n_boot: int, seed: int) -> None:
     """`npcai evaluate` of a cross-validated run: pooled out-of-fold AUC and the folds."""
     from rich.console import Console
     from rich.table import Table
 
     from npcai.models.folds import evaluate_cv
 
-    ev = evaluate_cv(run)
+    ev = evaluate_cv(run, figures=figures, n_boot=min(n_boot, 500), seed=seed)
     a = ev.pooled_auc
     t = Table(title=f"{ev.run}: {len(ev.folds)}-fold cross-validation, {ev.n_patients} patients "
                     f"({ev.n_label_1} label 1), endpoint {ev.endpoint}")
@@ -74,7 +74,7 @@ def _print_cv(run: Path) -> None:
         t.add_row(key, "undefined" if p.value is None else f"{p.value:.3f} ({p.low:.3f}-{p.high:.3f})",
                   f"{p.k}/{p.n}; Wilson; thresholds fixed per fold on its validation patients")
     Console().print(t)
-    Console().print(f"wrote {run / 'metrics.json'}")
+    Console().print(f"wrote {run / 'metrics.json'}" + (f", {run / 'figures' / 'roc.png'}" if figures else ""))
 
 
 def _print_metrics(m: dict) -> None:
