@@ -131,6 +131,12 @@ def _split_text(s, per_split: str) -> str:
               "same test patients (paired DeLong tests).")
 
 
+def _evaluated(s) -> str:
+    """Whom the study's metrics describe: its test patients or, cross-validated, every patient
+    out of fold."""
+    return "out-of-fold patients" if s.split.folds else "test patients"
+
+
 def _fig_path(out: Path, name: str) -> Path:
     return out / "report" / "figures" / f"{name}.png"
 
@@ -174,7 +180,7 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
         what = key[1]
         if s.layout == "units":
             what = f"{key[1]} as unit"
-        who = "out-of-fold patients" if s.split.folds else "test patients"
+        who = _evaluated(s)
         title = f"ROC, {who} — {what}" + (f" ({sub})" if len(s.subsets) > 1 else "")
         name = f"roc_{key[0]}_{key[1]}".replace(" ", "-").replace("/", "-")
         figs.append((title, F.save_png(F.roc_figure(curves, title), _fig_path(out, name))))
@@ -261,9 +267,12 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         base = runs[runs["kind"] == "whole-slice"]
         unit = "px"
         fig = F.expansion_figure(exp, unit=unit, baseline=base, oracle_auc=oracle_auc,
-                                 title="Test AUC against expansion of the tumour mask (seed 000, Fig. 4)")
+                                 title=("Pooled out-of-fold" if s.split.folds else "Test")
+                                 + " AUC against expansion of the tumour mask (seed 000, Fig. 4)",
+                                 ylabel="Pooled out-of-fold AUC" if s.split.folds else "Patient-level test AUC")
         sec.figure("AUC against expansion of the region of interest, per backbone with DeLong 95% CI; black: "
-                   "aAUC ± SD over backbones; red: whole slice; green: oracle ceiling on the same test patients.",
+                   "aAUC ± SD over backbones; red: whole slice; green: oracle ceiling on the same "
+                   f"{_evaluated(s)}.",
                    F.save_png(fig, _fig_path(out, "auc_vs_expansion")))
     if s.layout == "metastasis":
         fig = F.grouped_auc_figure(runs, group="group", hue="kind", oracle_auc=oracle_auc,
@@ -294,7 +303,7 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         if "p (DeLong, paired)" in d:
             d["p (DeLong, paired)"] = d["p (DeLong, paired)"].map(lambda p: "–" if pd.isna(p) else
                                                                   ("<0.001" if p < 0.001 else f"{p:.3f}"))
-        sec.text("Paired two-sided DeLong tests on the test patients that both models share.")
+        sec.text(f"Paired two-sided DeLong tests on the {_evaluated(s)} that both models share.")
         sec.table("DeLong tests", d, csv_name="delong")
     else:
         sec.note("No pairs to compare.")
@@ -305,7 +314,7 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         sec.text("This cohort is the synthetic phantom, whose true event probabilities are known. The oracle AUC "
                  "scores those true probabilities against the observed labels: the best any model can reach on "
                  "these patients.")
-        rows = [{"Patients": f"test patients ({k})", "n": v["n"], "Oracle AUC (95% CI)":
+        rows = [{"Patients": f"{_evaluated(s)} ({k})", "n": v["n"], "Oracle AUC (95% CI)":
                  f"{v['auc']:.3f} ({v['low']:.3f}–{v['high']:.3f})"} for k, v in o["subsets"].items()]
         if o.get("whole_cohort_auc") is not None:
             rows.append({"Patients": "whole cohort", "n": "", "Oracle AUC (95% CI)": f"{o['whole_cohort_auc']:.3f}"})
