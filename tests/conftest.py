@@ -55,3 +55,29 @@ def small_cohort(small_export, tmp_path_factory) -> Path:
     ingest(small_export / "dicom", clinical=small_export / "clinical.csv", out=out,
            contours=small_export / "contours")
     return out
+
+
+# ---- training fixtures shared by tests/models and tests/runs ----------------------------
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The CI machine has two shared cores: one intra-op thread per test keeps runs predictable."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def train_cohort(small_cohort, tmp_path_factory) -> Path:
+    """A copy of the shared small cohort with two 32-px ROI caches: ``pre`` and ``post`` (bbox)."""
+    import shutil
+
+    from npcai.imaging.roi_cache import build_roi
+
+    out = tmp_path_factory.mktemp("train_cohort") / "cohort"
+    shutil.copytree(small_cohort, out)
+    build_roi(out, "pre", "bbox:5mm", size=32, min_component=(1, 1))
+    build_roi(out, "post", "bbox:5mm", size=32, timepoint="post", slices="all", min_component=(1, 1))
+    return out

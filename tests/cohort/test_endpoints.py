@@ -69,7 +69,7 @@ def test_where_filters_and_validates():
         filter_patients(clin, 'therapy == "CCRT"')
     with pytest.raises(NpcaiError, match="no patient matches"):
         filter_patients(clin, "age > 100")
-    with pytest.raises(NpcaiError, match="not a valid filter"):
+    with pytest.raises(NpcaiError, match="not valid syntax"):
         filter_patients(clin, "age >>> 3")
 
 

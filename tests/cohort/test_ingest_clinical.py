@@ -97,7 +97,7 @@ def test_ids_only_table_is_valid_and_require_columns_names_missing(cli, mini, tm
     require_columns(c.clinical(), ["patient_id"], "a split")      # the index counts as present
 
 
-def test_schema_normalises_and_keeps_unknown_columns():
+def test_schema_normalises_and_types_known_columns():
     raw = pd.DataFrame({"hospital_id": [" H1", "H2"], "sex": ["male", "F"], "stage": ["IVB", "2"],
                         "n_stage": ["N3a", "0"], "os_days": ["100", ""], "os_event": ["1", None],
                         "residual_tumour": ["yes", "0"], "smoker": ["pack-years 20", "never"]}, dtype=object)
@@ -129,10 +129,10 @@ def test_identifying_columns_never_reach_the_cohort(cli, mini, tmp_path):
                      "H100,Doe^Janet,1958-02-14,x,01/02/2020,50,1\n"
                      "H101,Roe^Richard,1961-07-30,,3/4/2021,51,0\n"
                      "H102,Poe^Edgar,1949-01-19,2019-05-05,5/6/2021,52,1\n")
-    r, out = _run(cli, mini, tmp_path, table)
+    r, out = _run(cli, mini, tmp_path, table, "--keep-columns", "candidate_for_ic")
     assert r.code == 0, r
-    assert "dropped identifying column(s) 'Patient Name', 'DOB', 'diagnosis_date', 'last_seen'" \
-        in " ".join(r.stderr.split())
+    assert "dropped 4 column(s) outside the clinical schema: 'Patient Name', 'DOB', 'diagnosis_date', " \
+           "'last_seen'" in " ".join(r.stderr.split())
     text = (out / "clinical.csv").read_text() + (out / "cohort.json").read_text()
     for needle in ("Janet", "Richard", "1958", "1961-07-30", "2019-05-05", "3/4/2021"):
         assert needle not in text

@@ -1,7 +1,6 @@
 """Real anatomy: OpenKBP head-and-neck CT (NIfTI volumes + target-volume contours, no outcomes)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,11 +10,15 @@ from npcai.cohort.model import Cohort
 from npcai.cohort.validate import cohort_summary
 from npcai.errors import NpcaiError
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared beside the clone
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
+from shared_data import SHARED, require_shared
+
 KBP = SHARED / "realdata" / "openkbp-hn-ct"
-pytestmark = pytest.mark.skipif(not KBP.is_dir(), reason="OpenKBP real data not present on this machine")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _real_data():
+    """Skip without the OpenKBP sample; under CI fail instead."""
+    require_shared(KBP, "the OpenKBP CT sample")
 
 
 def test_openkbp_ct_ingests_with_ids_only_and_validates(tmp_path, cli):

@@ -9,6 +9,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from npcai.cohort.deidentify import load_pseudonym_map
 from npcai.cohort.ingest import ingest
 from npcai.cohort.model import Cohort
 from npcai.cohort.rtstruct import load_roi_map, rasterise_rtstruct, roi_label, roi_names
@@ -54,7 +55,7 @@ def test_rtstruct_roundtrip_matches_nifti_contour(rt_export, tmp_path):
     report = ingest(exp / "dicom", clinical=exp / "clinical.csv", out=out)
     assert report["masks"] == report["scans"] == 2
     c = Cohort.load(out)
-    pmap = dict(line.split(",")[::-1] for line in (out.parent / "cohort.pseudonyms.csv").read_text().split()[1:])
+    pmap = load_pseudonym_map(out.parent / "cohort.pseudonyms.csv").pseudonyms
     scan = c.scan(f"{pmap[hid]}_pre_T1c")
     assert scan.source["contour"]["kind"] == "rtstruct"
     mask = c.read_mask(scan)
@@ -70,7 +71,7 @@ def test_custom_roi_map(rt_export, tmp_path):
     (tmp_path / "roi.yaml").write_text("1: [body-ISH]\n")
     ingest(exp / "dicom", clinical=exp / "clinical.csv", out=tmp_path / "c", roi_map=tmp_path / "roi.yaml")
     c = Cohort.load(tmp_path / "c")
-    pmap = dict(line.split(",")[::-1] for line in (tmp_path / "c.pseudonyms.csv").read_text().split()[1:])
+    pmap = load_pseudonym_map(tmp_path / "c.pseudonyms.csv").pseudonyms
     mask = c.read_mask(c.scan(f"{pmap[hid]}_pre_T1c"))
     assert set(np.unique(mask)) == {0, 1}
     assert _dice(mask == 1, label > 0) > 0.95

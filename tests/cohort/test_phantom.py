@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from npcai.fsutil import OUTPUT_MARKER
 from npcai.cohort.phantom import (CLINICAL_COLUMNS, generate_phantom, load_signal, load_truth,
                                   pfs_median_labels, simulate_patients)
 
@@ -36,7 +37,7 @@ def export(tmp_path_factory) -> Path:
 
 
 def test_layout_and_clinical_columns(export):
-    assert sorted(p.name for p in export.iterdir()) == [
+    assert sorted(p.name for p in export.iterdir() if p.name != OUTPUT_MARKER) == [
         "clinical.csv", "contours", "dicom", "phantom.json", "truth"]
     clinical = pd.read_csv(export / "clinical.csv")
     assert list(clinical.columns) == CLINICAL_COLUMNS
@@ -322,11 +323,16 @@ def test_cli_refuses_non_empty_out_and_overwrites_when_asked(cli, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
+    r = cli("phantom", out, "--patients", "2", "--size", "64", "--slices", "2", "--overwrite")
+    assert r.code == 2 and "keep.txt" in r.stderr and "not an output npcai wrote" in r.stderr
+    assert (out / "keep.txt").exists()                      # a folder npcai did not write is never replaced
+    (out / "keep.txt").unlink()
     r = cli("phantom", out, "--patients", "2", "--size", "64", "--slices", "2")
-    assert r.code == 2 and "--overwrite" in r.stderr and (out / "keep.txt").exists()
+    assert r.code == 0, r
+    r = cli("phantom", out, "--patients", "2", "--size", "64", "--slices", "2")
+    assert r.code == 2 and "--overwrite" in r.stderr
     r = cli("phantom", out, "--patients", "2", "--size", "64", "--slices", "2",
             "--sequences", "T1c,T1", "--post", "--overwrite")
     assert r.code == 0, r
-    assert not (out / "keep.txt").exists()
     assert "oracle AUC" in r.stdout and "patients" in r.stdout
     assert len(list((out / "contours").glob("*.nii.gz"))) == 2 * 2 * 2

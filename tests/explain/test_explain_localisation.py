@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from npcai.errors import NpcaiError
-from npcai.explain.localisation import (RoiGeometry, band_mask, band_share, energy_shares, flatten_shares,
-                                        region_names, roi_geometry, uniform_shares)
+from npcai.explain.localisation import (RoiGeometry, band_mask, band_share, energy_shares, excluded_share,
+                                        flatten_shares, informative_pixels, region_names, roi_geometry,
+                                        uniform_shares)
 
 
 def _labels(size=64):
@@ -104,3 +105,83 @@ def test_band_mask_in_mm_uses_pixel_spacing():
     ring = band_mask(labels, g, (2.0, 4.0), unit="mm")
     assert np.flatnonzero(ring[0]).tolist() == [5, 6, 7, 8]     # columns 5-8 = 2.5-4 mm
     assert band_mask(np.zeros((4, 4), np.uint8), g, (1, 2)) is None
+
+
+# --------------------------------------------------------------------------- padding and air
+def _head(size=64, pad=8):
+    """A slice as robust normalisation leaves it: tissue disc (with a dark airway inside) on the
+    clipped air floor, and zeroed padding in the first ``pad`` rows."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    body = (yy - 36) ** 2 + (xx - 32) ** 2 <= 20 ** 2
+    image = np.full((size, size), -1.5, np.float32)            # the floor: clipped background
+    image[body] = rng.normal(0.3, 0.6, body.sum()).clip(-1.2, None)
+    airway = (yy - 36) ** 2 + (xx - 32) ** 2 <= 4 ** 2
+    image[airway] = -1.5                                       # internal air sits on the floor too
+    image[:pad] = 0.0
+    return image, body
+
+
+def test_informative_pixels_leave_out_padding_and_outside_air_only():
+    image, body = _head()
+    valid = informative_pixels(image[None])
+    assert not valid[:8].any()                                 # padding
+    assert (valid == body).all()                               # air outside gone, the airway kept
+    assert (informative_pixels(image, air=False) == (image != 0)).all()
+    # a crop inside the body has no air plateau: only padding is excluded
+    inside = image.copy()
+    inside[~body] = 0.2
+    inside[:8] = 0.0
+    assert (informative_pixels(inside) == (inside != 0)).all()
+    flat = np.zeros((16, 16), np.float32)
+    flat[4:12, 4:12] = 1.0                                     # no contrast inside the kept region
+    assert (informative_pixels(flat) == (flat != 0)).all()
+    with pytest.raises(NpcaiError, match=r"expected shape \(C, H, W\)"):
+        informative_pixels(np.zeros((1, 1, 4, 4)))
+
+
+def test_padding_and_air_are_out_of_the_shares_and_the_uniform_baseline():
+    image, body = _head()
+    labels = np.zeros(image.shape, np.uint8)
+    labels[30:38, 26:34] = 1
+    g = RoiGeometry(native_px=1.0, pixel_mm=(1.0, 1.0))
+    valid = informative_pixels(image)
+    # a CAM that peaks in the padding and the air, plus uniform attention on the body
+    cam = np.where(body, 1.0, 0.0)
+    cam[:8] = 50.0
+    cam[60:, :4] = 50.0
+    with_air = energy_shares(cam, labels, g)
+    shares = energy_shares(cam, labels, g, valid=valid)
+    uniform = uniform_shares(labels, g, valid=valid)
+    assert with_air["px"]["band_20_40px"] > 0.9                # the padding looked like attention 20-40 px out
+    for scale in ("px", "mm"):                                 # on the body the CAM is uniform: shares = baseline
+        assert shares[scale] == pytest.approx(uniform[scale])
+        assert sum(shares[scale].values()) == pytest.approx(1.0)
+    assert uniform["px"]["tumour"] == pytest.approx(64 / body.sum())
+    assert excluded_share(cam, valid) == pytest.approx(cam[~body].sum() / cam.sum())
+    assert np.isnan(excluded_share(np.zeros_like(cam), valid))
+    share, base = band_share(cam, labels, g, (0, 5), valid=valid)
+    assert share == pytest.approx(base)
+    assert np.isnan(energy_shares(np.where(body, 0.0, 1.0), labels, g, valid=valid)["px"]["tumour"])
+    with pytest.raises(NpcaiError, match="valid-pixel mask shape"):
+        energy_shares(cam, labels, g, valid=valid[:-1])
+
+
+def test_informative_pixels_on_phantom_roi_images(small_cohort, tmp_path):
+    import shutil
+
+    from npcai.imaging.roi_cache import RoiDataset, build_roi
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(small_cohort, cohort, ignore=shutil.ignore_patterns("roi"))
+    build_roi(cohort, "orig", "original", size=64)
+    build_roi(cohort, "exp", "expand:10px", size=64)
+    orig, exp = RoiDataset.open(cohort, "orig"), RoiDataset.open(cohort, "exp")
+    for ds in (orig, exp):
+        for i in range(len(ds.index)):
+            image, labels = ds[i]
+            valid = informative_pixels(image)
+            assert valid[labels > 0].all()                     # every lesion pixel counts
+            assert not valid[np.all(image == 0, axis=0)].any()
+            if ds is orig:
+                assert 0.2 < (~valid).mean() < 0.9             # the air around the head is left out

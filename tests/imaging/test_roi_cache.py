@@ -142,10 +142,27 @@ def test_rebuild_is_a_no_op_and_changed_inputs_rebuild(tiny_cohort, caplog):
     assert ds.input_hash != hash1
     row = ds.index[(ds.index.patient_id == "P0002") & (ds.index.slice_index == 2)].iloc[0]
     assert row.tumour_area_px == 196 + 100
-    # changed parameters rebuild too, and nothing partial is left behind
-    build_roi(tiny_cohort, "e", "expand:2px", size=48)
+    # changed parameters are refused (runs trained on "e" would read new data) unless overwrite,
+    # and nothing partial is left behind
+    with pytest.raises(NpcaiError, match=r"ROI dataset e .* built with other parameters \(size 32 -> 48\)"):
+        build_roi(tiny_cohort, "e", "expand:2px", size=48)
+    assert RoiDataset.open(tiny_cohort, "e").images.shape[-1] == 32
+    build_roi(tiny_cohort, "e", "expand:2px", size=48, overwrite=True)
     assert RoiDataset.open(tiny_cohort, "e").images.shape[-1] == 48
     assert [p.name for p in (tiny_cohort / "roi").iterdir()] == ["e"]
+
+
+def test_cli_refuses_to_replace_a_dataset_built_with_other_parameters(tiny_cohort, cli):
+    r = cli("roi", "build", tiny_cohort, "--variant", "expand:2px", "--name", "e", "--size", "32")
+    assert r.code == 0, r
+    stamp = os.stat(tiny_cohort / "roi" / "e" / "images.npy").st_mtime_ns
+    r = cli("roi", "build", tiny_cohort, "--variant", "expand:4px", "--name", "e", "--size", "32")
+    assert r.code == 2 and "built with other parameters (variant 'expand:2px' -> 'expand:4px')" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert os.stat(tiny_cohort / "roi" / "e" / "images.npy").st_mtime_ns == stamp
+    r = cli("roi", "build", tiny_cohort, "--variant", "expand:4px", "--name", "e", "--size", "32", "--overwrite")
+    assert r.code == 0, r
+    assert json.loads((tiny_cohort / "roi" / "e" / "variant.json").read_text())["variant"] == "expand:4px"
 
 
 def test_sequences_become_channels_resampled_onto_the_first_grid(tmp_path):
@@ -231,3 +248,10 @@ def test_mask_auto_reads_the_automatic_masks(tiny_cohort):
     ds = RoiDataset.open(tiny_cohort, "auto")
     assert ds.params["mask"] == "auto" and len(ds) == 4
     assert (ds.index.slice_index == 2).all() and (ds.index.tumour_area_px == 144).all()
+
+
+def test_preview_never_writes_over_a_cohort_file(tiny_cohort, cli):
+    before = (tiny_cohort / "cohort.json").read_bytes()
+    r = cli("roi", "preview", tiny_cohort, "--patient", "P0001", "--out", tiny_cohort / "cohort.json")
+    assert r.code == 2 and "give a path ending in .png" in r.stderr
+    assert (tiny_cohort / "cohort.json").read_bytes() == before

@@ -5,16 +5,17 @@ import yaml
 
 from npcai.errors import NpcaiError
 from npcai.models.ensemble import ensemble_runs
-from npcai.models.run import RUN_FORMAT
+from npcai.runs import RUN_FORMAT
 
 
-def _fake_run(path, rows, endpoint="pfs-median"):
+def _fake_run(path, rows, endpoint="pfs-median", cohort_id="c0"):
     path.mkdir(parents=True)
     df = pd.DataFrame(rows, columns=["patient_id", "split", "label", "prob", "n_slices"])
     df.to_csv(path / "predictions_patients.csv", index=False)
     df[["patient_id", "split", "label"]].to_csv(path / "split.csv", index=False)
     (path / "config.yaml").write_text(yaml.safe_dump({"format": RUN_FORMAT, "kind": "train",
-                                                      "options": {"endpoint": endpoint}}))
+                                                      "options": {"endpoint": endpoint},
+                                                      "cohort": {"path": "cohort", "id": cohort_id}}))
     return path
 
 
@@ -42,6 +43,9 @@ def test_refuses_different_test_patients_naming_them(tmp_path):
     c = _fake_run(tmp_path / "c", [("P1", "test", 1, 0.9, 1), ("P2", "test", 0, 0.2, 1)], endpoint="residual-tumour")
     with pytest.raises(NpcaiError, match="different endpoints"):
         ensemble_runs([a, c], tmp_path / "e")
+    d = _fake_run(tmp_path / "d", [("P1", "test", 1, 0.9, 1), ("P2", "test", 0, 0.2, 1)], cohort_id="other")
+    with pytest.raises(NpcaiError, match="different .*cohorts.*a: c0.*d: other"):
+        ensemble_runs([a, d], tmp_path / "e")
     with pytest.raises(NpcaiError, match="at least two"):
         ensemble_runs([a], tmp_path / "e")
 

@@ -133,7 +133,7 @@ def test_same_seed_same_predictions_and_resume(cli, run_a, train_cohort, tmp_pat
 def test_resume_an_interrupted_run(train_cohort, tmp_path):
     from lightning.pytorch.callbacks import Callback
 
-    from npcai.models.run import partial_dir
+    from npcai.runs import partial_dir
     from npcai.models.train import TrainConfig, train
 
     class Crash(Callback):
@@ -149,7 +149,7 @@ def test_resume_an_interrupted_run(train_cohort, tmp_path):
     assert not out.exists() and (partial_dir(out) / "checkpoints" / "last.ckpt").is_file()
     import torch
 
-    assert torch.load(partial_dir(out) / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert torch.load(partial_dir(out) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     result = train(cfg, out, resume=True)
     assert result.epochs_run == 2 and not partial_dir(out).exists()
     assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [0, 1]
@@ -210,8 +210,11 @@ def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch)
     if importlib.util.find_spec("mlflow") is None:
         r = _train(cli, train_cohort, out, "--mlflow")
         assert r.code == 2 and "pip install mlflow" in r.stderr
-    r = _train(cli, train_cohort, out, "--split-from", tmp_path)
-    assert r.code == 2 and "split.csv" in r.stderr
+    (tmp_path / "not_a_run").mkdir()
+    r = _train(cli, train_cohort, out, "--split-from", tmp_path / "not_a_run")
+    assert r.code == 2 and "not an npcai run" in r.stderr
+    r = _train(cli, train_cohort, out, "--split-from", tmp_path)          # the run would lie inside it
+    assert r.code == 2 and "the output folder lies inside the input" in r.stderr
     r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "pfs-median", "--out", out,
             "--backbone", "resnet18", "--no-pretrained", "--weights", tmp_path / "w.pth")
     assert r.code == 2 and "exactly one of" in r.stderr

@@ -89,7 +89,8 @@ def test_bad_inputs_fail_before_training(tiny_study, cli, tmp_path):
     root, cohort, study = tiny_study
     r = cli("study", "run", study, "--out", tmp_path / "o")
     assert r.code == 2 and "--cohort" in r.stderr
-    r = cli("study", "run", study, "--cohort", tmp_path, "--out", tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    r = cli("study", "run", study, "--cohort", tmp_path / "empty", "--out", tmp_path / "o")
     assert r.code == 2 and "not an npcai cohort" in r.stderr
     bad = dict(TINY, endpoint="no_such_column")
     p = tmp_path / "bad.yaml"

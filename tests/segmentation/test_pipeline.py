@@ -34,12 +34,35 @@ def phantom_cohort(tmp_path_factory) -> Path:
     return root / "cohort"
 
 
+SEEN: dict[str, set] = {"train": set(), "val": set()}   # (patient, scan, slice) each loader fetched
+
+
+def _spy_dataset(real):
+    """A SliceDataset that records every slice the training (augmented) or validation loader
+    fetches, so the test can check that no test patient's slice reached either."""
+
+    class Spy(real):
+        def __init__(self, slices, **kwargs):
+            super().__init__(slices, **kwargs)
+            self._role = "train" if kwargs.get("augment") else "val"
+            self._keys = list(zip(slices.index["patient_id"], slices.index["scan_id"], slices.index["slice_index"]))
+
+        def __getitem__(self, i):
+            SEEN[self._role].add(self._keys[i])
+            return super().__getitem__(i)
+
+    return Spy
+
+
 @pytest.fixture(scope="module")
 def trained(phantom_cohort, tmp_path_factory):
+    import npcai.segmentation.train as seg_train
     from npcai.cli import main
 
     out = tmp_path_factory.mktemp("segruns") / "unet"
-    code = main(["segment", "train", str(phantom_cohort), "--out", str(out), "--epochs", "10", *TRAIN])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(seg_train, "SliceDataset", _spy_dataset(seg_train.SliceDataset))
+        code = main(["segment", "train", str(phantom_cohort), "--out", str(out), "--epochs", "10", *TRAIN])
     assert code == 0
     return out
 
@@ -55,8 +78,14 @@ def test_train_writes_honest_run(trained, phantom_cohort):
     summary = json.loads((trained / "summary.json").read_text())
     assert summary["best_epoch"] == int(hist.loc[hist["val_dice"].idxmax(), "epoch"])
     assert (trained / "checkpoints" / "best.ckpt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
-    # the test patients' slices were never in training or validation
+    # the test patients' slices were never fetched for training or validation
     assert summary["slices"]["test"] > 0
+    role = split.set_index("patient_id")["split"]
+    fetched = {r: {p for p, _, _ in SEEN[r]} for r in ("train", "val")}
+    assert fetched["train"] == set(role.index[role == "train"])     # every training patient, no other
+    assert fetched["val"] == set(role.index[role == "val"])
+    assert not (fetched["train"] | fetched["val"]) & set(role.index[role == "test"])
+    assert len(SEEN["train"]) == summary["slices"]["train"] and len(SEEN["val"]) == summary["slices"]["val"]
 
 
 def test_evaluate_reaches_dice_and_writes_files(trained, cli):

@@ -1,8 +1,10 @@
 """Real anatomy: a quick run on four OpenKBP head-and-neck CTs (label 1 = PTV70).
 
 Proves that ingest -> segment train/evaluate/predict works on real intensities (CT, HU
-window) and real geometry; it asserts only that training runs, the Dice is a number in
-[0, 1] and the automatic masks carry each scan's geometry (1 epoch is no quality claim).
+window) and real geometry: three epochs (Adam, lr 3e-3, 64 px) reach a PTV Dice of about 0.27
+on the held-out patient (measured 0.273 on CPU), while a pipeline that loses the anatomy does
+not: one epoch reaches 0.04, an empty prediction 0, and masks misaligned with their images
+cannot be learnt. The automatic masks must carry each scan's geometry.
 """
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ import yaml
 
 from npcai.cohort.model import Cohort
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "openkbp-hn-ct"
-if not REAL.is_dir():
-    REAL = Path("/work/shared/realdata/openkbp-hn-ct")
+from shared_data import SHARED, require_shared
+
+REAL = SHARED / "realdata" / "openkbp-hn-ct"
 PATIENTS = ["pt1", "pt2", "pt3", "pt4"]
 
-pytestmark = pytest.mark.skipif(not (REAL / "images").is_dir(), reason="OpenKBP sample not available")
+
+@pytest.fixture(autouse=True, scope="module")
+def _real_data():
+    """Skip without the OpenKBP sample; under CI fail instead."""
+    require_shared(REAL / "images", "the OpenKBP CT sample")
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +44,12 @@ def ct_cohort(tmp_path_factory) -> Path:
     return root / "cohort"
 
 
+@pytest.mark.slow
 def test_ct_quick_run(ct_cohort, tmp_path, cli):
     run = tmp_path / "ptv"
     r = cli("segment", "train", ct_cohort, "--out", run, "--labels", "tumour", "--arch", "unet",
             "--encoder", "resnet18", "--encoder-depth", "3", "--no-pretrained", "--size", "64",
-            "--batch-size", "16", "--epochs", "1")
+            "--batch-size", "16", "--epochs", "3", "--optimizer", "adam", "--lr", "0.003")
     assert r.code == 0, r
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["options"]["sequence"] == "CT" and cfg["options"]["normalise"] == "window:40,400"
@@ -50,7 +57,7 @@ def test_ct_quick_run(ct_cohort, tmp_path, cli):
     assert r.code == 0, r
     m = json.loads((run / "evaluation" / "metrics.json").read_text())
     d = m["slice"]["tumour"]["dice"]["estimate"]
-    assert d is not None and 0.0 <= d <= 1.0
+    assert d is not None and d >= 0.2, m["slice"]["tumour"]     # a broken pipeline stays near 0
     r = cli("segment", "predict", ct_cohort, "--model", run)   # the fixture is module-local: writing is fine
     assert r.code == 0, r
     co = Cohort.load(ct_cohort)

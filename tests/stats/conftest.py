@@ -66,11 +66,12 @@ def make_run(root: Path, cohort: Path, *, roi: str, backbone: str, signal: float
     logit = signal * (labels.to_numpy() - 0.5) * 2 + 0.3 * latent + rng.normal(scale=1.0, size=len(labels))
     prob = 1 / (1 + np.exp(-logit))
     root.mkdir(parents=True)
-    from npcai.models.run import RUN_FORMAT
+    from npcai.runs import RUN_FORMAT, cohort_id
 
     cfg = {"format": RUN_FORMAT, "kind": "train",
            "options": {"cohort": str(cohort), "endpoint": endpoint, "roi": roi, "backbone": backbone,
-                       "seed": seed}}
+                       "seed": seed},
+           "cohort": {"path": str(cohort), "id": cohort_id(cohort)}}
     (root / "config.yaml").write_text(yaml.safe_dump(cfg))
     sp = pd.DataFrame({"patient_id": labels.index, "split": split.loc[labels.index].to_numpy(),
                        "label": labels.to_numpy()})

@@ -71,7 +71,7 @@ def test_evaluate_with_a_moved_cohort_still_reports_auc(fake_runs, tmp_path):
 
     run = shutil.copytree(fake_runs["segmented_efficientnet_b0"], tmp_path / "run")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["options"]["cohort"] = str(tmp_path / "gone")
+    cfg["options"]["cohort"] = cfg["cohort"]["path"] = str(tmp_path / "gone")
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     m = evaluate_run(run, n_boot=0, figures=False)
     assert m["patient"]["auc"]["auc"] > 0.5

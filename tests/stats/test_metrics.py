@@ -127,7 +127,7 @@ def test_table1_tests_match_scipy_and_choose_fisher():
                          "sex": ["M", "M", "M", "F", "M", "F", "F", "M"],
                          "t_stage": [1, 2, 3, 4, 2, 3, np.nan, 1]})
     by = pd.Series(["train"] * 4 + ["test"] * 4)
-    t = table1(clin, by)
+    t = table1(clin, by, continuous="mean")         # the seeds' layout (default: median [IQR])
     assert list(t.columns) == ["variable", "level", "train", "test", "p_value", "test_used"]
     age = t[t.variable == "age"].iloc[0]
     assert age["p_value"] == pytest.approx(st.ttest_ind([40, 50, 60, 45], [55, 65, 70, 35]).pvalue)

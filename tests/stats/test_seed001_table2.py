@@ -6,15 +6,13 @@ Seed: /work/shared/seeds/001_52030869884d3e30.txt, section 3.2 and Table 2 (test
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from npcai.stats.binary import ConfusionMatrix, metrics_from_confusion
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared beside the clone
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
+from shared_data import SHARED, require_shared
+
 SEED = SHARED / "seeds" / "001_52030869884d3e30.txt"
 
 # Table 2: (TP, FN) in the "High risk (true)" row, (FP, TN) in the "Low risk (true)" row.
@@ -33,9 +31,8 @@ PRINTED = {
 }
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason="seed papers not available")
 def test_table2_transcribed_from_the_seed():
-    text = SEED.read_text()
+    text = require_shared(SEED, "seed paper 001").read_text()
     rows = {m.group(1): [int(v) for v in m.group(2).split()] for m in
             re.finditer(r"^(High risk\(true\)|Low risk\(true\))\s+([\d\s]+)$", text, re.M)}
     high, low = rows["High risk(true)"], rows["Low risk(true)"]

@@ -44,10 +44,36 @@ def test_degenerate_sets_leave_cells_empty_instead_of_failing():
     assert np.isnan(m["threshold"]) and "tp" not in m
 
 
+def _harrell_by_hand(time, event, risk) -> float:
+    """Harrell's C counted pair by pair: a pair is usable when the shorter time is an event;
+    concordant when that patient has the higher risk (equal risks count one half)."""
+    num = den = 0.0
+    for i in range(len(time)):
+        for j in range(len(time)):
+            if time[i] < time[j] and event[i] == 1:
+                den += 1
+                num += 1.0 if risk[i] > risk[j] else 0.5 if risk[i] == risk[j] else 0.0
+    return num / den
+
+
 def test_c_index_uses_the_survival_times():
+    """The scores separate the binary labels perfectly (AUC 1.0) but not the survival times:
+    a C-index computed from the labels would be 1.0; against the times it is 10/14 (14 usable
+    pairs, 4 of them discordant: the 0.9-risk patient lived longer than three others)."""
     val = _pred("val", [0, 1, 0, 1], [0.2, 0.6, 0.3, 0.7])
     test = _pred("test", [0, 0, 1, 1, 0, 1], [0.1, 0.2, 0.8, 0.9, 0.3, 0.7])
-    surv = pd.DataFrame({"time": [50, 40, 5, 3, 30, 10], "event": [0, 1, 1, 1, 0, 1]},
+    surv = pd.DataFrame({"time": [50, 12, 5, 20, 30, 10], "event": [0, 1, 1, 1, 0, 1]},
                         index=test["patient_id"])
     m = model_metrics(pd.concat([val, test]), surv)
-    assert m["c_index"] == pytest.approx(1.0) and m["c_low"] <= 1.0
+    assert m["auc"] == pytest.approx(1.0)                   # the labels alone are perfectly ranked
+    expected = _harrell_by_hand(surv["time"].to_numpy(), surv["event"].to_numpy(), test["prob"].to_numpy())
+    assert expected == pytest.approx(10 / 14)
+    assert m["c_index"] == pytest.approx(expected)
+    assert m["c_low"] < m["c_index"] < m["c_high"] < 1.0 + 1e-12
+    # moving one event time changes the C-index although no label changes
+    later = surv.assign(time=surv["time"].where(surv.index != "test3", 60))
+    m2 = model_metrics(pd.concat([val, test]), later)
+    assert m2["c_index"] != pytest.approx(m["c_index"])
+    assert m2["c_index"] == pytest.approx(_harrell_by_hand(later["time"].to_numpy(), later["event"].to_numpy(),
+                                                           test["prob"].to_numpy()))
+

@@ -24,7 +24,8 @@ def ingest_command(
     out: Path = typer.Option(..., "--out", help="Cohort folder to create (written atomically; the pseudonym map "
                              "goes beside it as <OUT>.pseudonyms.csv)."),
     contours: Optional[Path] = typer.Option(None, "--contours", help="Folder of contour label maps "
-                                            "<id>[_<pre|post>]_<T1|T2|T1c|CT>.nii.gz/.nrrd and/or RTSTRUCT .dcm files."),
+                                            "<id>[_<pre|post>]_<T1|T2|T1c|CT>.nii.gz/.nrrd and/or RTSTRUCT .dcm files "
+                                            "(default: EXPORT/contours when it exists)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Folder of NIfTI/NRRD volumes "
                                           "<id>[_<pre|post>]_<T1|T2|T1c|CT>.nii.gz/.nrrd (instead of or besides DICOM)."),
     sequence_map: Optional[Path] = typer.Option(None, "--sequence-map", help="YAML 'sequence: regex' (T1c, T2, T1; "
@@ -33,8 +34,13 @@ def ingest_command(
                                            "e.g. '1: [GTVnx, GTVp]' and '2: [GTVnd]' (case-insensitive)."),
     sheet: Optional[str] = typer.Option(None, "--sheet", help="Sheet of the Excel workbook holding the table "
                                         "(required when the workbook has several)."),
-    keep_ids: bool = typer.Option(False, "--keep-ids", help="Keep the hospital_id column in COHORT/clinical.csv "
-                                  "(the cohort is then NOT de-identified)."),
+    keep_columns: Optional[str] = typer.Option(None, "--keep-columns", help="Comma-separated clinical columns "
+                                               "outside the schema to keep (all others are dropped), e.g. ldh,smoker."),
+    keep_ids: bool = typer.Option(False, "--keep-ids", help="Keep the hospital_id column in COHORT/clinical.csv and "
+                                  "accept identifying --keep-columns (the cohort is then NOT de-identified)."),
+    pseudonyms: Optional[Path] = typer.Option(None, "--pseudonyms", help="Pseudonym map of an earlier ingest "
+                                              "(<COHORT>.pseudonyms.csv): its patients keep their pseudonyms, "
+                                              "new patients are appended."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out folder."),
 ) -> None:
     """Ingest a hospital export (DICOM / NIfTI / NRRD / RTSTRUCT + clinical table) into a de-identified cohort."""
@@ -46,19 +52,22 @@ def ingest_command(
     with show_progress():
         report = ingest(export, clinical=clinical, out=out, contours=contours, images=images,
                         sequence_map=sequence_map, keep_ids=keep_ids, sheet=sheet, overwrite=overwrite,
-                        roi_map=roi_map)
+                        roi_map=roi_map, keep_columns=(keep_columns or "").split(","), pseudonyms=pseudonyms)
     console = Console(soft_wrap=True)
     groups = ", ".join(f"{k}: {v}" for k, v in report["scans_per_group"].items())
     console.print(f"[bold]cohort[/bold] {report['out']}  ({report['modality']})")
     console.print(f"  patients {report['patients']}, scans {report['scans']} ({groups}), "
                   f"masks {report['masks']}, slices {report['slices']}, {report['seconds']} s")
     console.print(f"  endpoints/columns: {', '.join(report['endpoints']) or 'none (ids only)'}")
+    if report["contours"]:
+        found = "" if contours is not None else " (found in the export)"
+        console.print(f"  contours: {report['contours']}{found}")
     for key, label in (("images_without_clinical", "excluded, images but no clinical row"),
                        ("clinical_without_images", "excluded, clinical row but no images"),
                        ("unmatched_contours", "contour files matching no scan"),
                        ("scans_without_contour", "scans without contour"),
                        ("skipped_files", "unreadable DICOM files skipped"),
-                       ("dropped_columns", "identifying clinical columns dropped")):
+                       ("dropped_columns", "clinical columns dropped (not in the schema; --keep-columns)")):
         if report[key]:
             items = report[key]
             console.print(f"  [yellow]{label}: {len(items)}[/yellow] ({', '.join(map(str, items[:8]))}"
@@ -113,8 +122,16 @@ def validate_command(
             console.print(t)
         else:
             console.print("no endpoints: the clinical table has ids only (commands needing one will name the column)")
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    if len(result.problems) == 1:
+        raise NpcaiError(result.problems[0])
     if result.problems:
         for p in result.problems:
             typer.echo(f"problem: {p}", err=True)
         raise NpcaiError(f"{cohort}: {len(result.problems)} problem(s) listed above; fix them or re-run `npcai ingest`")
-    console.print("[green]cohort is sound[/green]")
+    if result.warnings:
+        console.print(f"[yellow]cohort files are consistent, but check the {len(result.warnings)} warning(s) "
+                      "listed above before training[/yellow]")
+    else:
+        console.print("[green]cohort is sound[/green]")

@@ -2,9 +2,14 @@
 
 Only ``hospital_id`` is required; a table of ids alone is valid (the cohort then simply has
 no endpoints). Known columns are typed and range-checked, and common spellings are
-normalised (``T3`` -> 3, ``IVA`` -> 4, ``male`` -> ``M``); unknown extra columns are kept
-as they are. Every error names the file, the column and the hospital id (and spreadsheet
-row) so the user can fix the cell.
+normalised (``T3`` -> 3, ``IVA`` -> 4, ``male`` -> ``M``). Every error names the file, the
+column and the hospital id (and spreadsheet row) so the user can fix the cell.
+
+De-identification is by allowlist (:func:`allowlist_columns`): only the schema's columns
+and the columns the user names (``keep``) reach a cohort; a column whose name or content
+looks identifying (names, ids, birth dates, UIDs, phone numbers, e-mail addresses, Chinese
+or English headings such as 姓名 or PatientBirthDate, free text quoting a hospital id) is
+refused even when named, unless identifiers are kept on purpose (``keep_ids``).
 
 Schema (missing cells are allowed everywhere except ``hospital_id``):
 
@@ -47,7 +52,8 @@ from npcai.errors import NpcaiError
 
 __all__ = [
     "TREATMENTS", "BINARY_COLUMNS", "read_clinical", "validate_clinical", "require_columns",
-    "survival_endpoints", "binary_columns", "identifying_columns",
+    "survival_endpoints", "binary_columns", "identifying_columns", "identifying_reason", "is_schema_column",
+    "allowlist_columns",
 ]
 
 TREATMENTS = ("CCRT", "IC+CCRT", "RT")
@@ -55,10 +61,24 @@ BINARY_COLUMNS = ("distant_metastasis", "residual_tumour")
 _ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "IVA": 4, "IVB": 4, "IVC": 4}
 _TIME_RX = re.compile(r"_(months|days|years|time)$")
 _IDENTIFYING_NAME_RX = re.compile(
-    r"(^|_)(name|first_?name|last_?name|surname|given_?name|dob|birth|birth_?date|date_?of_?birth|address|street|"
-    r"zip|postcode|postal_?code|phone|telephone|mobile|email|e_?mail|mrn|medical_?record|record_?number|ssn|"
-    r"national_?id|insurance|accession|initials|dates?)(_|$)", re.IGNORECASE)
+    r"(^|_)(names?|first_?name|last_?name|surname|given_?name|dob|birth|birth_?date|birthday|date_?of_?birth|"
+    r"address|street|zip|postcode|postal_?code|phone|telephone|tel|mobile|fax|email|e_?mail|mrn|medical_?record|"
+    r"record_?number|ssn|national_?id|insurance|accession|initials|dates?|ids?|uids?|card|patientid|"
+    r"identifier|passport|contact|institution|referring|physician_?name|operator)(_|$)", re.IGNORECASE)
+#: Chinese headings of identifying columns (name, inpatient/outpatient/record numbers, ID card, birth, phone ...)
+_IDENTIFYING_HEADINGS = ("姓名", "名字", "患者名", "住院号", "门诊号", "病历号", "病案号", "身份证", "证件号", "出生",
+                         "生日", "电话", "手机", "联系", "地址", "住址", "影像号", "检查号", "登记号", "编号", "医保",
+                         "邮箱", "日期")
 _DATE_VALUE_RX = re.compile(r"^\s*(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([ T].*)?\s*$")
+_DATE_IN_TEXT_RX = re.compile(r"(?<!\d)(\d{4}[-/.年]\d{1,2}[-/.月]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4}|"
+                              r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01]))(?!\d)")
+_IDENTIFYING_VALUE_RX = {
+    "a DICOM UID": re.compile(r"(?<![\d.])\d+(\.\d+){4,}(?![\d.])"),
+    "an ID card number": re.compile(r"(?<!\d)\d{17}[\dXx](?![\dXx])"),
+    "a phone number": re.compile(r"(?<![\w.])\+?\d[\d\s()-]{6,}\d(?![\w.])"),
+    "an e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+"),
+    "a date": _DATE_IN_TEXT_RX,
+}
 _EVENT_RX = re.compile(r"_event$")
 
 
@@ -96,6 +116,11 @@ def read_clinical(path: str | os.PathLike, sheet: str | None = None) -> pd.DataF
         raise NpcaiError(f"{path}: cannot read the clinical table ({str(exc).splitlines()[0][:200]}); "
                          "save it as CSV (UTF-8) or XLSX") from exc
     df.columns = [str(c).strip() for c in df.columns]
+    if len(df.columns) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+            if sep in df.columns[0]:
+                raise NpcaiError(f"{path}: the header {df.columns[0][:60]!r} is separated by {name}, not commas; "
+                                 f"save the table as comma-separated CSV (or .xlsx)")
     df = df.dropna(how="all")
     df.attrs["source"] = str(path.name)
     return df
@@ -286,23 +311,103 @@ def _rule_for(col: str):
     return None
 
 
+def is_schema_column(column: str) -> bool:
+    """Whether ``column`` is one the schema knows (typed and checked) and may enter a cohort."""
+    return column == "hospital_id" or _rule_for(str(column)) is not None
+
+
+def _name_key(column: str) -> str:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(column).strip())      # PatientBirthDate -> Patient_Birth_Date
+    return re.sub(r"[^0-9a-z]+", "_", spaced.lower()).strip("_")
+
+
+def identifying_reason(column: str, values: pd.Series | None = None, ids: Iterable[str] = ()) -> str | None:
+    """Why a column looks identifying (by its name or its cells), or None.
+
+    Args:
+        column: the column heading (English or Chinese).
+        values: its cells; checked for dates, UIDs, ID card and phone numbers, e-mail addresses.
+        ids: hospital ids of the table; a cell quoting one of them is identifying.
+    """
+    if _IDENTIFYING_NAME_RX.search(_name_key(column)):
+        return "its name"
+    if any(h in str(column) for h in _IDENTIFYING_HEADINGS):
+        return "its name"
+    if values is None:
+        return None
+    cells = values.dropna().astype(str).str.strip()
+    cells = cells[cells != ""]
+    if not len(cells):
+        return None
+    if cells.str.match(_DATE_VALUE_RX).mean() >= 0.8:
+        return "its cells are dates"
+    for what, rx in _IDENTIFYING_VALUE_RX.items():
+        hits = cells.map(lambda c, rx=rx: [m.group(0) for m in rx.finditer(c)])
+        if what == "a phone number":   # at least 8 digits, so doses and ranges are not phone numbers
+            hits = hits.map(lambda ms: [m for m in ms if sum(ch.isdigit() for ch in m) >= 8])
+        if hits.map(bool).any():
+            return f"a cell holds {what}"
+    wanted = [re.escape(str(h)) for h in ids if len(str(h)) >= 3]
+    if wanted:
+        rx = re.compile(r"(?<![0-9A-Za-z])(?:" + "|".join(sorted(wanted, key=len, reverse=True)) + r")(?![0-9A-Za-z])")
+        if cells.str.contains(rx).any():
+            return "a cell quotes a hospital id"
+    return None
+
+
 def identifying_columns(df: pd.DataFrame, id_col: str = "hospital_id") -> list[str]:
-    """Columns that look identifying and must not reach a cohort: names, birth dates,
-    addresses, contact details, record numbers, and any column of calendar dates
-    (by its name or because most of its cells are dates)."""
-    cols = []
-    for c in df.columns:
-        if c == id_col:
+    """Columns that look identifying and must not reach a cohort: names, ids, birth dates,
+    UIDs, contact details, record numbers, dates, and free text quoting a hospital id
+    (by the heading or the cells; see :func:`identifying_reason`)."""
+    ids = df[id_col].dropna().astype(str).str.strip().tolist() if id_col == "hospital_id" and id_col in df else []
+    return [c for c in df.columns if c not in (id_col, "hospital_id") and identifying_reason(c, df[c], ids)]
+
+
+def allowlist_columns(df: pd.DataFrame, keep: Iterable[str] = (), *, keep_ids: bool = False,
+                      source: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The columns of a raw clinical table that may enter a cohort, and those dropped.
+
+    Schema columns and the columns named in ``keep`` are kept; every other column is
+    dropped. A kept column (or a text schema column such as ``centre``) that looks
+    identifying is refused unless ``keep_ids``.
+
+    Args:
+        df: the raw table (from :func:`read_clinical`), with ``hospital_id``.
+        keep: extra columns to keep (the user's ``--keep-columns``).
+        keep_ids: accept identifying columns the user asked for (the cohort is then not
+            de-identified).
+        source: file name for messages (defaults to ``df.attrs["source"]``).
+
+    Returns:
+        ``(table with the allowed columns, names of the dropped columns)``.
+
+    Raises:
+        NpcaiError: a kept column is missing, or looks identifying without ``keep_ids``.
+    """
+    src = source or df.attrs.get("source", "clinical table")
+    keep = [str(k).strip() for k in keep if str(k).strip()]
+    missing = [k for k in keep if k not in df.columns]
+    if missing:
+        raise NpcaiError(f"{src}: no column {missing[0]!r} to keep; columns are {', '.join(map(str, df.columns))}")
+    ids = df["hospital_id"].dropna().astype(str).str.strip().tolist() if "hospital_id" in df.columns else []
+    kept, dropped = [], []
+    for col in df.columns:
+        if col == "hospital_id":
+            kept.append(col)
             continue
-        key = re.sub(r"[^0-9a-z]+", "_", str(c).strip().lower())
-        if _IDENTIFYING_NAME_RX.search(key):
-            cols.append(c)
+        if col not in keep and not is_schema_column(col):
+            dropped.append(col)
             continue
-        values = df[c].dropna().astype(str)
-        values = values[values.str.strip() != ""]
-        if len(values) and values.str.match(_DATE_VALUE_RX).mean() >= 0.8:
-            cols.append(c)
-    return cols
+        text_column = col in keep or _rule_for(col) in (_text, _treatment, _sex)
+        reason = identifying_reason(col, df[col] if text_column else None, ids)
+        if reason and not keep_ids:
+            raise NpcaiError(f"{src}: column {col!r} looks identifying ({reason}), so it never enters a cohort; "
+                             "remove it, or keep identifiers on purpose (--keep-ids: the cohort is then "
+                             "not de-identified)")
+        kept.append(col)
+    out = df[kept].copy()
+    out.attrs.update(df.attrs)
+    return out, dropped
 
 
 def survival_endpoints(columns: Iterable[str]) -> list[str]:

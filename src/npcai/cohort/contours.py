@@ -104,16 +104,51 @@ def clean_image(image, dtype=None):
     return out
 
 
-def read_volume(path: str | os.PathLike):
-    """Read a 3-D greyscale NIfTI/NRRD/MHA volume (metadata dropped)."""
+def check_gzip_complete(path: str | os.PathLike, *, fix: str) -> None:
+    """Refuse a ``.gz`` file that is not one complete gzip stream.
+
+    SimpleITK reads a truncated ``.nii.gz`` without complaint and fills the missing voxels,
+    so a half-copied volume would silently become data. Decompressing the stream once (and
+    checking its CRC) costs a fraction of the read and catches truncation and garbage.
+
+    Args:
+        path: the file.
+        fix: what the user should do, appended to the message.
+    """
+    import gzip
+    import zlib
+
+    path = Path(path)
+    if not path.name.lower().endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise NpcaiError(f"{path}: the compressed volume is truncated or corrupt ({exc}); {fix}") from exc
+
+
+def read_image_file(path: str | os.PathLike, *, fix: str):
+    """Read an image file with SimpleITK; a file it cannot decode or a truncated ``.gz`` is
+    refused with one line naming the file and ``fix`` (what to do)."""
     import SimpleITK as sitk
 
     path = Path(path)
+    if not path.is_file():
+        raise NpcaiError(f"{path}: file not found; {fix}")
+    check_gzip_complete(path, fix=fix)
     try:
-        image = sitk.ReadImage(str(path))
+        return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise NpcaiError(f"{path}: cannot read the volume ({str(exc).strip().splitlines()[-1][:160]}); "
-                         "re-save it as NIfTI") from exc
+                         f"{fix}") from exc
+
+
+def read_volume(path: str | os.PathLike):
+    """Read a 3-D greyscale NIfTI/NRRD/MHA volume (metadata dropped)."""
+    path = Path(path)
+    image = read_image_file(path, fix="re-save it as NIfTI")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise NpcaiError(f"{path}: expected a 3-D single-channel volume, got {image.GetDimension()}-D with "
                          f"{image.GetNumberOfComponentsPerPixel()} component(s); re-save it")
@@ -156,6 +191,40 @@ def same_grid(a, b, tol: float = 1e-3) -> bool:
             and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
 
 
+_LABEL_NAMES = {v: k for k, v in LABELS.items()}
+
+
+def labels_outside(label, image) -> dict[int, tuple[int, list[float]]]:
+    """Labelled voxels of ``label`` whose centre no voxel of ``image`` covers.
+
+    Returns ``{label value: (voxel count, physical z of those voxels in mm)}``; empty when every labelled voxel lies within the image's voxel grid (each
+    would then find its nearest image voxel when resampled).
+    """
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(label)
+    zyx = np.argwhere(arr > 0)
+    if not len(zyx):
+        return {}
+
+    def frame(img):
+        return (np.asarray(img.GetOrigin(), float), np.asarray(img.GetSpacing(), float),
+                np.asarray(img.GetDirection(), float).reshape(3, 3))
+
+    org, sp, d = frame(label)
+    phys = org + (zyx[:, ::-1] * sp) @ d.T                      # voxel centres (x, y, z) in mm
+    org_i, sp_i, d_i = frame(image)
+    cidx = ((phys - org_i) @ d_i) / sp_i                        # continuous index in the image
+    size = np.asarray(image.GetSize(), float)
+    outside = ((cidx < -0.5) | (cidx > size - 0.5)).any(axis=1)
+    if not outside.any():
+        return {}
+    values = arr[tuple(zyx[outside].T)]
+    slice_mm = phys[outside][:, 2]
+    return {int(v): (int((values == v).sum()), sorted({round(float(z), 1) for z in slice_mm[values == v]}))
+            for v in np.unique(values)}
+
+
 def align_label_map(label, image, name: str):
     """The label map on the image's voxel grid.
 
@@ -176,6 +245,13 @@ def align_label_map(label, image, name: str):
                          f"{dev:.1f} mm, tolerance {tol:.1f} mm; contour size {label.GetSize()} spacing "
                          f"{tuple(round(s, 3) for s in label.GetSpacing())} vs image {image.GetSize()} "
                          f"{tuple(round(s, 3) for s in image.GetSpacing())}); export the contour on this scan")
+    lost = labels_outside(label, image)
+    if lost:
+        what = " and ".join(f"{n} {_LABEL_NAMES.get(v, f'label-{v}')} voxel(s)" for v, (n, _) in sorted(lost.items()))
+        zs = sorted({z for _, (_, zz) in lost.items() for z in zz})
+        raise NpcaiError(f"{name}: {what} of the contour lie outside its image (contour slice(s) at "
+                         f"{', '.join(f'{z:.1f}' for z in zs[:4])} mm) and would be cropped; the series "
+                         "probably lacks slices there: re-export the complete series, or the contour on this scan")
     log.info("%s: contour grid differs from its image; resampled (nearest neighbour)", name)
     out = sitk.Resample(label, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     if not sitk.GetArrayViewFromImage(out).any():

@@ -28,9 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from npcai.cohort.deidentify import hash_uid
+from npcai.cohort.deidentify import hash_uid, new_salt
 from npcai.errors import NpcaiError
 from npcai.progress import track
+
+_MESSAGE_SALT = new_salt()   # messages name a series by a hash no one can recompute from the export
 
 __all__ = [
     "DEFAULT_SEQUENCE_MAP", "SequenceMap", "DicomSeries", "RtStructFile", "discover_series",
@@ -144,7 +146,8 @@ class DicomSeries:
 
     @property
     def uid_hash(self) -> str:
-        return hash_uid(self.series_uid)
+        """A salted hash of the series UID for messages (the cohort uses its own salt)."""
+        return hash_uid(self.series_uid, _MESSAGE_SALT)
 
     @property
     def name(self) -> str:
@@ -229,8 +232,12 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
     if not root.is_dir():
         raise NpcaiError(f"{root}: export folder not found; give the folder holding the DICOM files")
     seq_map = sequence_map or SequenceMap()
-    files = sorted(p for p in root.rglob("*") if p.is_file() and _is_candidate(p))
+    files = [p for p in walk_files(root) if _is_candidate(p)]
     if not files:
+        dangling = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_symlink() and not p.exists())
+        if dangling:
+            raise NpcaiError(f"{root}: no DICOM files found; the link(s) {', '.join(dangling[:3])} lead nowhere "
+                             "(their target is missing or not mounted); fix the links or give the real folder")
         raise NpcaiError(f"{root}: no DICOM files found; check the path (files ending .dcm or without extension)")
 
     groups: dict[str, list[tuple[Any, Path]]] = defaultdict(list)
@@ -328,6 +335,27 @@ def _slice(ds: Any, path: Path) -> _Slice:
                   pixel_spacing=ps, instance=int(ds.get("InstanceNumber", 0) or 0))
 
 
+def walk_files(root: str | os.PathLike) -> list[Path]:
+    """Every file under ``root``, sorted, following symbolic links to folders.
+
+    Exports are often assembled with links (``EXPORT/dicom -> /mnt/pacs/...``), which
+    ``Path.rglob`` does not follow before Python 3.13. A link that leads back into a folder
+    already visited (a cycle) is skipped with a warning.
+    """
+    root = Path(root)
+    seen: set[str] = set()
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            log.warning("%s: a folder link leads back to %s; not followed twice", dirpath, real)
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        files.extend(Path(dirpath) / f for f in filenames)
+    return sorted(p for p in files if p.is_file())
+
+
 def check_series_geometry(series: DicomSeries, slices: list[_Slice]) -> None:
     """Order ``slices`` along the normal into ``series.files``; refuse inconsistent geometry.
 
@@ -357,14 +385,20 @@ def check_series_geometry(series: DicomSeries, slices: list[_Slice]) -> None:
         raise NpcaiError(f"{series.name}: duplicate slice position {pos[k]:.2f} mm ({ordered[k].path.name} and "
                          f"{ordered[k + 1].path.name}); remove the duplicates or split the series")
     if len(steps) >= 2:
-        median = float(np.median(steps))
-        bad = np.where(np.abs(steps - median) > max(_GAP_TOL * median, 0.01))[0]
+        # the slice spacing is the smallest step: a missing slice makes a step longer, never
+        # shorter (the median of few steps is wrong: 0, 10, 15 mm has median 7.5 mm)
+        usual = float(steps.min())
+        bad = np.where(steps - usual > max(_GAP_TOL * usual, 0.01))[0]
         if len(bad):
             k = int(bad[0])
+            n_missing = int(sum(max(round(steps[b] / usual) - 1, 1) for b in bad))
+            more = f" and {len(bad) - 1} other gap(s)" if len(bad) > 1 else ""
             lost = f"; {len(series.skipped_files)} unreadable file(s) in it (e.g. {series.skipped_files[0]})" \
                 if series.skipped_files else ""
             raise NpcaiError(f"{series.name}: missing slice(s) between {pos[k]:.2f} and {pos[k + 1]:.2f} mm "
-                             f"(step {steps[k]:.2f} mm, usual {median:.2f} mm){lost}; re-export the complete series")
+                             f"({ordered[k].path.name} and {ordered[k + 1].path.name}: step {steps[k]:.2f} mm, "
+                             f"slices {usual:.2f} mm apart elsewhere{more}; about {n_missing} slice(s) missing)"
+                             f"{lost}; re-export the complete series")
     if series.skipped_files:
         log.warning("%s: skipped %d unreadable file(s) (%s); the remaining %d slices are evenly spaced",
                     series.name, len(series.skipped_files), ", ".join(series.skipped_files[:3]), len(ordered))
@@ -396,7 +430,7 @@ def find_rtstructs(folder: str | os.PathLike) -> list[RtStructFile]:
     """RTSTRUCT files anywhere under ``folder`` (other files are ignored)."""
     folder = Path(folder)
     found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _is_candidate(p)):
+    for path in (p for p in walk_files(folder) if _is_candidate(p)):
         try:
             ds, _ = _read_header(path)
         except Exception:  # noqa: BLE001 - not DICOM: not an RTSTRUCT

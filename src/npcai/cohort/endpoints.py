@@ -25,7 +25,7 @@ import pandas as pd
 
 from npcai.errors import NpcaiError
 
-__all__ = ["EndpointLabels", "endpoint_labels", "filter_patients", "NAMED_ENDPOINTS"]
+__all__ = ["EndpointLabels", "endpoint_labels", "filter_patients", "pfs_median_rule", "NAMED_ENDPOINTS"]
 
 #: named endpoints -> (label column or None, survival time column, survival event column)
 NAMED_ENDPOINTS = {
@@ -73,23 +73,19 @@ def _excluded(ids, reason: str) -> pd.DataFrame:
 
 
 def filter_patients(clinical: pd.DataFrame, where: str | None) -> pd.DataFrame:
-    """Rows of ``clinical`` satisfying a pandas ``DataFrame.query`` expression (e.g. ``treatment == "CCRT"``).
+    """Rows of ``clinical`` satisfying a patient filter (e.g. ``treatment == "CCRT"``).
 
-    Unknown columns and syntax errors raise :class:`NpcaiError` naming the problem.
+    The filter is parsed with :mod:`npcai.cohort.filters` (a small grammar, never code).
+    A refused filter, an unknown column or a filter matching nobody raises
+    :class:`NpcaiError` naming the problem.
     """
     if not where:
         return clinical
-    try:
-        out = clinical.query(where, engine="python")
-    except pd.errors.UndefinedVariableError as exc:
-        raise NpcaiError(f"--where {where!r}: {exc}; columns are {', '.join(map(str, clinical.columns))}") from exc
-    except Exception as exc:
-        raise NpcaiError(f"--where {where!r}: not a valid filter ({type(exc).__name__}: {exc}); "
-                         f"write a pandas query such as 'treatment == \"CCRT\"'") from exc
-    if not isinstance(out, pd.DataFrame):
-        raise NpcaiError(f"--where {where!r}: must be a condition on columns, e.g. 'treatment == \"CCRT\"'")
+    from npcai.cohort.filters import filter_mask
+
+    out = clinical[filter_mask(clinical, where)]
     if out.empty:
-        raise NpcaiError(f"--where {where!r}: no patient matches; check the values in clinical.csv")
+        raise NpcaiError(f"patient filter {where!r}: no patient matches; check the values in clinical.csv")
     return out
 
 
@@ -102,12 +98,34 @@ def _binary(col: pd.Series, column: str) -> pd.Series:
     return values
 
 
-def endpoint_labels(clinical: pd.DataFrame, name: str) -> EndpointLabels:
+def pfs_median_rule(months, event, cutoff: float | None = None) -> tuple[np.ndarray, float]:
+    """The one ``pfs-median`` rule (cohort endpoints and the phantom's truth both use it).
+
+    t* is ``cutoff`` when given (e.g. the training cohort's, for an external cohort), else the
+    median of ``months``; label 1 when the event happened at or before t*, 0 when the time
+    exceeds t*, NaN (no label) when censored at or before t*.
+
+    Examples:
+        >>> pfs_median_rule([10, 20, 30, 40], [1, 0, 1, 0])
+        (array([ 1., nan,  0.,  0.]), 25.0)
+    """
+    months = np.asarray(months, dtype=float)
+    event = np.asarray(event, dtype=int)
+    t_star = float(np.median(months)) if cutoff is None else float(cutoff)
+    label = np.full(months.shape, np.nan)
+    label[(event == 1) & (months <= t_star)] = 1.0
+    label[months > t_star] = 0.0
+    return label, t_star
+
+
+def endpoint_labels(clinical: pd.DataFrame, name: str, *, cutoff: float | None = None) -> EndpointLabels:
     """Binary labels of endpoint ``name`` for the patients of ``clinical`` (indexed by patient_id).
 
     Args:
         clinical: the clinical table (``Cohort.clinical()``, possibly filtered).
         name: ``pfs-median``, ``distant-metastasis``, ``residual-tumour`` or any 0/1 column.
+        cutoff: ``pfs-median`` only: a fixed t* in months (a run's training cut-off applied to
+            an external cohort) instead of this table's median.
 
     Returns:
         :class:`EndpointLabels`; patients without a label are in ``.excluded`` with the reason.
@@ -120,14 +138,13 @@ def endpoint_labels(clinical: pd.DataFrame, name: str) -> EndpointLabels:
         e = _binary(clinical["pfs_event"], "pfs_event")
         missing = t.isna() | e.isna()
         t_ok, e_ok = t[~missing], e[~missing].astype(int)
-        if len(t_ok) < 2:
+        if len(t_ok) < 2 and cutoff is None:
             raise NpcaiError(f"clinical.csv: only {len(t_ok)} patients have pfs_months and pfs_event; "
                              f"endpoint 'pfs-median' needs more")
-        cutoff = float(np.median(t_ok.to_numpy()))
-        high = (e_ok == 1) & (t_ok <= cutoff)
-        low = t_ok > cutoff
-        labels = pd.Series(np.where(high, 1, 0), index=t_ok.index)[high | low].astype(int)
-        censored = t_ok.index[~(high | low)]
+        rule, cutoff = pfs_median_rule(t_ok.to_numpy(), e_ok.to_numpy(), cutoff)
+        has = ~np.isnan(rule)
+        labels = pd.Series(rule[has], index=t_ok.index[has]).astype(int)
+        censored = t_ok.index[~has]
         excluded = pd.concat([_excluded(t.index[missing], "missing pfs_months or pfs_event"),
                               _excluded(censored, "censored before median PFS")])
         survival = pd.DataFrame({"time": t_ok, "event": e_ok}).loc[labels.index]
@@ -151,3 +168,115 @@ def endpoint_labels(clinical: pd.DataFrame, name: str) -> EndpointLabels:
         survival = pd.DataFrame({"time": pd.to_numeric(clinical[tcol], errors="coerce"),
                                  "event": pd.to_numeric(clinical[ecol], errors="coerce")}).loc[labels.index]
     return EndpointLabels(name, labels, excluded, survival, f"label = clinical column {column!r} (0/1)")
+
+
+# --------------------------------------------------------------------------------------------
+# Survival targets (time, event) for Cox models: study 004's DFS and the other time-to-event
+# endpoints. Separate from the binary labels above.
+
+#: survival endpoint -> (time column, event column); the binary endpoints of
+#: :data:`NAMED_ENDPOINTS` that carry a time/event pair are accepted too.
+SURVIVAL_ENDPOINTS: dict[str, tuple[str, str]] = {
+    "dfs": ("dfs_months", "dfs_event"),
+    "pfs": ("pfs_months", "pfs_event"),
+    "os": ("os_months", "os_event"),
+    "dmfs": ("dmfs_months", "dmfs_event"),
+}
+
+
+@dataclass
+class SurvivalTarget:
+    """A right-censored survival target.
+
+    Attributes:
+        name: the endpoint (``dfs``, ``pfs``, ... or ``TIME,EVENT``).
+        time: Series patient_id -> follow-up time (float, >= 0), patients with follow-up only.
+        event: Series patient_id -> 1 event observed at ``time``, 0 censored (int).
+        excluded: DataFrame indexed by patient_id with a ``reason`` column.
+        time_column, event_column: the clinical columns used.
+    """
+
+    name: str
+    time: pd.Series
+    event: pd.Series
+    excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason"]))
+    time_column: str = ""
+    event_column: str = ""
+
+    @property
+    def n_events(self) -> int:
+        return int(self.event.sum())
+
+    def frame(self) -> pd.DataFrame:
+        """DataFrame (index patient_id) with columns ``time`` and ``event``."""
+        return pd.DataFrame({"time": self.time, "event": self.event})
+
+    def excluded_counts(self) -> dict[str, int]:
+        """Reasons -> number of patients, e.g. {"missing dfs_months": 3}."""
+        return {str(k): int(v) for k, v in self.excluded["reason"].value_counts().items()}
+
+
+def survival_columns(clinical: pd.DataFrame, name: str) -> tuple[str, str]:
+    """The (time, event) columns of survival endpoint ``name``.
+
+    ``name`` is ``dfs``, ``pfs``, ``os``, ``dmfs``, a binary endpoint of
+    :data:`NAMED_ENDPOINTS` with a time/event pair (``pfs-median``, ``distant-metastasis``),
+    or an explicit pair ``TIME_COLUMN,EVENT_COLUMN``.
+    """
+    if name in SURVIVAL_ENDPOINTS:
+        tcol, ecol = SURVIVAL_ENDPOINTS[name]
+    elif name in NAMED_ENDPOINTS and NAMED_ENDPOINTS[name][1] is not None:
+        tcol, ecol = NAMED_ENDPOINTS[name][1], NAMED_ENDPOINTS[name][2]
+    elif "," in name:
+        parts = [p.strip() for p in name.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise NpcaiError(f"survival endpoint {name!r}: give one time and one event column, "
+                             "e.g. 'dfs_months,dfs_event'")
+        tcol, ecol = parts
+    else:
+        named = ", ".join(list(SURVIVAL_ENDPOINTS) + [k for k, v in NAMED_ENDPOINTS.items() if v[1]])
+        raise NpcaiError(f"survival endpoint {name!r}: not a named survival endpoint ({named}); "
+                         "or give a time and an event column as 'TIME,EVENT'")
+    _require(clinical, [tcol, ecol], name)
+    return tcol, ecol
+
+
+def survival_target(clinical: pd.DataFrame, name: str) -> SurvivalTarget:
+    """Survival times and events of endpoint ``name`` for the patients of ``clinical``.
+
+    Patients without follow-up (missing time or event) are excluded and counted in
+    ``.excluded``; a negative time or an event other than 0/1 is an error naming the
+    patient.
+
+    Examples:
+        >>> clin = pd.DataFrame({"dfs_months": [12.0, None, 30.0], "dfs_event": [1, 0, 0]},
+        ...                     index=pd.Index(["P1", "P2", "P3"], name="patient_id"))
+        >>> st = survival_target(clin, "dfs")
+        >>> st.time.to_dict(), st.event.to_dict()
+        ({'P1': 12.0, 'P3': 30.0}, {'P1': 1, 'P3': 0})
+        >>> st.excluded_counts()
+        {'missing dfs_months or dfs_event': 1}
+    """
+    if clinical.index.name != "patient_id" and "patient_id" in clinical.columns:
+        clinical = clinical.set_index("patient_id")
+    tcol, ecol = survival_columns(clinical, name)
+    raw_t = clinical[tcol]
+    t = pd.to_numeric(raw_t, errors="coerce")
+    bad = t.index[raw_t.notna() & t.isna()]
+    if len(bad):
+        raise NpcaiError(f"clinical.csv: column {tcol!r} has value {str(raw_t.loc[bad[0]])!r} for patient "
+                         f"{bad[0]}; survival times must be numbers (months)")
+    neg = t.index[t < 0]
+    if len(neg):
+        raise NpcaiError(f"clinical.csv: column {tcol!r} is negative ({t.loc[neg[0]]:g}) for patient "
+                         f"{neg[0]}; survival times must be >= 0")
+    e = _binary(clinical[ecol], ecol)
+    missing = t.isna() | e.isna()
+    time_s = t[~missing].astype(float)
+    event_s = e[~missing].astype(int)
+    time_s.index.name = event_s.index.name = "patient_id"
+    excluded = _excluded(t.index[missing], f"missing {tcol} or {ecol}")
+    return SurvivalTarget(name, time_s, event_s, excluded, tcol, ecol)
+
+
+__all__ += ["SURVIVAL_ENDPOINTS", "SurvivalTarget", "survival_columns", "survival_target"]

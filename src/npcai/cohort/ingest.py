@@ -7,10 +7,13 @@ same way or DICOM RTSTRUCT files; the clinical table is a CSV or XLSX keyed by
 pseudonyms and writes the canonical cohort (:mod:`npcai.cohort.model`) atomically:
 either the whole folder appears, or nothing does.
 
-What reaches the cohort: voxel data and geometry, pseudonyms, the validated clinical
-columns (without ``hospital_id`` unless ``keep_ids``), SHA-256 hashes of source UIDs and
-files, and mask statistics. What does not: any DICOM tag, hospital id, name or date. The
-pseudonym map is written beside the cohort (:func:`npcai.cohort.model.pseudonym_map_path`).
+What reaches the cohort: voxel data and geometry, pseudonyms, the clinical schema's
+columns plus those named in ``keep_columns`` (by allowlist; identifying ones refused
+unless ``keep_ids``; ``hospital_id`` only with ``keep_ids``), SHA-256 hashes of source
+UIDs salted per cohort, file hashes and mask statistics. What does not: any DICOM tag,
+hospital id, name or date, nor the salt. The pseudonym map (with the salt) is written
+beside the cohort (:func:`npcai.cohort.model.pseudonym_map_path`); given back as
+``pseudonyms`` on a re-ingest it keeps every patient's pseudonym and the salt.
 
 Examples:
     >>> report = ingest("export/dicom", clinical="export/clinical.csv", out="cohort",
@@ -25,23 +28,23 @@ import hashlib
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from npcai.cohort.clinical_schema import identifying_columns, read_clinical, validate_clinical
+from npcai.cohort.clinical_schema import allowlist_columns, read_clinical, validate_clinical
 from npcai.cohort.contours import (align_label_map, find_volumes, mask_stats, read_label_map, read_volume,
                                    same_grid)
-from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, write_pseudonym_map
+from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, load_pseudonym_map, new_salt, write_pseudonym_map
 from npcai.cohort.dicom_series import (DicomSeries, RtStructFile, SequenceMap, discover_series, find_rtstructs,
                                        read_series)
 from npcai.cohort.model import Cohort, Patient, Scan, pseudonym_map_path, scan_id
 from npcai.cohort.rtstruct import load_roi_map, rasterise_rtstruct
 from npcai.errors import NpcaiError
-from npcai.fsutil import atomic_output_dir, file_sha256
+from npcai.fsutil import atomic_output_dir, check_output_path, check_replaceable, file_sha256
 from npcai.progress import track
 
 __all__ = ["ingest"]
@@ -83,7 +86,8 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
            contours: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
            sequence_map: SequenceMap | Mapping[str, str] | str | os.PathLike | None = None,
            keep_ids: bool = False, sheet: str | None = None, overwrite: bool = False,
-           roi_map: Mapping[str, int] | str | os.PathLike | None = None) -> dict[str, Any]:
+           roi_map: Mapping[str, int] | str | os.PathLike | None = None, keep_columns: Iterable[str] = (),
+           pseudonyms: str | os.PathLike | None = None) -> dict[str, Any]:
     """Turn an export (DICOM and/or NIfTI/NRRD volumes + contours + clinical table) into a cohort.
 
     Args:
@@ -93,15 +97,19 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
             ``<id>`` of volume file names) and optional clinical columns.
         out: the cohort folder to create (written atomically).
         contours: folder of label maps ``<id>[_<timepoint>]_<sequence>.nii.gz|.nrrd`` and/or
-            RTSTRUCT ``.dcm`` files.
+            RTSTRUCT ``.dcm`` files; default ``EXPORT/contours`` when that folder exists.
         images: folder of volumes ``<id>[_<timepoint>]_<sequence>.nii.gz|.nrrd`` (sequence
             T1, T2, T1c or CT).
         sequence_map: ``{sequence: regex}`` (or a YAML path) recognising sequences from
             SeriesDescription; defaults to :data:`npcai.cohort.dicom_series.DEFAULT_SEQUENCE_MAP`.
-        keep_ids: keep the ``hospital_id`` column in ``clinical.csv``.
+        keep_ids: keep the ``hospital_id`` column in ``clinical.csv`` and accept identifying
+            columns named in ``keep_columns`` (the cohort is then not de-identified).
         sheet: the Excel sheet holding the table (required for multi-sheet workbooks).
         overwrite: replace an existing non-empty ``out``.
         roi_map: RTSTRUCT ROI names -> label (1 tumour, 2 nodes), dict or YAML path.
+        keep_columns: clinical columns outside the schema to keep (others are dropped).
+        pseudonyms: the pseudonym map of an earlier ingest of this export: its patients keep
+            their pseudonyms (and the UID salt), new patients are numbered after them.
 
     Returns:
         A report: counts (``patients``, ``scans``, ``masks``, ``slices``), ``scans_per_group``,
@@ -124,9 +132,14 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     rep = _Report()
     if export is None and images is None:
         raise NpcaiError("ingest: give an EXPORT folder with DICOM series, or --images DIR with NIfTI/NRRD volumes")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite or choose another path")
+    out = check_output_path(out, [export, clinical, contours, images, pseudonyms,
+                                  *(p for p in (sequence_map, roi_map) if isinstance(p, (str, os.PathLike)))])
+    check_replaceable(out, overwrite)
+    if contours is None and export is not None and (Path(export) / "contours").is_dir():
+        contours = Path(export) / "contours"
+        log.info("using the export's contour folder %s (give contours to use another)", contours)
+    earlier = load_pseudonym_map(pseudonyms) if pseudonyms is not None else None
+    salt = earlier.salt if earlier is not None and earlier.salt else new_salt()
     seq_map = SequenceMap.coerce(sequence_map)
     rois = load_roi_map(roi_map)
 
@@ -135,12 +148,11 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     if "patient_id" in raw.columns:
         raise NpcaiError(f"{Path(clinical).name}: column 'patient_id' is reserved for the pseudonyms ingest assigns; "
                          "rename it (to hospital_id if it holds the hospital's patient id)")
-    dropped = identifying_columns(raw)
+    raw, dropped = allowlist_columns(raw, keep_columns, keep_ids=keep_ids)
     if dropped:
-        rep.warn(f"{Path(clinical).name}: dropped identifying column(s) {', '.join(map(repr, dropped))} "
-                 "(names, birth dates, contact details, record numbers and calendar dates never enter a cohort; "
-                 "give intervals such as *_months instead)")
-        raw = raw.drop(columns=dropped)
+        rep.warn(f"{Path(clinical).name}: dropped {len(dropped)} column(s) outside the clinical schema: "
+                 f"{', '.join(map(repr, dropped))} (only schema columns and columns named to keep enter a cohort; "
+                 "identifying ones never do)")
     table = validate_clinical(raw)
 
     # ---- image sources
@@ -153,7 +165,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
             raise NpcaiError(f"{export}: no MR/CT series with a recognised sequence; check --sequence-map "
                              f"(series seen: {', '.join(info['ignored_series']) or 'none'})")
         _assign_timepoints(series)
-        sources += [_dicom_source(s) for s in series]
+        sources += [_dicom_source(s, salt) for s in series]
         if info["unreadable"]:   # already logged per series by discover_series
             rep.warnings.append(f"{export}: skipped {len(info['unreadable'])} unreadable DICOM file(s): "
                      f"{', '.join(info['unreadable'][:3])}")
@@ -192,7 +204,8 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     if no_images:
         rep.warn(f"{len(no_images)} patient(s) in {src_name} have no images and were excluded: "
                  f"{', '.join(no_images[:10])}{' ...' if len(no_images) > 10 else ''}")
-    pseudonyms = assign_pseudonyms(included)
+    known = earlier.pseudonyms if earlier is not None else {}
+    pseudonyms = assign_pseudonyms(included, existing=known)
 
     # ---- write
     truth = _phantom_truth(export, images, clinical)
@@ -246,6 +259,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
             "input_sha256": _input_hash(todo, clinical),
             "clinical_sha256": file_sha256(clinical),
             "keep_ids": bool(keep_ids),
+            "kept_columns": [c for c in raw.columns if c != "hospital_id"],
             "sequence_map": {k: v.pattern for k, v in seq_map.patterns.items()},
         }
         if truth is not None:
@@ -258,7 +272,8 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
                                     "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
                         source=source, endpoints=endpoints)
         cohort.save(tmp)
-        write_pseudonym_map(pseudonym_map_path(out), pseudonyms)
+        # every patient of the earlier map keeps its row: the map only ever grows
+        write_pseudonym_map(pseudonym_map_path(out), {**known, **pseudonyms}, salt)
 
     if no_contour:
         rep.warn(f"{len(no_contour)} scan(s) have no contour: {', '.join(no_contour[:8])}"
@@ -281,6 +296,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
         "unmatched_contours": unmatched_contours,
         "scans_without_contour": no_contour,
         "dropped_columns": dropped,
+        "contours": str(contours) if contours is not None else None,
         "skipped_files": list(info["unreadable"]),
         "ignored_series": dict(info["ignored_series"]),
         "warnings": rep.warnings,
@@ -305,11 +321,11 @@ def _assign_timepoints(series: list[DicomSeries]) -> None:
             s.timepoint = "pre" if s.study_date == dates[0] else "post"
 
 
-def _dicom_source(s: DicomSeries) -> _Source:
+def _dicom_source(s: DicomSeries, salt: str) -> _Source:
     return _Source(hospital_id=s.hospital_id, timepoint=s.timepoint or "pre", sequence=s.sequence or "",
                    name=s.name, load=lambda s=s: read_series(s),
-                   source={"kind": "dicom", "modality": s.modality, "series_uid_hash": s.uid_hash,
-                           "study_uid_hash": hash_uid(s.study_uid), "n_files": len(s.files),
+                   source={"kind": "dicom", "modality": s.modality, "series_uid_hash": hash_uid(s.series_uid, salt),
+                           "study_uid_hash": hash_uid(s.study_uid, salt), "n_files": len(s.files),
                            "skipped_files": len(s.skipped_files)},
                    series_uid=s.series_uid, frame_of_reference=s.frame_of_reference)
 
@@ -336,7 +352,8 @@ def _attach_contours(by_key: dict[tuple[str, str, str], _Source], contours: str 
                 by_key[key].contour = path
             else:
                 unmatched.append(path.name)
-        rtstructs = rtstructs + find_rtstructs(folder)
+        seen = {rt.path.resolve() for rt in rtstructs}      # the contour folder may lie inside the export
+        rtstructs = rtstructs + [rt for rt in find_rtstructs(folder) if rt.path.resolve() not in seen]
     by_uid = {s.series_uid: s for s in by_key.values() if s.series_uid}
     for rt in rtstructs:
         target = None

@@ -45,6 +45,7 @@ COHORT_FORMAT = "npcai-cohort/1"
 SEQUENCES = ("T1", "T2", "T1c", "CT")
 TIMEPOINTS = ("pre", "post")
 LABELS = {"tumour": 1, "nodes": 2}
+_REINGEST = "the cohort file is damaged; re-run `npcai ingest` (or restore the cohort from a backup)"
 
 MaskKind = Literal["manual", "auto"]
 
@@ -55,9 +56,20 @@ def scan_id(patient_id: str, timepoint: str, sequence: str) -> str:
 
 
 def pseudonym_map_path(cohort_dir: str | Path) -> Path:
-    """Where ingest writes the pseudonym -> hospital id table: beside the cohort, not in it."""
+    """Where ingest writes the pseudonym -> hospital id table: beside the cohort, never inside
+    it nor inside any other npcai output (a study folder holding its ingested cohort).
+
+    ``/x/cohort`` -> ``/x/cohort.pseudonyms.csv``; ``/x/study/cohort`` (a study's own
+    cohort) -> ``/x/study.cohort.pseudonyms.csv``, beside the study folder.
+    """
+    from npcai.fsutil import OUTPUT_MARKER
+
     cohort_dir = Path(cohort_dir).resolve()
-    return cohort_dir.parent / f"{cohort_dir.name}.pseudonyms.csv"
+    names, base = [cohort_dir.name], cohort_dir.parent
+    while base.parent != base and any((base / f).is_file() for f in (OUTPUT_MARKER, "study.yaml", "cohort.json")):
+        names.insert(0, base.name)
+        base = base.parent
+    return base / f"{'.'.join(names)}.pseudonyms.csv"
 
 
 @dataclass
@@ -114,13 +126,20 @@ class Cohort:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise NpcaiError(f"{path}: not valid JSON ({exc}); re-run `npcai ingest`") from exc
+        if not isinstance(data, dict):
+            raise NpcaiError(f"{path}: holds a JSON {type(data).__name__}, not a cohort description; "
+                             "re-run `npcai ingest`")
         if data.get("format") != COHORT_FORMAT:
             raise NpcaiError(f"{path}: format {data.get('format')!r} is not {COHORT_FORMAT!r}; re-run `npcai ingest`")
-        patients = [
-            Patient(patient_id=p["patient_id"], centre=p.get("centre"),
-                    scans=[Scan(**s) for s in p.get("scans", [])])
-            for p in data["patients"]
-        ]
+        try:
+            patients = [
+                Patient(patient_id=p["patient_id"], centre=p.get("centre"),
+                        scans=[Scan(**s) for s in p.get("scans", [])])
+                for p in data["patients"]
+            ]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise NpcaiError(f"{path}: the patient list is damaged ({type(exc).__name__}: {exc}); "
+                             "re-run `npcai ingest`") from exc
         return cls(root=root, patients=patients, modality=data.get("modality", "MR"),
                    created_by=data.get("created_by", {}), source=data.get("source", {}),
                    endpoints=data.get("endpoints", []), format=data["format"])
@@ -184,9 +203,9 @@ class Cohort:
 
     def read_image(self, scan: Scan):
         """The scan as a SimpleITK image (physical geometry intact)."""
-        import SimpleITK as sitk
+        from npcai.cohort.contours import read_image_file
 
-        return sitk.ReadImage(str(self.path(scan.image)))
+        return read_image_file(self.path(scan.image), fix=_REINGEST)
 
     def read_array(self, scan: Scan) -> np.ndarray:
         """The scan's voxels as float32, numpy order (z, y, x)."""
@@ -203,4 +222,6 @@ class Cohort:
             hint = "add contours and re-run `npcai ingest`" if kind == "manual" else \
                 "run `npcai segment predict` first"
             raise NpcaiError(f"scan {scan.scan_id}: no {kind} mask; {hint}")
-        return sitk.GetArrayFromImage(sitk.ReadImage(str(self.path(rel)))).astype(np.uint8, copy=False)
+        from npcai.cohort.contours import read_image_file
+
+        return sitk.GetArrayFromImage(read_image_file(self.path(rel), fix=_REINGEST)).astype(np.uint8, copy=False)

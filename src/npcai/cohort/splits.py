@@ -203,14 +203,13 @@ def fold_split(folds: pd.Series, fold: int, labels: pd.Series, *, val_fraction: 
 
 
 def read_split(run_dir: str | Path) -> pd.DataFrame:
-    """A run's split.csv (patient_id, split, label[, fold]) indexed by patient_id."""
-    path = Path(run_dir) / "split.csv"
-    if not path.is_file():
-        raise NpcaiError(f"{path}: missing; reusing a split needs a run folder written by `npcai train`")
-    df = pd.read_csv(path, dtype={"patient_id": str})
-    if not {"patient_id", "split"} <= set(df.columns):
-        raise NpcaiError(f"{path}: needs columns patient_id and split")
-    return df.set_index("patient_id")
+    """A run's split (split, label) indexed by patient_id (read by :mod:`npcai.runs`)."""
+    from npcai.runs import read_split as read
+
+    df = read(run_dir)
+    if "split" not in df.columns:
+        raise NpcaiError(f"run {run_dir}: its split has no 'split' column; train the run again")
+    return df
 
 
 def reuse_split(run_dir: str | Path, labels: pd.Series) -> pd.Series:
@@ -242,7 +241,7 @@ def reuse_folds(run_dir: str | Path, labels: pd.Series) -> pd.Series:
     """
     old = read_split(run_dir)
     if "fold" not in old.columns:
-        raise NpcaiError(f"{Path(run_dir) / 'split.csv'}: no fold column; the run was not cross-validated "
+        raise NpcaiError(f"run {run_dir}: its split has no fold column; the run was not cross-validated "
                          f"— reuse folds only from a run trained with folds")
     new = labels.index.difference(old.index)
     if len(new):

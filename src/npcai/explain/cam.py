@@ -26,7 +26,6 @@ Examples:
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -40,7 +39,6 @@ from npcai.explain.target_layers import TargetLayer, backbone_name, find_target_
 
 __all__ = ["METHODS", "TARGETS", "LogitTarget", "CamResult", "create_cam", "compute_cams"]
 
-log = logging.getLogger(__name__)
 
 TARGETS = ("high-risk", "predicted")
 
@@ -127,7 +125,8 @@ def _as_tensor(images) -> torch.Tensor:
 
 
 def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: str = "high-risk",
-                 target_layer: TargetLayer | None = None, batch_size: int = 16) -> CamResult:
+                 target_layer: TargetLayer | None = None, layer: str | None = None,
+                 batch_size: int = 16) -> CamResult:
     """CAMs of ``images`` ``(N, C, H, W)`` for a one-logit ``model`` (``(B,C,H,W) -> (B,)``).
 
     Args:
@@ -135,7 +134,10 @@ def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: s
         images: array or tensor ``(N, C, H, W)``, already normalised as in training.
         method: ``gradcam``, ``gradcam++``, ``scorecam`` or ``layercam``.
         target: ``high-risk`` (logit) or ``predicted`` (logit times its sign).
-        target_layer: the layer to hook; found with :func:`find_target_layer` when omitted.
+        target_layer: the layer to hook; found with :func:`find_target_layer` for these
+            images' size when omitted (the deepest stage with a map of at least 7x7).
+        layer: a module name (e.g. ``"layer3"``) for :func:`find_target_layer` instead of
+            its automatic choice (only without ``target_layer``).
         batch_size: images per backward pass.
 
     Returns:
@@ -145,11 +147,10 @@ def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: s
         raise NpcaiError(f"--target {target!r}: unknown target; choose one of {', '.join(TARGETS)}")
     x_all = _as_tensor(images)
     n, _, h, w = x_all.shape
-    if target_layer is None:
-        target_layer = find_target_layer(model, input_shape=(1, *x_all.shape[1:]))
-    if target_layer.feature_shape[1] * target_layer.feature_shape[2] == 1:
-        log.warning("backbone %s: layer %r is 1x1 at %dx%d px input, so every CAM is flat; "
-                    "use larger ROI images for spatial explanations", backbone_name(model), target_layer.name, h, w)
+    if target_layer is None:    # chosen (and warned about when its map is small) for this input size
+        target_layer = find_target_layer(model, input_shape=(1, *x_all.shape[1:]), layer=layer)
+    elif layer is not None and layer != target_layer.name:
+        raise ValueError(f"target_layer {target_layer.name!r} and layer {layer!r} disagree; give one")
     was_training = model.training
     cams, logits, signs = [], [], []
     cam_obj = create_cam(model, method, target_layer.module)

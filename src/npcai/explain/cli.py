@@ -32,6 +32,10 @@ def explain(
                                              help="At most N slices per patient (largest lesion area first); "
                                                   "0 for all."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out folder."),
+    target_layer: Optional[str] = typer.Option(None, "--target-layer",
+                                               help="Grad-CAM layer by module name (e.g. layer3); default: the "
+                                                    "deepest stage whose map is at least 7x7 at the run's input "
+                                                    "size."),
 ) -> None:
     """Grad-CAM of a trained run: overlays with contours, per-patient montages, and the share of
     CAM energy inside the tumour, the nodes, distance bands around them and the far field
@@ -45,7 +49,7 @@ def explain(
     with show_progress():
         res = explain_run(run, out, patients=_split_list(patients) or None, top=top, split=split,
                           method=method, target=target, runs=_split_list(runs),
-                          max_slices=max_slices or None, overwrite=overwrite)
+                          max_slices=max_slices or None, overwrite=overwrite, target_layer=target_layer)
     console = Console()
     console.print(f"Explained {len(res.patients)} patients ({', '.join(res.patients)}) with {method}, "
                   f"target {target}; layers: " + ", ".join(f"{k}:{v}" for k, v in res.target_layers.items()))

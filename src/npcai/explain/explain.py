@@ -2,7 +2,7 @@
 
 For the chosen patients (``--patients`` or the ``top`` highest predicted risks of a split)
 every selected ROI slice is explained with the run's per-slice classifier (patient-unit runs
-included: :func:`npcai.models.load_run` gives the per-slice model), its CAM energy is split
+included: :func:`npcai.runs.load_run` gives the per-slice model), its CAM energy is split
 into regions (:mod:`npcai.explain.localisation`) and drawn (:mod:`npcai.explain.overlays`).
 
 Output folder ``OUT/`` (written atomically)::
@@ -39,11 +39,11 @@ import pandas as pd
 
 from npcai.errors import NpcaiError
 from npcai.explain.cam import METHODS, TARGETS, compute_cams
-from npcai.explain.localisation import (band_mask, band_share, energy_shares, flatten_shares, region_names,
-                                        roi_geometry, uniform_shares)
+from npcai.explain.localisation import (band_mask, band_share, energy_shares, excluded_share, flatten_shares,
+                                        informative_pixels, region_names, roi_geometry, uniform_shares)
 from npcai.explain.overlays import Panel, plot_localisation, save_montage, save_overlay
 from npcai.explain.target_layers import TargetLayer, find_target_layer
-from npcai.fsutil import atomic_output_dir, atomic_write_text
+from npcai.fsutil import atomic_output_dir, atomic_write_text, check_output_path
 from npcai.progress import track
 
 __all__ = ["ExplainResult", "explain_run", "select_patients", "summarise_localisation", "signal_band"]
@@ -80,16 +80,15 @@ class ExplainResult:
 
 # --------------------------------------------------------------------------- helpers
 def _load(run_dir: Path):
-    from npcai.models.run import load_run
+    from npcai.runs import load_run
 
     return load_run(run_dir)
 
 
 def _patient_predictions(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "predictions_patients.csv"
-    if not path.is_file():
-        raise NpcaiError(f"{path}: missing; is {run_dir} a finished `npcai train` run?")
-    return pd.read_csv(path, dtype={"patient_id": str})
+    from npcai.runs import read_predictions
+
+    return read_predictions(run_dir).patients
 
 
 def select_patients(run_dir: str | Path, *, patients: Sequence[str] | None = None, top: int = 4,
@@ -102,7 +101,7 @@ def select_patients(run_dir: str | Path, *, patients: Sequence[str] | None = Non
         known = set(preds["patient_id"])
         for p in patients:
             if p not in known:
-                raise NpcaiError(f"--patients: patient {p!r} is not in {run_dir / 'predictions_patients.csv'}; "
+                raise NpcaiError(f"--patients: patient {p!r} is not among the predictions of run {run_dir}; "
                                  "use the cohort's pseudonyms (P0001, ...)")
         return list(dict.fromkeys(patients))
     if top < 1:
@@ -110,7 +109,7 @@ def select_patients(run_dir: str | Path, *, patients: Sequence[str] | None = Non
     part = preds[preds["split"] == split]
     if part.empty:
         have = ", ".join(sorted(preds["split"].astype(str).unique()))
-        raise NpcaiError(f"{run_dir / 'predictions_patients.csv'}: no patients in split {split!r} (have: {have}); "
+        raise NpcaiError(f"run {run_dir}: no predicted patients in split {split!r} (have: {have}); "
                          "choose --split or --patients")
     return part.sort_values(["prob", "patient_id"], ascending=[False, True])["patient_id"].head(top).tolist()
 
@@ -170,6 +169,8 @@ def _caption(rec: dict[str, Any]) -> str:
     text = (f"tumour {f['share_tumour']} · nodes {f['share_nodes']} · 0-5px {f['share_band_0_5px']} · "
             f"5-10px {f['share_band_5_10px']}\n10-20px {f['share_band_10_20px']} · 20-40px {f['share_band_20_40px']} · "
             f">40px {f['share_band_gt40px']} · >20mm {f['share_far']}")
+    if np.isfinite(rec.get("share_excluded", np.nan)) and rec["share_excluded"] > 0:
+        text += f"\nnot counted (padding, air outside the body): {rec['share_excluded']:.2f} of the energy"
     if "share_signal_band" in f:
         text += f"\nsignal band {f['share_signal_band']} (uniform {f['uniform_signal_band']})"
     return text
@@ -217,15 +218,16 @@ def summarise_localisation(table: pd.DataFrame, *, confidence: float = 0.95) -> 
 # --------------------------------------------------------------------------- one run
 def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, target: str,
                  max_slices: int | None, batch_size: int, signal: dict[str, Any] | None,
-                 probs: dict[str, float], split_of: dict[str, str]):
+                 probs: dict[str, float], split_of: dict[str, str], target_layer: str | None = None):
     """CAMs and localisation rows of one run; returns (rows, panels per patient, target layer)."""
     roi = loaded.roi
     model = loaded.model
     size = int(roi.images.shape[-1])
     # the network may run at another size than the cache (`npcai train --size`): feed it what it
     # was trained on, and bring the CAM back to ROI resolution, where the masks live
-    net_size = int((loaded.config.get("resolved") or {}).get("input_size") or size)
-    layer: TargetLayer = find_target_layer(model, input_shape=(1, roi.images.shape[1], net_size, net_size))
+    net_size = int((loaded.config.raw.get("resolved") or {}).get("input_size") or size)
+    layer: TargetLayer = find_target_layer(model, input_shape=(1, roi.images.shape[1], net_size, net_size),
+                                           layer=target_layer)
     variant = _variant_label(roi)
     table, panels = [], {}
     for patient in track(patients, f"Explaining {run_name}"):
@@ -244,26 +246,28 @@ def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, tar
             labels = np.asarray(roi.masks[r])
             geometry = roi_geometry(meta, size)
             cam = cams[k]
+            valid = informative_pixels(images[k])      # padding and air outside the body do not count
             rec: dict[str, Any] = {
                 "run": run_name, "variant": variant, "method": method, "target": target,
                 "patient_id": patient, "split": split_of.get(patient, ""), "roi_row": int(r),
                 "timepoint": meta.get("timepoint", ""), "slice_index": int(meta["slice_index"]),
                 "logit": float(res.logits[k]), "prob": float(1.0 / (1.0 + np.exp(-res.logits[k]))),
                 "patient_prob": probs.get(patient, float("nan")),
-                "cam_energy": float(cam.sum()), "target_layer": layer.name,
+                "cam_energy": float(cam.sum()), "target_layer": layer.name, "target_layer_rule": layer.rule,
+                "feature_map": "{}x{}".format(*layer.map_size), "share_excluded": excluded_share(cam, valid),
             }
-            shares = flatten_shares(energy_shares(cam, labels, geometry), "share")
+            shares = flatten_shares(energy_shares(cam, labels, geometry, valid=valid), "share")
             rec.update(shares)
-            rec.update(flatten_shares(uniform_shares(labels, geometry), "uniform"))
+            rec.update(flatten_shares(uniform_shares(labels, geometry, valid=valid), "uniform"))
             band = None
             if signal is not None:
                 band = band_mask(labels, geometry, signal["band"], unit=signal["unit"])
                 rec["share_signal_band"], rec["uniform_signal_band"] = band_share(
-                    cam, labels, geometry, signal["band"], unit=signal["unit"])
+                    cam, labels, geometry, signal["band"], unit=signal["unit"], valid=valid)
             table.append(rec)
             image = images[k, 0]
             panels[patient].append((meta, rec["prob"], Panel(
-                image=image, cam=cam, labels=labels, geometry=geometry, band=band,
+                image=image, cam=cam, labels=labels, geometry=geometry, band=band, valid=valid,
                 title=f"{patient} {_fmt_z(meta)} · slice P(high risk) {rec['prob']:.2f}",
                 caption=_caption(rec))))
     return table, panels, layer
@@ -273,7 +277,8 @@ def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, tar
 def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str] | None = None,
                 top: int = 4, split: str = "test", method: str = "gradcam", target: str = "high-risk",
                 runs: Sequence[str | Path] = (), max_slices: int | None = None, batch_size: int = 8,
-                overwrite: bool = False, write_to_runs: bool = True) -> ExplainResult:
+                overwrite: bool = False, write_to_runs: bool = True,
+                target_layer: str | None = None) -> ExplainResult:
     """Explain a trained run's predictions for some patients and measure where the CAM goes.
 
     Args:
@@ -290,6 +295,8 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
         batch_size: images per CAM pass.
         overwrite: replace a non-empty ``out``.
         write_to_runs: also write ``RUN/explain/localisation_summary.csv`` for each run.
+        target_layer: Grad-CAM layer by module name (e.g. ``"layer3"``); default: the deepest
+            stage with a map of at least 7x7 at the run's input size (:func:`find_target_layer`).
 
     Returns:
         :class:`ExplainResult`.
@@ -301,6 +308,7 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
     if max_slices is not None and max_slices < 1:
         raise NpcaiError(f"--max-slices {max_slices}: must be at least 1")
     run_dirs = [Path(run_dir), *[Path(r) for r in runs]]
+    check_output_path(out, run_dirs)
     for rd in run_dirs:
         if not rd.is_dir():
             raise NpcaiError(f"{rd}: run folder not found; pass a folder written by `npcai train`")
@@ -326,7 +334,7 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
     for lr, name in zip(loaded, names):
         rows, panels, layer = _explain_one(lr, name, chosen, method=method, target=target,
                                            max_slices=max_slices, batch_size=batch_size, signal=signal,
-                                           probs=probs, split_of=split_of)
+                                           probs=probs, split_of=split_of, target_layer=target_layer)
         table.extend(rows)
         all_panels.append(panels)
         layers[name] = layer.name

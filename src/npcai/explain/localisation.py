@@ -25,6 +25,16 @@ nodes shares are 0). A map with no positive energy has NaN shares everywhere.
 The **uniform baseline** is what attention spread evenly over the image would give: each
 region's area fraction, i.e. ``energy_shares(np.ones_like(cam), ...)``.
 
+Only pixels that carry image information count. :func:`informative_pixels` marks the others
+in an ROI image: the **zeroed padding** (every channel exactly 0: outside the kept region of
+``segmented`` / ``expand`` / ``bbox`` variants and the square padding, see the ROI cache
+contract) and the **air outside the body** (the flat plateau at the image's intensity floor,
+where robust normalisation clips the background, connected to the edge of the frame). Passing
+``valid=informative_pixels(image)`` to :func:`energy_shares`, :func:`uniform_shares` and
+:func:`band_share` leaves those pixels out of both the CAM's shares and the uniform baseline,
+so a CAM peaking in the padding or in the air around the head cannot look like attention to
+the far field; :func:`excluded_share` says how much of the CAM energy fell there.
+
 Examples:
     >>> import numpy as np
     >>> labels = np.zeros((32, 32), int); labels[12:20, 12:20] = 1
@@ -46,6 +56,7 @@ from npcai.errors import NpcaiError
 __all__ = [
     "PX_EDGES", "MM_EDGES", "RoiGeometry", "roi_geometry", "region_names", "distance_from_lesion",
     "region_maps", "energy_shares", "uniform_shares", "band_mask", "band_share", "flatten_shares",
+    "informative_pixels", "excluded_share",
 ]
 
 TUMOUR, NODES = 1, 2
@@ -112,6 +123,64 @@ def _check(cam: np.ndarray, labels: np.ndarray) -> None:
         raise NpcaiError(f"CAM shape {cam.shape} and label map shape {labels.shape} must be the same (H, W)")
 
 
+def _valid(valid: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if valid is None:
+        return None
+    valid = np.asarray(valid, dtype=bool)
+    if valid.shape != shape:
+        raise NpcaiError(f"valid-pixel mask shape {valid.shape} and CAM shape {shape} must be the same (H, W)")
+    return valid
+
+
+def informative_pixels(image: np.ndarray, *, air: bool = True, floor_tolerance: float = 0.02,
+                       min_air_fraction: float = 0.01) -> np.ndarray:
+    """Pixels of an ROI image that carry image information: ``(H, W)`` bool.
+
+    Left out: the zeroed padding (every channel exactly 0) and, with ``air``, the air outside
+    the body: pixels within ``floor_tolerance`` x (99th percentile - floor) of the image's
+    intensity floor in every channel (robust normalisation clips the background to one value)
+    that are connected to the edge of the frame. Dark tissue or the airway inside the body is
+    kept unless it touches the frame's edge. Nothing is called air when the floor plateau is
+    under ``min_air_fraction`` of the non-padding pixels (e.g. a crop inside the body) or the
+    image has no contrast.
+
+    Args:
+        image: ``(C, H, W)`` or ``(H, W)`` ROI image as stored in ``images.npy``.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[None]
+    if img.ndim != 3:
+        raise NpcaiError(f"ROI image: expected shape (C, H, W) or (H, W), got {tuple(np.shape(image))}")
+    padding = np.all(img == 0, axis=0)
+    valid = ~padding
+    if not air or not valid.any():
+        return valid
+    near_floor = np.ones(valid.shape, bool)
+    for channel in img:
+        values = channel[valid]
+        floor, top = float(values.min()), float(np.percentile(values, 99))
+        if not top > floor:
+            return valid                      # no contrast: nothing to tell air from tissue
+        near_floor &= channel <= floor + floor_tolerance * (top - floor)
+    near_floor &= valid
+    if near_floor.sum() < min_air_fraction * valid.sum():
+        return valid
+    components, _ = ndimage.label(near_floor)
+    edge = np.concatenate([components[0], components[-1], components[:, 0], components[:, -1]])
+    outside = np.isin(components, np.unique(edge[edge > 0]))
+    return valid & ~outside
+
+
+def excluded_share(cam: np.ndarray, valid: np.ndarray) -> float:
+    """Share of the positive CAM energy on pixels outside ``valid`` (padding, air); NaN when
+    the map has no positive energy."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float64), 0.0)
+    valid = _valid(valid, cam.shape)
+    total = float(cam.sum())
+    return float(cam[~valid].sum() / total) if total > 0 else float("nan")
+
+
 def region_maps(labels: np.ndarray, geometry: RoiGeometry, px_edges: tuple[float, ...] = PX_EDGES,
                 mm_edges: tuple[float, ...] = MM_EDGES) -> dict[str, np.ndarray | None]:
     """Integer region maps ``{"px": (H,W), "mm": (H,W)}``: value ``k`` is the ``k``-th of
@@ -134,22 +203,28 @@ def region_maps(labels: np.ndarray, geometry: RoiGeometry, px_edges: tuple[float
 
 
 def energy_shares(cam: np.ndarray, labels: np.ndarray, geometry: RoiGeometry,
-                  px_edges: tuple[float, ...] = PX_EDGES, mm_edges: tuple[float, ...] = MM_EDGES
-                  ) -> dict[str, dict[str, float]]:
+                  px_edges: tuple[float, ...] = PX_EDGES, mm_edges: tuple[float, ...] = MM_EDGES, *,
+                  valid: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Share of the positive CAM energy in each region: ``{"px": {...}, "mm": {...}}``.
 
     Args:
         cam: ``(H, W)`` map; its negative part is ignored (Grad-CAM's ReLU).
         labels: ``(H, W)`` ROI label map (1 tumour, 2 nodes, 0 elsewhere).
         geometry: size of an ROI pixel (:func:`roi_geometry`).
+        valid: ``(H, W)`` bool, the pixels that count (:func:`informative_pixels`); energy
+            elsewhere is left out of the shares. Default: every pixel.
 
     Returns:
-        For each scale, region name -> share; the shares of a scale sum to 1 (NaN where
-        undefined: no lesion on the slice for the bands, no positive energy for all).
+        For each scale, region name -> share of the energy on valid pixels; the shares of a
+        scale sum to 1 (NaN where undefined: no lesion on the slice for the bands, no positive
+        energy on valid pixels for all).
     """
     cam = np.maximum(np.asarray(cam, dtype=np.float64), 0.0)
     labels = np.asarray(labels)
     _check(cam, labels)
+    valid = _valid(valid, cam.shape)
+    if valid is not None:
+        cam = np.where(valid, cam, 0.0)
     total = float(cam.sum())
     maps = region_maps(labels, geometry, px_edges, mm_edges)
     result: dict[str, dict[str, float]] = {}
@@ -170,10 +245,12 @@ def energy_shares(cam: np.ndarray, labels: np.ndarray, geometry: RoiGeometry,
 
 
 def uniform_shares(labels: np.ndarray, geometry: RoiGeometry, px_edges: tuple[float, ...] = PX_EDGES,
-                   mm_edges: tuple[float, ...] = MM_EDGES) -> dict[str, dict[str, float]]:
-    """The shares a uniform map would get: each region's area fraction of the slice."""
+                   mm_edges: tuple[float, ...] = MM_EDGES, *, valid: np.ndarray | None = None
+                   ) -> dict[str, dict[str, float]]:
+    """The shares a uniform map would get: each region's area fraction of the slice (of its
+    ``valid`` pixels when given, as in :func:`energy_shares`)."""
     labels = np.asarray(labels)
-    return energy_shares(np.ones(labels.shape), labels, geometry, px_edges, mm_edges)
+    return energy_shares(np.ones(labels.shape), labels, geometry, px_edges, mm_edges, valid=valid)
 
 
 def band_mask(labels: np.ndarray, geometry: RoiGeometry, band: tuple[float, float], *, unit: str = "px",
@@ -196,23 +273,29 @@ def band_mask(labels: np.ndarray, geometry: RoiGeometry, band: tuple[float, floa
 
 
 def band_share(cam: np.ndarray, labels: np.ndarray, geometry: RoiGeometry, band: tuple[float, float],
-               *, unit: str = "px", reference: tuple[int, ...] = (TUMOUR,)) -> tuple[float, float]:
+               *, unit: str = "px", reference: tuple[int, ...] = (TUMOUR,), valid: np.ndarray | None = None
+               ) -> tuple[float, float]:
     """Share of CAM energy, and of a uniform map, on a ring around the ``reference`` labels
-    (see :func:`band_mask`), e.g. the band where a phantom's prognostic signal was planted.
+    (see :func:`band_mask`), e.g. the band where a phantom's prognostic signal was planted;
+    with ``valid``, both over the valid pixels only (as :func:`energy_shares`).
 
     Returns:
-        ``(share, uniform_share)``; both NaN when the slice has none of ``reference``
-        (and ``share`` NaN when the map has no positive energy).
+        ``(share, uniform_share)``; both NaN when the slice has none of ``reference`` or no
+        valid pixel (and ``share`` NaN when the map has no positive energy there).
     """
     cam = np.maximum(np.asarray(cam, dtype=np.float64), 0.0)
     labels = np.asarray(labels)
     _check(cam, labels)
+    valid = _valid(valid, cam.shape)
+    if valid is None:
+        valid = np.ones(cam.shape, bool)
     ring = band_mask(labels, geometry, band, unit=unit, reference=reference)
-    if ring is None:
+    if ring is None or not valid.any():
         return float("nan"), float("nan")
+    cam = np.where(valid, cam, 0.0)
     total = float(cam.sum())
     share = float(cam[ring].sum() / total) if total > 0 else float("nan")
-    return share, float(ring.mean())
+    return share, float((ring & valid).sum() / valid.sum())
 
 
 def flatten_shares(shares: dict[str, dict[str, float]], prefix: str = "share") -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 Every panel shows the ROI slice in grey, the CAM as a translucent jet map scaled to the
 panel's own maximum (the colour bar says so), the tumour contour in white, the nodes contour
-in magenta and, on a phantom, the planted signal band as dotted cyan lines. Axes are in
+in magenta, on a phantom the planted signal band as dotted cyan lines and, when given, the
+border of the pixels the shares count (padding and air left out) as grey dashes. Axes are in
 millimetres of the ROI (``pixel_mm`` per ROI pixel), so a 5 mm band looks like 5 mm.
 
 Examples:
@@ -25,7 +26,7 @@ __all__ = ["Panel", "draw_panel", "save_overlay", "save_montage", "plot_localisa
 
 CAM_CMAP = "jet"
 CAM_ALPHA = 0.45
-TUMOUR_COLOUR, NODES_COLOUR, BAND_COLOUR = "white", "magenta", "cyan"
+TUMOUR_COLOUR, NODES_COLOUR, BAND_COLOUR, VALID_COLOUR = "white", "magenta", "cyan", "lightgrey"
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Panel:
         title: panel title.
         band: optional ``(H, W)`` bool mask of the planted signal band (phantom).
         caption: optional text under the title (e.g. the shares for this slice).
+        valid: optional ``(H, W)`` bool, the pixels the shares count
+            (:func:`npcai.explain.localisation.informative_pixels`); outlined in grey dashes.
     """
 
     image: np.ndarray
@@ -49,6 +52,7 @@ class Panel:
     title: str
     band: np.ndarray | None = None
     caption: str | None = None
+    valid: np.ndarray | None = None
 
 
 def _mpl():
@@ -93,6 +97,10 @@ def draw_panel(ax, panel: Panel):
         ax.contour(xs, ys, panel.band.astype(float), levels=[0.5], colors=BAND_COLOUR, linewidths=0.9,
                    linestyles=":")
         handles.append(Line2D([], [], color=BAND_COLOUR, lw=0.9, ls=":", label="signal band"))
+    if panel.valid is not None and panel.valid.any() and not panel.valid.all():
+        ax.contour(xs, ys, panel.valid.astype(float), levels=[0.5], colors=VALID_COLOUR, linewidths=0.8,
+                   linestyles="--")
+        handles.append(Line2D([], [], color=VALID_COLOUR, lw=0.8, ls="--", label="pixels counted"))
     if handles:
         ax.legend(handles=handles, loc="lower left", fontsize=6, framealpha=0.6)
     title = panel.title if panel.caption is None else f"{panel.title}\n{panel.caption}"

@@ -36,20 +36,20 @@ def build(
     normalise: str = typer.Option("robust", help="Per-scan intensity normalisation: robust "
                                                  "(0.5-99.5 percentile clip of body voxels, then z-score), "
                                                  "robust:LOW-HIGH, window:CENTRE,WIDTH (e.g. CT 40,400) or none."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace COHORT/roi/NAME when it was built with "
+                                                              "other parameters (runs trained on it go stale)."),
 ) -> None:
     """Build COHORT/roi/NAME: slices at training size (memory-mapped), index.csv, variant.json."""
-    import json
-
     from rich.console import Console
 
-    from npcai.imaging.roi_cache import build_roi
+    from npcai.imaging.roi_cache import RoiDataset, build_roi
     from npcai.progress import show_progress
 
     with show_progress():
         out = build_roi(cohort, name, variant, region=region, slices=slices, sequences=sequences,
                         timepoint=timepoint, mask=mask, size=size, min_component=min_component,
-                        frame=frame, normalise=normalise)
-    meta = json.loads((out / "variant.json").read_text())
+                        frame=frame, normalise=normalise, overwrite=overwrite)
+    meta = RoiDataset.open(cohort, name).params
     console = Console()
     console.print(f"ROI [bold]{name}[/bold] ({meta['variant']}, region {meta['region']}, "
                   f"slices {meta['slices']}, frame {meta['frame']}, {meta['size']} px, "
@@ -85,6 +85,10 @@ def preview(
     from npcai.imaging.preview import preview_montage
     from npcai.progress import show_progress
 
+    if out is not None and out.suffix.lower() != ".png":   # never write a picture over a cohort's file
+        from npcai.errors import NpcaiError
+
+        raise NpcaiError(f"--out {out}: a preview is a PNG file; give a path ending in .png")
     with show_progress():
         path = preview_montage(cohort, patient, variants.split(","), region=region, slice_=slice_,
                                sequence=sequence, timepoint=timepoint, mask=mask, size=size,
@@ -92,6 +96,35 @@ def preview(
     Console().print(f"preview of {patient}: {path}")
 
 
+@roi_app.command("landmarks")
+def landmarks(
+    cohort: Path = typer.Argument(..., help="An ingested cohort folder."),
+    split_from: Path = typer.Option(..., "--split-from", help="A split.csv (patient_id, split), e.g. RUN/split.csv: "
+                                                              "the landmarks are learnt on its training patients only."),
+    out: Path = typer.Option(..., "--out", "-o", help="Landmarks JSON to write; then build with "
+                                                      "--normalise histogram:FILE."),
+    sequences: str = typer.Option("T1c", help="Comma-separated sequences, one reference each."),
+    split: str = typer.Option("train", help="Which split of --split-from learns the landmarks."),
+    timepoint: str = typer.Option("pre", help="pre or post scans."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing landmarks file."),
+) -> None:
+    """Learn Nyúl–Udupa histogram landmarks per sequence on the training patients (for --normalise histogram:FILE)."""
+    from rich.console import Console
+
+    from npcai.errors import NpcaiError
+    from npcai.imaging.histogram import fit_cohort_standardisers, read_split_patients, save_standardisers
+    from npcai.progress import show_progress
+
+    if out.exists() and not overwrite:
+        raise NpcaiError(f"{out}: exists; choose another --out or pass --overwrite")
+    patients = read_split_patients(split_from, split)
+    seqs = [s.strip() for s in sequences.split(",") if s.strip()]
+    with show_progress():
+        stds = fit_cohort_standardisers(cohort, patients, seqs, timepoint=timepoint)
+    save_standardisers(out, stds)
+    Console().print(f"histogram landmarks of {', '.join(seqs)} from {len(patients)} {split} patients: {out}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``npcai roi build|preview`` to the root app."""
+    """Add ``npcai roi build|preview|landmarks`` to the root app."""
     app.add_typer(roi_app, name="roi")

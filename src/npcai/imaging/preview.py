@@ -20,6 +20,7 @@ from npcai.errors import NpcaiError
 from npcai.imaging.masks import drop_small_components, parse_min_component, region_mask
 from npcai.imaging.normalise import normalise_volume, parse_normalisation
 from npcai.imaging.roi_cache import MIN_SIZE
+from npcai.limits import check_image_side
 from npcai.imaging.variants import apply_variant, parse_variant
 from npcai.imaging.volume_io import load_stack, plan_patient
 
@@ -56,8 +57,7 @@ def preview_montage(cohort_dir: str | Path, patient_id: str, variants: list[str]
     parsed = [parse_variant(v) for v in variants if v.strip()]
     if not parsed:
         raise NpcaiError("--variants is empty; give e.g. original,segmented,expand:20px")
-    if int(size) < MIN_SIZE:
-        raise NpcaiError(f"--size {size} is too small; use at least {MIN_SIZE} pixels")
+    check_image_side(size, what="--size", minimum=MIN_SIZE, hint="224 is typical")
     if timepoint not in ("pre", "post"):
         raise NpcaiError(f"--timepoint {timepoint!r}: preview shows one timepoint; use pre or post")
     cohort = Cohort.load(cohort_dir)

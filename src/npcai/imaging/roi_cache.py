@@ -41,6 +41,7 @@ import pandas as pd
 
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
+from npcai.limits import check_image_side
 from npcai.fsutil import atomic_output_dir, file_sha256
 from npcai.imaging.masks import (REGIONS, bounding_box, drop_small_components, parse_min_component,
                                  region_mask)
@@ -106,8 +107,7 @@ def roi_params(variant: str, *, region: str = "primary", slices: str = "tumour",
         raise NpcaiError(f"--timepoint {timepoint!r} is not valid; use pre, post or both")
     if mask not in ("manual", "auto"):
         raise NpcaiError(f"--mask {mask!r} is not valid; use manual or auto")
-    if int(size) < MIN_SIZE:
-        raise NpcaiError(f"--size {size} is too small; use at least {MIN_SIZE} pixels (224 is typical)")
+    check_image_side(size, what="--size", minimum=MIN_SIZE, hint="224 is typical")
     return {
         "format": ROI_FORMAT,
         "variant": str(v),
@@ -135,7 +135,7 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
               slices: str = "tumour", sequences: str | tuple[str, ...] = ("T1c",),
               timepoint: str = "pre", mask: str = "manual", size: int = 224,
               min_component: str | tuple[int, int] | None = (10, 10), frame: str | None = None,
-              normalise: str = "robust") -> Path:
+              normalise: str = "robust", overwrite: bool = False) -> Path:
     """Build (or reuse) the ROI dataset ``COHORT/roi/NAME`` and return its folder.
 
     Args:
@@ -154,12 +154,16 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
         frame: ``slice`` (default) or ``bbox`` (square crop around the region first); bbox
             variants always crop.
         normalise: intensity normalisation (:mod:`npcai.imaging.normalise`), default robust.
+        overwrite: replace a dataset of the same name built with other parameters (runs
+            trained on it then no longer match their recorded input hash). Without it that
+            is an error; a dataset whose *inputs* changed (same parameters) is rebuilt.
 
     Returns:
         The dataset folder.
 
     Raises:
-        NpcaiError: invalid parameters, or no patient has the region on any slice.
+        NpcaiError: invalid parameters, a dataset of this name built with other parameters
+            (without ``overwrite``), or no patient has the region on any slice.
 
     Examples:
         >>> build_roi("cohort", "nodes_3mm", "expand:3mm", region="nodes", size=224)  # doctest: +SKIP
@@ -198,8 +202,13 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
         if old.get("input_hash") == input_hash and (out / "images.npy").is_file():
             log.info("ROI dataset %s is up to date (%d slices)", out, old.get("n_slices", 0))
             return out
-        log.info("ROI dataset %s: %s changed; rebuilding", out,
-                 "parameters" if {k: old.get(k) for k in params} != params else "inputs")
+        plain = json.loads(json.dumps(params))
+        changed = [f"{k} {old.get(k)!r} -> {plain[k]!r}" for k in plain if old.get(k) != plain[k]]
+        if changed and not overwrite:
+            raise NpcaiError(f"ROI dataset {name} ({out}) was built with other parameters ({'; '.join(changed)}); "
+                             "runs trained on it would silently read new data: choose another name, or pass "
+                             "--overwrite to replace it")
+        log.info("ROI dataset %s: %s changed; rebuilding", out, "parameters" if changed else "inputs")
 
     shape_hw = (params["size"], params["size"])
     n_channels = len(params["sequences"]) * (2 if timepoint == "both" else 1)
@@ -222,7 +231,8 @@ def build_roi(cohort_dir: str | Path, name: str, variant: str, *, region: str = 
                         f"{params['min_component'][1]} px" if any(params["min_component"]) else "")
                     continue
                 chosen = select_slices(region_3d, rule)
-                norm = np.stack([normalise_volume(c, params["normalisation"]) for c in stack.image])
+                norm = np.stack([normalise_volume(c, params["normalisation"], channel=ch)
+                                 for c, ch in zip(stack.image, plan.channels)])
                 fallback = bounding_box(region_3d.any(axis=0))
                 patient_masks = np.empty((len(chosen),) + shape_hw, np.uint8)
                 for j, k in enumerate(chosen):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from npcai.cohort.contours import read_image_file
 from npcai.cohort.model import Cohort, Scan
 from npcai.errors import NpcaiError
 
@@ -115,7 +116,8 @@ def load_stack(cohort: Cohort, plan: ScanPlan) -> ScanStack:
         arrays.append(sitk.GetArrayFromImage(img).astype(np.float32, copy=False))
     labels = None
     if plan.mask_scan is not None:
-        m = sitk.ReadImage(str(cohort.path(_mask_rel(plan.mask_scan, plan.mask_kind))))
+        m = read_image_file(cohort.path(_mask_rel(plan.mask_scan, plan.mask_kind)),
+                            fix="re-run `npcai ingest` (manual masks) or `npcai segment predict` (auto masks)")
         if m.GetSize() != ref.GetSize() or not _same_grid(m, ref):
             m = sitk.Resample(m, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, m.GetPixelID())
         labels = sitk.GetArrayFromImage(m).astype(np.uint8, copy=False)

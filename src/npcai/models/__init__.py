@@ -2,8 +2,7 @@
 
 Modules (one concept each): ``factory`` (backbone registry, ``create_classifier``),
 ``classifier`` (``ImageClassifier``, ``PatientMILClassifier``), ``data`` (datasets over the
-ROI cache, augmentation), ``lightning_module``, ``train`` (``train()``), ``run`` (run
-folders, ``load_run``), ``ensemble`` (soft voting), ``curves`` (training-curve PNG).
+ROI cache, augmentation), ``lightning_module``, ``tasks`` (what is learnt), ``train`` (``train()``), ``ensemble`` (soft voting), ``curves`` (training-curve PNG).
 Exports are lazy so that ``npcai --help`` does not import torch. The training function is
 ``npcai.models.train.train`` (not re-exported: it shares its name with the module).
 
@@ -23,8 +22,8 @@ _EXPORTS = {
     "create_patient_classifier": "npcai.models.factory",
     "list_backbones": "npcai.models.factory",
     "min_input_size": "npcai.models.factory",
-    "LoadedRun": "npcai.models.run",
-    "load_run": "npcai.models.run",
+    "LoadedRun": "npcai.runs.load",
+    "load_run": "npcai.runs.load",
     "TrainConfig": "npcai.models.train",
     "TrainResult": "npcai.models.train",
     "ensemble_runs": "npcai.models.ensemble",

@@ -16,7 +16,7 @@ _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", 
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train`` and ``ensemble`` to the root app."""
+    """Add ``train``, ``ensemble`` and ``predict`` to the root app."""
 
     @app.command("train")
     def train_cmd(
@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
         test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of all patients held out for test."),
         split_from: Optional[Path] = typer.Option(None, "--split-from", help="Reuse this run's split.csv "
                                                   "(same test patients, for comparisons and ensembles)."),
-        where: Optional[str] = typer.Option(None, "--where", help="Patient filter, a pandas query on clinical "
-                                            "columns, e.g. 'treatment == \"CCRT\"'."),
+        where: Optional[str] = typer.Option(None, "--where", help="Patient filter on clinical columns: "
+                                            "== != < <= > >=, in [..], and/or/not, e.g. 'treatment == \"CCRT\"'."),
         test_where: Optional[str] = typer.Option(None, "--test-where", help="Patient filter whose matching "
                                                  "patients all go to the test cohort (split test_external) and "
                                                  "none to training or validation, e.g. 'centre != \"C1\"'."),
@@ -79,8 +79,8 @@ def register(app: typer.Typer) -> None:
         """Train a classifier on an ROI cache and write a run folder; prints the test patients' AUC."""
         from rich.console import Console
 
-        from npcai.models.run import read_config
         from npcai.models.train import TrainConfig, train
+        from npcai.runs import CONFIG, read_config
         from npcai.progress import show_progress
 
         given = {k: v for k, v in locals().items() if k in _CONFIG_PARAMS}
@@ -90,12 +90,12 @@ def register(app: typer.Typer) -> None:
         if weights is not None and pretrained is not None:
             raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
         if config is not None:
-            if Path(config).name != "config.yaml" and not Path(config).is_dir():
-                raise NpcaiError(f"--config {config}: expected a run's config.yaml (or its run folder)")
-            cfg_doc = read_config(Path(config).parent if Path(config).name == "config.yaml" else config)
-            if cfg_doc.get("kind") not in ("train", "cv"):
-                raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.get('kind')!r})")
-            base = dict(cfg_doc["options"])
+            if Path(config).name != CONFIG and not Path(config).is_dir():
+                raise NpcaiError(f"--config {config}: expected a run's {CONFIG} (or its run folder)")
+            cfg_doc = read_config(Path(config).parent if Path(config).name == CONFIG else config)
+            if cfg_doc.kind not in ("train", "cv"):
+                raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.kind!r})")
+            base = dict(cfg_doc.options)
             for k, v in given.items():
                 source = ctx.get_parameter_source(k)
                 if v is not None and getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
@@ -169,3 +169,44 @@ def register(app: typer.Typer) -> None:
                         f"(weights {', '.join(f'{x:.2f}' for x in result.weights)}): "
                         f"[bold]test AUC {result.test_auc:.3f}[/bold] (n = {result.n_test} patients)")
 
+
+    @app.command("predict")
+    def predict_cmd(
+        run: Path = typer.Argument(..., help="A run folder (`npcai train`) or an ensemble (`npcai ensemble`)."),
+        cohort: Path = typer.Argument(..., help="Any ingested cohort with the sequences, timepoint and masks "
+                                        "the run needs (e.g. another centre's)."),
+        out: Path = typer.Option(..., "--out", help="Prediction folder to write (run-folder format, "
+                                 "split = external); evaluate it with `npcai evaluate OUT`."),
+        patients: Optional[str] = typer.Option(None, "--patients", help="Comma-separated pseudonyms to predict, "
+                                               "e.g. P0003,P0007 (default: every patient)."),
+        checkpoint: str = typer.Option("best", "--checkpoint", help="best (selected on validation) or last."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    ) -> None:
+        """Apply a trained run to a cohort: rebuild its ROI input from the recorded spec (cached in
+        COHORT/roi/), predict every slice and patient, write OUT (split = external)."""
+        from rich.console import Console
+
+        from npcai.progress import show_progress
+        from npcai.runs import predict_patients, write_predictions
+
+        chosen = [p.strip() for p in patients.split(",") if p.strip()] if patients else None
+        if patients is not None and not chosen:
+            raise NpcaiError("--patients is empty; give pseudonyms separated by commas, e.g. P0003,P0007")
+        try:
+            with show_progress():
+                preds = predict_patients(run, cohort, chosen, checkpoint=checkpoint)
+                write_predictions(out, run, cohort, preds, overwrite=overwrite)
+        except NpcaiError as exc:
+            if "no automatic masks" in str(exc):
+                raise NpcaiError(f"{exc}: `npcai segment predict {cohort} --model SEGRUN`") from exc
+            raise
+        p = preds.patients
+        labelled = p["label"].notna()
+        con = Console()
+        con.print(f"[bold]predictions[/bold] {out}: {len(p)} patients of {cohort} by run {Path(run).name}"
+                  + (f" ({int(labelled.sum())} with a label: {int((p['label'] == 1).sum())} positive)"
+                     if labelled.any() else f" ({preds.info.get('labels') or 'no labels'})"))
+        if preds.info.get("skipped"):
+            con.print(f"not predicted: {len(preds.info['skipped'])} patients (see {out}/summary.json)")
+        if labelled.any():
+            con.print(f"evaluate with `npcai evaluate {out}` (threshold fixed on the run's validation patients)")

@@ -11,14 +11,17 @@ __all__ = ["plot_training_curve"]
 
 
 def plot_training_curve(history: pd.DataFrame, path: str | Path, *, best_epoch: int | None = None,
-                        title: str = "Training curve") -> Path:
+                        title: str = "Training curve", monitor: str = "val_auc",
+                        loss_label: str = "binary cross-entropy loss") -> Path:
     """Write a two-panel PNG: train/validation loss, and validation-patient AUC, per epoch.
 
     Args:
-        history: columns epoch, train_loss, val_loss, val_auc (epochs 0-based; shown 1-based).
+        history: columns epoch, train_loss, val_loss and ``monitor`` (epochs 0-based; shown 1-based).
         path: the PNG to write (atomically).
-        best_epoch: the epoch selected on validation AUC (0-based), marked on both panels.
+        best_epoch: the epoch selected on the validation metric (0-based), marked on both panels.
         title: the figure title.
+        monitor: the task's validation selection metric (``val_auc`` for the binary task).
+        loss_label: the y label of the loss panel (the task's loss).
     """
         
     import matplotlib
@@ -32,14 +35,17 @@ def plot_training_curve(history: pd.DataFrame, path: str | Path, *, best_epoch: 
     ax1.plot(ep, history["train_loss"], "o-", label="training (slices/bags, augmented)")
     ax1.plot(ep, history["val_loss"], "s-", label="validation")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("binary cross-entropy loss")
+    ax1.set_ylabel(loss_label)
     ax1.set_title("Loss")
-    ax2.plot(ep, history["val_auc"], "s-", color="tab:orange", label="validation patients")
-    ax2.axhline(0.5, color="grey", ls=":", lw=1, label="chance (0.5)")
-    ax2.set_ylim(0, 1.02)
+    ax2.plot(ep, history[monitor], "s-", color="tab:orange", label="validation patients")
+    name = monitor.removeprefix("val_")
+    if monitor == "val_auc":
+        ax2.axhline(0.5, color="grey", ls=":", lw=1, label="chance (0.5)")
+        ax2.set_ylim(0, 1.02)
+        name = "AUC"
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("patient-level AUC")
-    ax2.set_title("Validation AUC (selects the epoch)")
+    ax2.set_ylabel(f"patient-level {name}")
+    ax2.set_title(f"Validation {name} (selects the epoch)")
     if best_epoch is not None:
         for ax in (ax1, ax2):
             ax.axvline(best_epoch + 1, color="tab:green", ls="--", lw=1, label=f"selected epoch {best_epoch + 1}")

@@ -56,22 +56,23 @@ def ensemble_runs(runs: list[str | os.PathLike], out: str | os.PathLike, *, weig
         weights: one weight per run (default equal).
         overwrite: replace an existing ``out``.
     """
-    from sklearn.metrics import roc_auc_score
-
-    from npcai.fsutil import atomic_output_dir, file_sha256
-    from npcai.models.run import RUN_FORMAT, package_versions, read_config, write_csv, write_json, write_yaml
+    from npcai.fsutil import atomic_output_dir, check_output_path, file_sha256
+    from npcai.models.tasks import make_task
+    from npcai.runs import CONFIG, RUN_FORMAT, package_versions, read_run, write_run
 
     if len(runs) < 2:
         raise NpcaiError("npcai ensemble: give at least two run folders")
     runs = [Path(r) for r in runs]
+    check_output_path(out, runs)
     names = [r.name for r in runs]
-    preds, configs = [], []
-    for r in runs:
-        configs.append(read_config(r))
-        path = r / "predictions_patients.csv"
-        if not path.is_file():
-            raise NpcaiError(f"{path}: missing; the run is incomplete — re-run `npcai train`")
-        preds.append(pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id"))
+    folders = [read_run(r) for r in runs]
+    ids = {f.config.cohort_id for f in folders}
+    if len(ids) > 1 or None in ids:
+        shown = ", ".join(f"{n}: {str(f.config.cohort_id)[:12]}" for n, f in zip(names, folders))
+        raise NpcaiError(f"cannot ensemble runs of different (or unrecorded) cohorts ({shown}); "
+                         "train the members on the same cohort")
+    preds = [f.patients.set_index("patient_id") for f in folders]
+    configs = [f.config for f in folders]
     ref_test = set(preds[0].index[preds[0]["split"] == "test"])
     for name, p in zip(names[1:], preds[1:]):
         test = set(p.index[p["split"] == "test"])
@@ -84,7 +85,7 @@ def ensemble_runs(runs: list[str | os.PathLike], out: str | os.PathLike, *, weig
                 parts.append(f"run {names[0]} has {len(lack)} test patients run {name} lacks: {_describe(lack)}")
             raise NpcaiError(f"cannot ensemble runs with different test patients: {'; '.join(parts)}; "
                              f"train them with the same --split-from")
-    endpoints = {c["options"]["endpoint"] if "options" in c else c.get("endpoint") for c in configs}
+    endpoints = {c.endpoint for c in configs}
     if len(endpoints) > 1:
         raise NpcaiError(f"cannot ensemble runs of different endpoints: {', '.join(sorted(map(str, endpoints)))}")
     # patients in every member with the same split and label
@@ -109,7 +110,7 @@ def ensemble_runs(runs: list[str | os.PathLike], out: str | os.PathLike, *, weig
     for name, p in zip(names, preds):
         out_df[f"prob_{name}"] = p.loc[kept, "prob"].to_numpy()
     test = out_df[out_df["split"] == "test"]
-    test_auc = float(roc_auc_score(test["label"], test["prob"])) if test["label"].nunique() == 2 else float("nan")
+    test_auc = make_task({}).summarise(out_df)["test_auc"]
     counts = {s: {"patients": int((out_df["split"] == s).sum()),
                   "label_0": int(((out_df["split"] == s) & (out_df["label"] == 0)).sum()),
                   "label_1": int(((out_df["split"] == s) & (out_df["label"] == 1)).sum())}
@@ -121,13 +122,12 @@ def ensemble_runs(runs: list[str | os.PathLike], out: str | os.PathLike, *, weig
                "test_auc": test_auc, "n_test": int(len(test)),
                "note": "no slice predictions: members may read different ROI caches (e.g. pre and post)"}
     config = {"format": RUN_FORMAT, "kind": "ensemble",
-              "members": [{"path": str(r.resolve()), "weight": wn,
-                           "config_sha256": file_sha256(r / "config.yaml")} for r, wn in zip(runs, w_norm)],
+              "members": [{"path": str(r.resolve()), "weight": wn, "config_sha256": file_sha256(r / CONFIG)}
+                          for r, wn in zip(runs, w_norm)],
               "options": {"endpoint": next(iter(endpoints)), "weights": w_norm},
+              "cohort": {"path": str(folders[0].cohort), "id": folders[0].config.cohort_id},
               "versions": package_versions()}
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        write_csv(tmp / "predictions_patients.csv", out_df)
-        write_csv(tmp / "split.csv", out_df[["patient_id", "split", "label"]])
-        write_yaml(tmp / "config.yaml", config)
-        write_json(tmp / "summary.json", summary)
+        write_run(tmp, config=config, split=out_df[["patient_id", "split", "label"]], patients=out_df,
+                  summary=summary)
     return EnsembleResult(Path(out), test_auc, int(len(test)), w_norm)

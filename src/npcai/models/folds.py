@@ -97,53 +97,56 @@ class CvEvaluation:
 
 
 # ---------------------------------------------------------------------------- reading
-def _config(run_dir: Path) -> dict[str, Any]:
-    from npcai.models.run import read_config
-
-    return read_config(run_dir)
-
-
 def is_cv_run(run_dir: str | Path) -> bool:
     """True for a run folder written by :func:`train_folds` (``kind: cv``)."""
+    from npcai.runs import CONFIG, read_config
+
     path = Path(run_dir)
-    return (path / "config.yaml").is_file() and _config(path).get("kind") == CV_KIND
+    return (path / CONFIG).is_file() and read_config(path).kind == CV_KIND
 
 
 def fold_run_dirs(run_dir: str | Path) -> list[Path]:
     """The fold run folders of a cross-validated run, fold 1 first."""
+    from npcai.runs import read_config
+
     run_dir = Path(run_dir)
-    cfg = _config(run_dir)
-    if cfg.get("kind") != CV_KIND:
-        raise NpcaiError(f"{run_dir}: not a cross-validated run (kind {cfg.get('kind')!r})")
-    return [run_dir / p for p in cfg["fold_runs"]]
+    cfg = read_config(run_dir)
+    if cfg.kind != CV_KIND:
+        raise NpcaiError(f"{run_dir}: not a cross-validated run (kind {cfg.kind!r})")
+    return [run_dir / p for p in cfg.raw.get("fold_runs", [])]
 
 
 def _oof_predictions(run_dir: Path) -> pd.DataFrame:
-    from npcai.stats.runfolder import read_run
+    from npcai.runs import read_predictions
 
-    pred = read_run(run_dir).patients
+    pred = read_predictions(run_dir).patients
     if "fold" not in pred.columns or not (pred["split"] == OOF).all():
-        raise NpcaiError(f"{run_dir / 'predictions_patients.csv'}: not out-of-fold predictions "
-                         f"(need split {OOF} and a fold column); re-run `npcai train --folds K`")
+        raise NpcaiError(f"run {run_dir}: its patient predictions are not out-of-fold "
+                         f"(need split {OOF} and a fold column); train it again with folds")
     return pred
 
 
 # ---------------------------------------------------------------------------- training
-def _workdir(out: Path, resume: bool, overwrite: bool) -> Path:
-    from npcai.models.run import copy_for_resume, partial_dir
+def _workdir(out: Path, resume: bool, overwrite: bool, cohort: str) -> Path:
+    """The partial folder the cross-validation is built in (kept on resume; a finished run is
+    copied back to it, refused when its cohort changed)."""
+    from npcai.fsutil import OUTPUT_MARKER, check_replaceable
+    from npcai.runs import CONFIG, check_cohort, partial_dir, read_config
 
     work = partial_dir(out)
     if resume:
         if work.is_dir():
+            if (work / CONFIG).is_file():
+                check_cohort(read_config(work), cohort, "resume")
             log.info("resuming the interrupted cross-validation in %s", work)
             return work
-        if (out / "config.yaml").is_file():
-            copy_for_resume(out, work)
+        if (out / CONFIG).is_file():
+            check_cohort(read_config(out), cohort, "resume")
+            shutil.copytree(out, work)
+            (work / OUTPUT_MARKER).unlink(missing_ok=True)
             return work
         raise NpcaiError(f"{out}: nothing to resume; train without resume")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise NpcaiError(f"{out}: folder exists and is not empty; overwrite it, resume it or choose another "
-                         f"output folder")
+    check_replaceable(out, overwrite)   # a non-empty OUT is replaced only when npcai wrote it
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -152,6 +155,10 @@ def _workdir(out: Path, resume: bool, overwrite: bool) -> Path:
 
 def _fold_assignment(cfg, lp, work: Path, folds_from) -> tuple[pd.Series, str]:
     from npcai.cohort.splits import assign_folds, read_split, reuse_folds
+    from npcai.runs import SPLIT
+
+    def resume_split(folder: Path) -> bool:
+        return (folder / SPLIT).is_file()
 
     if folds_from is not None:
         folds = reuse_folds(folds_from, lp.labels)
@@ -162,7 +169,7 @@ def _fold_assignment(cfg, lp, work: Path, folds_from) -> tuple[pd.Series, str]:
     else:
         folds = assign_folds(lp.labels, cfg.folds, seed=cfg.fold_seed, strata=lp.strata)
         source = f"stratified by label{' and centre' if lp.strata is not None else ''}, seed {cfg.fold_seed}"
-    if (work / "split.csv").is_file():      # resume: the folds of the interrupted run
+    if resume_split(work):      # resume: the folds of the interrupted run
         before = read_split(work)["fold"].astype(int)
         if not before.sort_index().equals(folds.sort_index()):
             raise NpcaiError(f"{work}: the interrupted run has other folds than these options give; "
@@ -201,34 +208,36 @@ def train_folds(config, out: str | os.PathLike, *, resume: bool = False, overwri
     """
     from npcai.cohort.model import Cohort
     from npcai.cohort.splits import fold_split
+    from npcai.runs import is_finished, read_summary
     from npcai.imaging.roi_cache import RoiDataset
-    from npcai.models.run import RUN_FORMAT, package_versions, read_config, write_csv, write_json, write_yaml
+    from npcai.fsutil import check_output_path, replace_output_dir
     from npcai.models.train import labelled_patients, train
+    from npcai.runs import CONFIG, RUN_FORMAT, package_versions, partial_dir, read_config, read_run, write_run
     from npcai.stats.auc import roc_auc
-    from npcai.stats.runfolder import read_run
 
     cfg = config.validate()
     if not cfg.folds:
         raise NpcaiError("folds: give the number of folds (at least 2) for cross-validation")
+    check_output_path(out, [cfg.cohort, cfg.weights, folds_from])
     out = Path(out).resolve()
     cohort = Cohort.load(cfg.cohort)
     roi = RoiDataset.open(cfg.cohort, cfg.roi)
     lp = labelled_patients(cfg, cohort, roi)
-    work = _workdir(out, resume, overwrite)
+    if folds_from is not None:
+        check_cohort_of(folds_from, cfg.cohort)
+    work = _workdir(out, resume, overwrite, cfg.cohort)
     folds, source = _fold_assignment(cfg, lp, work, folds_from)
     split_df = pd.DataFrame({"patient_id": folds.index, "split": OOF, "fold": folds.to_numpy(),
                              "label": lp.labels.reindex(folds.index).to_numpy()})
-    write_csv(work / "split.csv", split_df)
+    write_run(work, split=split_df)
 
     fold_cfg = dataclasses.replace(cfg, folds=None, split_from=None, test_where=None)
     patients, slices, rows = [], [], []
     for k in track(range(1, cfg.folds + 1), f"Cross-validation ({cfg.folds} folds)"):
         fold_dir = work / "folds" / f"fold{k}"
-        if not (resume and (fold_dir / "summary.json").is_file()):
+        if not (resume and is_finished(fold_dir)):
             split = fold_split(folds, k, lp.labels, val_fraction=cfg.val_fraction, seed=cfg.seed,
                                strata=lp.strata)
-            from npcai.models.run import partial_dir
-
             again = resume and (partial_dir(fold_dir) / "checkpoints" / "last.ckpt").is_file()
             train(fold_cfg, fold_dir, resume=again, overwrite=True, mlflow=mlflow, callbacks=callbacks,
                   split=split)
@@ -242,8 +251,8 @@ def train_folds(config, out: str | os.PathLike, *, resume: bool = False, overwri
         if run.slices is not None:
             sl = run.slices
             slices.append(sl[sl["split"] == "test"].assign(split=OOF, fold=k))
-        summ = read_config(fold_dir)  # fold config (for the ROI block of the parent's config)
-        fsum = _json(fold_dir / "summary.json")
+        summ = read_config(fold_dir).raw  # fold config (for the cohort and ROI blocks of the parent's config)
+        fsum = read_summary(fold_dir)
         auc = roc_auc(held["label"], held["prob"]) if held["label"].nunique() == 2 else float("nan")
         rows.append({"fold": k, "run": f"folds/fold{k}", "patients": int(len(held)),
                      "label_1": int(held["label"].sum()), "best_epoch": fsum.get("best_epoch"),
@@ -269,24 +278,20 @@ def train_folds(config, out: str | os.PathLike, *, resume: bool = False, overwri
         "folds": {"k": cfg.folds, "seed": cfg.fold_seed, "source": source},
         "fold_runs": [r["run"] for r in rows], "seed": cfg.seed, "versions": package_versions(),
         "cohort": summ.get("cohort"), "roi": summ.get("roi"),
-        "reproduce": f"npcai train --config {out / 'config.yaml'} --out NEW_RUN"
+        "reproduce": f"npcai train --config {out / CONFIG} --out NEW_RUN"
                      + (f" --folds-from {out}" if folds_from is not None else ""),
     }
-    write_csv(work / "predictions_patients.csv", oof)
-    if slices:
-        write_csv(work / "predictions_slices.csv", pd.concat(slices, ignore_index=True).sort_values("roi_row"))
-    write_json(work / "summary.json", summary)
-    write_yaml(work / "config.yaml", config_doc)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
+    write_run(work, config=config_doc, patients=oof, summary=summary,
+              slices=pd.concat(slices, ignore_index=True).sort_values("roi_row") if slices else None)
+    replace_output_dir(work, out)
     return CvResult(out, int(len(oof)), int(oof["label"].sum()), aucs, float(pooled), summary)
 
 
-def _json(path: Path) -> dict[str, Any]:
-    import json
+def check_cohort_of(run_dir: str | os.PathLike, cohort: str | os.PathLike) -> None:
+    """Refuse folds reused from a run trained on another cohort (or a changed one)."""
+    from npcai.runs import check_cohort, read_config
 
-    return json.loads(path.read_text())
+    check_cohort(read_config(run_dir), cohort, f"reusing the folds of {run_dir}")
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -320,15 +325,17 @@ def evaluate_cv(run_dir: str | Path, *, write: bool = True, figures: bool = True
     from npcai.stats.auc import auc_ci
     from npcai.stats.binary import binary_metrics
 
+    from npcai.runs import read_config
+
     run_dir = Path(run_dir)
-    cfg = _config(run_dir)
+    cfg = read_config(run_dir)
     pred = _oof_predictions(run_dir)
     y = pred["label"].to_numpy()
     pooled = auc_ci(y, pred["prob"].to_numpy(), what="pooled out-of-fold AUC", ids=list(pred["patient_id"]))
     table = fold_table(pred)
     aucs = table["auc"].dropna()
     binary = binary_metrics(y, _called_positive(pred), 0.5)
-    ev = CvEvaluation(run=run_dir.resolve().name, endpoint=cfg.get("options", {}).get("endpoint"),
+    ev = CvEvaluation(run=run_dir.resolve().name, endpoint=cfg.endpoint,
                       n_patients=int(len(y)), n_label_1=int(y.sum()), pooled_auc=pooled, folds=table,
                       fold_auc_mean=float(aucs.mean()) if len(aucs) else float("nan"),
                       fold_auc_sd=float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan"), binary=binary)

@@ -10,54 +10,22 @@ returns, with the selected checkpoint.
 
 Examples:
     >>> from npcai.models import create_classifier
-    >>> module = ClassifierModule(create_classifier("resnet18"), unit="image")  # doctest: +SKIP
+    >>> from npcai.models.tasks import BinaryTask
+    >>> module = TaskModule(create_classifier("resnet18"), BinaryTask("image"))  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
 from npcai.models.data import EpochShuffleSampler, PatientBagDataset, SliceAugment, collate_batch
+from npcai.models.tasks import AGGREGATES, BinaryTask, Task, aggregate_patients
 
-__all__ = ["ClassifierModule", "SelectionDataModule", "aggregate_patients", "AGGREGATES",
-           "OPTIMIZERS"]
+__all__ = ["TaskModule", "SelectionDataModule", "aggregate_patients", "AGGREGATES", "OPTIMIZERS"]
 
-AGGREGATES = ("mean", "max", "area-weighted")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-
-
-def aggregate_patients(slices: pd.DataFrame, how: str = "mean") -> pd.DataFrame:
-    """Patient probability from slice probabilities.
-
-    Args:
-        slices: one row per slice with ``patient_id``, ``prob`` (and ``weight`` for
-            ``area-weighted``: the slice's tumour area).
-        how: ``mean`` (the seeds' default), ``max`` or ``area-weighted`` (mean weighted by area).
-
-    Returns:
-        DataFrame indexed by patient_id with ``prob`` and ``n_slices``.
-    """
-    if how not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, not {how!r}")
-    g = slices.groupby("patient_id", sort=True)
-    if how == "mean":
-        prob = g["prob"].mean()
-    elif how == "max":
-        prob = g["prob"].max()
-    else:
-        w = slices["weight"].astype(float).clip(lower=0) + 1e-6
-        prob = (slices["prob"] * w).groupby(slices["patient_id"]).sum() / w.groupby(slices["patient_id"]).sum()
-    return pd.DataFrame({"prob": prob, "n_slices": g.size()})
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
 class SelectionDataModule(pl.LightningDataModule):
@@ -94,30 +62,31 @@ class SelectionDataModule(pl.LightningDataModule):
                           num_workers=self.num_workers)
 
 
-class ClassifierModule(pl.LightningModule):
-    """Trains an :class:`ImageClassifier` (image unit) or :class:`PatientMILClassifier`
-    (patient unit) with binary cross-entropy; logs the validation patients' AUC as ``val_auc``.
+class TaskModule(pl.LightningModule):
+    """Trains a network for a :class:`~npcai.models.tasks.Task`; logs the task's validation
+    selection metric (``task.monitor``, e.g. ``val_auc`` over the validation *patients*).
+
+    The loop, optimiser, per-step reseeding (exact ``--resume``) and history live here once;
+    loss and metric come from the task.
 
     Args:
-        model: the network.
-        unit: ``image`` or ``patient``.
+        model: the network (:class:`ImageClassifier` or :class:`PatientMILClassifier`).
+        task: what is learnt (loss, validation metric).
         val_patients: patient id of each validation item (row for image unit, bag for patient unit).
         val_weights: per validation row tumour area (for ``area-weighted``; image unit).
-        aggregate: slice -> patient aggregation for the image unit.
         optimizer, lr, weight_decay: the optimiser (adam, sgd with momentum 0.9, rmsprop).
         augment: a :class:`SliceAugment` for training batches, or None.
         seed: reseeds torch's RNG (dropout) at every step, for exact ``--resume``.
     """
 
-    def __init__(self, model: torch.nn.Module, *, unit: str = "image", val_patients=None,
-                 val_weights=None, aggregate: str = "mean", optimizer: str = "adam", lr: float = 1e-4,
+    def __init__(self, model: torch.nn.Module, task: Task | None = None, *, val_patients=None,
+                 val_weights=None, optimizer: str = "adam", lr: float = 1e-4,
                  weight_decay: float = 0.0, augment: SliceAugment | None = None, seed: int = 0):
         super().__init__()
-        if unit not in ("image", "patient"):
-            raise ValueError("unit must be 'image' or 'patient'")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
-        self.model, self.unit, self.aggregate = model, unit, aggregate
+        self.model = model
+        self.task = task if task is not None else BinaryTask()
         self.val_patients = np.asarray(val_patients if val_patients is not None else [], dtype=object)
         self.val_weights = None if val_weights is None else np.asarray(val_weights, dtype=float)
         self.optimizer_name, self.lr, self.weight_decay = optimizer, lr, weight_decay
@@ -136,15 +105,14 @@ class ClassifierModule(pl.LightningModule):
         x, y, _ = batch
         if self.augment is not None:
             x = self.augment(x, step=self.global_step)
-        logits = self.model(x)
-        loss = F.binary_cross_entropy_with_logits(logits, y)
+        loss = self.task.loss(self.model(x), y)
         self._train_losses.append((float(loss.detach()), len(y)))
         return loss
 
     def validation_step(self, batch, batch_idx: int):
         x, y, rows = batch
-        logits = self.model(x)
-        self._val_out.append((logits.detach().float().cpu().numpy(), y.cpu().numpy(),
+        out = self.model(x)
+        self._val_out.append((out.detach().float().cpu().numpy(), y.cpu().numpy(),
                               np.arange(len(y)) + sum(len(o[0]) for o in self._val_out)))
 
     def on_validation_epoch_start(self) -> None:
@@ -153,33 +121,24 @@ class ClassifierModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_out:
             return
-        logits = np.concatenate([o[0] for o in self._val_out])
+        outputs = np.concatenate([o[0] for o in self._val_out])
         y = np.concatenate([o[1] for o in self._val_out])
         pos = np.concatenate([o[2] for o in self._val_out])
-        val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(y)))
-        prob = 1 / (1 + np.exp(-logits))
         patients = self.val_patients[pos]
         self.val_patients_seen_ = set(patients.tolist())
-        if self.unit == "image":
-            slices = pd.DataFrame({"patient_id": patients, "prob": prob, "label": y})
-            if self.aggregate == "area-weighted":
-                slices["weight"] = self.val_weights[pos]
-            agg = aggregate_patients(slices, self.aggregate)
-            labels = slices.groupby("patient_id")["label"].first().loc[agg.index].to_numpy()
-            auc = _auc(labels, agg["prob"].to_numpy())
-        else:
-            auc = _auc(y, prob)
+        weights = None if self.val_weights is None else self.val_weights[pos]
+        val_loss, score = self.task.validate(outputs, y, patients, weights)
         # validation runs once at the end of each training epoch (no sanity pass), before
         # the checkpoint is saved: record the epoch's row here so checkpoints carry it
         n = sum(k for _, k in self._train_losses)
         train_loss = sum(v * k for v, k in self._train_losses) / n if n else float("nan")
         self.log("val_loss", val_loss, prog_bar=True)
-        self.log("val_auc", auc, prog_bar=True)
+        self.log(self.task.monitor, score, prog_bar=True)
         self.log("train_loss", train_loss)
         if not self.trainer.sanity_checking:
             self.history = [h for h in self.history if h["epoch"] != int(self.current_epoch)]
             self.history.append({"epoch": int(self.current_epoch), "train_loss": train_loss,
-                                 "val_loss": val_loss, "val_auc": auc})
+                                 "val_loss": val_loss, self.task.monitor: score})
 
     def on_train_epoch_start(self) -> None:
         self._train_losses = []

@@ -30,10 +30,10 @@ import pandas as pd
 import torch
 
 from npcai.errors import NpcaiError
-from npcai.fsutil import file_sha256
+from npcai.fsutil import check_output_path, check_replaceable, file_sha256, replace_output_dir
 from npcai.progress import progress_enabled, track
 
-__all__ = ["TrainConfig", "TrainResult", "train", "predict_rows", "labelled_patients", "LabelledPatients",
+__all__ = ["TrainConfig", "TrainResult", "train", "build_network", "labelled_patients", "LabelledPatients",
            "UNITS"]
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class TrainConfig:
         seed: seeds the split, shuffling, augmentation and initialisation.
         val_fraction, test_fraction: validation share of the training patients; test share of all.
         split_from: reuse this run's split.csv.
-        where: a pandas query selecting patients (e.g. ``treatment == "CCRT"``).
+        where: a patient filter (:mod:`npcai.cohort.filters`, e.g. ``treatment == "CCRT"``).
         test_where: a filter whose matching patients all go to the test cohort (split
             ``test_external``) and none to training or validation (e.g. ``centre != "C1"``).
         folds: K >= 2 for patient-level stratified K-fold cross-validation
@@ -132,6 +132,10 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise NpcaiError(msg)
+        if self.where is not None:
+            from npcai.cohort.filters import parse_filter
+
+            parse_filter(self.where)   # a filter is data: refuse anything outside its grammar now
         return self
 
     @classmethod
@@ -140,7 +144,7 @@ class TrainConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise NpcaiError(f"config: unknown training options {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**data).validate()
 
 
 @dataclass
@@ -162,14 +166,14 @@ class _Prepared:
     labels: pd.Series           # patient -> label (patients with ROI rows)
     split: pd.Series            # patient -> split
     excluded: dict[str, int]
-    index: pd.DataFrame         # ROI index of the labelled patients
+    index: pd.DataFrame         # ROI index of the labelled patients (+ roi_row, label, split)
     endpoint: Any
 
 
 @dataclass
 class LabelledPatients:
-    """The patients a run can use: endpoint labels (``--where`` applied, patients without ROI
-    slices dropped), the reasons others were excluded, and the centre strata."""
+    """The patients a run can use: the task's labels (the patient filter applied, patients
+    without ROI slices dropped), the reasons others were excluded, and the centre strata."""
 
     clinical: pd.DataFrame
     labels: pd.Series
@@ -178,13 +182,14 @@ class LabelledPatients:
     strata: pd.Series | None
 
 
-def labelled_patients(cfg: TrainConfig, cohort, roi) -> LabelledPatients:
-    """Labels of ``cfg.endpoint`` for the patients of ``cohort`` that pass ``cfg.where`` and
-    have slices in ``roi`` (shared by single-split and cross-validated training)."""
+def labelled_patients(cfg: TrainConfig, cohort, roi, task=None) -> LabelledPatients:
+    """Labels of ``cfg.endpoint`` (by ``task``, default the binary endpoint) for the patients of
+    ``cohort`` that pass ``cfg.where`` and have slices in ``roi`` (shared by single-split and
+    cross-validated training)."""
     from npcai.cohort.endpoints import endpoint_labels, filter_patients
 
     clinical = filter_patients(cohort.clinical(), cfg.where)
-    ep = endpoint_labels(clinical, cfg.endpoint)
+    ep = task.labels(clinical, cfg.endpoint) if task is not None else endpoint_labels(clinical, cfg.endpoint)
     excluded = ep.excluded_counts()
     have_rows = set(roi.index["patient_id"].unique())
     no_roi = [p for p in ep.labels.index if p not in have_rows]
@@ -200,11 +205,14 @@ def labelled_patients(cfg: TrainConfig, cohort, roi) -> LabelledPatients:
     return LabelledPatients(clinical, labels, excluded, ep, strata)
 
 
-def _prepare(cfg: TrainConfig, cohort, roi, given_split: pd.Series | None = None) -> _Prepared:
+def _prepare(cfg: TrainConfig, cohort, roi, task=None, given_split: pd.Series | None = None) -> _Prepared:
+    """Step 1: the task's labels of the (filtered) patients with ROI slices, and their split
+    (``given_split``: one fold of a cross-validated run; else reused or drawn)."""
     from npcai.cohort.endpoints import filter_patients
     from npcai.cohort.splits import reuse_split, split_patients
+    from npcai.runs import check_cohort, read_config
 
-    lp = labelled_patients(cfg, cohort, roi)
+    lp = labelled_patients(cfg, cohort, roi, task)
     clinical, labels, excluded, ep, strata = lp.clinical, lp.labels, lp.excluded, lp.endpoint, lp.strata
     if given_split is not None:
         split = given_split.reindex(labels.index)
@@ -212,6 +220,7 @@ def _prepare(cfg: TrainConfig, cohort, roi, given_split: pd.Series | None = None
             raise NpcaiError(f"given split: {int(split.isna().sum())} labelled patients have no split "
                              f"(e.g. {split.index[split.isna()][0]})")
     elif cfg.split_from:
+        check_cohort(read_config(cfg.split_from), cfg.cohort, f"--split-from {cfg.split_from}")
         split = reuse_split(cfg.split_from, labels)
     else:
         external = filter_patients(clinical, cfg.test_where).index if cfg.test_where else None
@@ -228,6 +237,34 @@ def _prepare(cfg: TrainConfig, cohort, roi, given_split: pd.Series | None = None
     index["label"] = labels.reindex(index["patient_id"]).to_numpy()
     index["split"] = split.reindex(index["patient_id"]).to_numpy()
     return _Prepared(labels, split, excluded, index, ep)
+
+
+@dataclass
+class _Geometry:
+    n_chans: int
+    cache_size: int
+    size: int | None            # resize to this side (None: the cache's size)
+    pixel_aspect: float
+
+    @property
+    def net_size(self) -> int:
+        return self.size or self.cache_size
+
+
+def _geometry(cfg: TrainConfig, roi) -> _Geometry:
+    """Step 2: the network input (channels, side, resize) and the pixel aspect for augmentation."""
+    from npcai.models.factory import min_input_size
+
+    n_chans, cache_size = int(roi.images.shape[1]), int(roi.images.shape[-1])
+    size = cfg.size if cfg.size and cfg.size != cache_size else None
+    if (size or cache_size) < min_input_size(cfg.backbone):
+        raise NpcaiError(f"--backbone {cfg.backbone}: needs inputs of at least {min_input_size(cfg.backbone)} px "
+                         f"but the ROI cache {cfg.roi} is {cache_size} px; pass --size {min_input_size(cfg.backbone)}")
+    pixel_aspect = 1.0
+    if {"pixel_mm", "pixel_mm_col"} <= set(roi.index.columns):
+        ratio = (roi.index["pixel_mm"] / roi.index["pixel_mm_col"]).median()
+        pixel_aspect = float(ratio) if math.isfinite(ratio) and ratio > 0 else 1.0
+    return _Geometry(n_chans, cache_size, size, pixel_aspect)
 
 
 def _area(index: pd.DataFrame) -> np.ndarray:
@@ -248,22 +285,44 @@ def _datasets(cfg: TrainConfig, images, rows: pd.DataFrame, *, training: bool, s
                              seed=cfg.seed, size=size)
 
 
-def predict_rows(model: torch.nn.Module, images, rows: np.ndarray, *, size: int | None,
-                 batch_size: int = 64) -> np.ndarray:
-    """Slice probabilities (sigmoid of the logits) for ROI ``rows``, eval mode, no gradients."""
-    from npcai.models.data import read_rows, resize_batch
+def build_network(options: dict[str, Any] | TrainConfig, in_chans: int, *, pretrained: bool | None = None,
+                  weights: str | None = None) -> torch.nn.Module:
+    """The network of a run's options: an image classifier, or a MIL patient classifier."""
+    from npcai.models.factory import create_classifier, create_patient_classifier
 
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            x = resize_batch(read_rows(images, rows[start:start + batch_size]), size)
-            out.append(torch.sigmoid(model(x)).float().numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    opt = dataclasses.asdict(options) if isinstance(options, TrainConfig) else options
+    kwargs = dict(in_chans=int(in_chans), dropout=float(opt["dropout"]),
+                  pretrained=bool(opt.get("pretrained")) if pretrained is None else pretrained,
+                  weights=opt.get("weights") if pretrained is None else weights)
+    if opt["unit"] == "patient":
+        return create_patient_classifier(opt["backbone"], pooling=opt["pooling"], **kwargs)
+    return create_classifier(opt["backbone"], **kwargs)
+
+
+def _selection_stage(cfg: TrainConfig, task, model, roi, prep: _Prepared, geo: _Geometry):
+    """Step 3: the Lightning module and a data module holding ONLY training and validation rows."""
+    from npcai.models.data import SliceAugment
+    from npcai.models.lightning_module import SelectionDataModule, TaskModule
+
+    sel = prep.index[prep.index["split"].isin(["train", "val"])]
+    train_rows, val_rows = sel[sel["split"] == "train"], sel[sel["split"] == "val"]
+    train_ds = _datasets(cfg, roi.images, train_rows, training=True, size=geo.size)
+    val_ds = _datasets(cfg, roi.images, val_rows, training=False, size=geo.size)
+    if cfg.unit == "image":
+        val_patients, val_weights = val_rows["patient_id"].to_numpy(), _area(val_rows)
+    else:
+        val_patients, val_weights = np.array(val_ds.patients, dtype=object), None
+    augment = SliceAugment(seed=cfg.seed, pixel_aspect=geo.pixel_aspect) if cfg.augment else None
+    module = TaskModule(model, task, val_patients=val_patients, val_weights=val_weights,
+                        optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        augment=augment, seed=cfg.seed)
+    data = SelectionDataModule(train_ds, val_ds, batch_size=cfg.batch_size, seed=cfg.seed,
+                               num_workers=cfg.num_workers)
+    return module, data
 
 
 # ---------------------------------------------------------------------------- lightning
-def _checkpoint_callback(dirpath: Path):
+def _checkpoint_callback(dirpath: Path, monitor: str, mode: str):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     class RelocatableCheckpoint(ModelCheckpoint):
@@ -280,16 +339,18 @@ def _checkpoint_callback(dirpath: Path):
                                   best_k_models={fix(k): v for k, v in state_dict.get("best_k_models", {}).items()})
             super().load_state_dict(state_dict)
 
-    # best.ckpt: selected on validation AUC. last.ckpt: every epoch, for --resume (Lightning's own
-    # save_last only writes when the best improves). Both at the epoch boundary, after validation.
-    best = RelocatableCheckpoint(dirpath=str(dirpath), filename="best", monitor="val_auc", mode="max",
-                                 save_top_k=1, save_weights_only=True, auto_insert_metric_name=False, save_on_train_epoch_end=True)
+    # best.ckpt: selected on the task's validation metric. last.ckpt: every epoch, for --resume
+    # (Lightning's own save_last only writes when the best improves). Both at the epoch
+    # boundary, after validation.
+    best = RelocatableCheckpoint(dirpath=str(dirpath), filename="best", monitor=monitor, mode=mode,
+                                 save_top_k=1, save_weights_only=True, auto_insert_metric_name=False,
+                                 save_on_train_epoch_end=True)
     last = RelocatableCheckpoint(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1,
                                  every_n_epochs=1, save_on_train_epoch_end=True)
     return best, last
 
 
-def _epoch_progress(max_epochs: int):
+def _epoch_progress(max_epochs: int, monitor: str):
     """Advance an npcai progress bar once per epoch (the CLI's rich display), and log metrics."""
     from lightning.pytorch.callbacks import Callback
 
@@ -305,8 +366,8 @@ def _epoch_progress(max_epochs: int):
             if trainer.sanity_checking or not pl_module.history:
                 return
             h = pl_module.history[-1]
-            log.info("epoch %d: train_loss %.4f, val_loss %.4f, val_auc %.3f", h["epoch"], h["train_loss"],
-                     h["val_loss"], h["val_auc"])
+            log.info("epoch %d: train_loss %.4f, val_loss %.4f, %s %.3f", h["epoch"], h["train_loss"],
+                     h["val_loss"], monitor, h[monitor])
 
         def on_train_epoch_end(self, trainer, pl_module):
             if self._it is not None:
@@ -315,27 +376,42 @@ def _epoch_progress(max_epochs: int):
     return EpochProgress()
 
 
-def _workdir(out: Path, resume: bool, overwrite: bool) -> tuple[Path, Path | None]:
-    from npcai.models.run import copy_for_resume, partial_dir
+def _workdir(out: Path, resume: bool, overwrite: bool, *, cohort: str, roi) -> tuple[Path, Path | None]:
+    """The partial folder to build in, and the checkpoint to resume from (checked: same cohort and
+    ROI input as the interrupted or finished run)."""
+    from npcai.runs import CONFIG, check_cohort, check_roi, partial_dir, read_config
 
     work = partial_dir(out)
     if resume:
-        if (work / "checkpoints" / "last.ckpt").is_file():
-            log.info("resuming the interrupted run in %s", work)
-            return work, work / "checkpoints" / "last.ckpt"
-        if (out / "checkpoints" / "last.ckpt").is_file():
-            copy_for_resume(out, work)
-            for stale in ("predictions_slices.csv", "predictions_patients.csv", "summary.json"):
-                (work / stale).unlink(missing_ok=True)
-            return work, work / "checkpoints" / "last.ckpt"
+        for folder in (work, out):
+            if (folder / "checkpoints" / "last.ckpt").is_file():
+                if (folder / CONFIG).is_file():
+                    old = read_config(folder)
+                    check_cohort(old, cohort, "--resume")
+                    check_roi(old, roi, "--resume")
+                if folder == out:
+                    _copy_for_resume(out, work)
+                log.info("resuming the run in %s", folder)
+                return work, work / "checkpoints" / "last.ckpt"
         raise NpcaiError(f"{out}: nothing to resume (no checkpoints/last.ckpt here or in {work}); "
                          f"train without --resume")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume or another --out")
+    check_replaceable(out, overwrite)   # a non-empty OUT is replaced only when npcai wrote it
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     return work, None
+
+
+def _copy_for_resume(src: Path, dst: Path) -> None:
+    """Copy a finished run to its partial folder so ``--resume`` continues it (predictions and
+    summary dropped: they are written again at the end)."""
+    from npcai.runs import PATIENTS, SLICES, SUMMARY
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    for stale in (SLICES, PATIENTS, SUMMARY):
+        (dst / stale).unlink(missing_ok=True)
 
 
 def _check_mlflow() -> None:
@@ -359,97 +435,31 @@ def _loggers(work: Path, mlflow: bool, run_name: str):
     return loggers
 
 
-# ---------------------------------------------------------------------------- main
-def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-          mlflow: bool = False, callbacks: list | None = None,
-          split: pd.Series | None = None) -> TrainResult:
-    """Train a classifier and write a complete run folder to ``out``.
-
-    Model selection (early stopping, best checkpoint) sees only validation patients; the
-    test patients are read and predicted once, after ``fit``, with the selected checkpoint.
-
-    Args:
-        config: the options (see :class:`TrainConfig`).
-        out: the run folder (built in ``.OUT.partial`` and renamed when complete).
-        resume: continue from ``checkpoints/last.ckpt`` of the partial or finished run
-            (e.g. with more ``epochs``).
-        overwrite: replace an existing ``out``.
-        mlflow: also log metrics to MLflow (needs the mlflow package).
-        callbacks: extra Lightning callbacks (e.g. for tests).
-        split: a precomputed patient -> split Series (train/val/test) instead of drawing one
-            (used by :func:`npcai.models.folds.train_folds` for each fold).
-
-    Returns:
-        :class:`TrainResult` with the test AUC over test patients and the selected epoch.
-    """
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
-
-    from npcai.cohort.model import Cohort
-    from npcai.imaging.roi_cache import RoiDataset
-    from npcai.models.curves import plot_training_curve
-    from npcai.models.data import SliceAugment
-    from npcai.models.factory import create_classifier, create_patient_classifier, min_input_size
-    from npcai.models.lightning_module import ClassifierModule, SelectionDataModule, aggregate_patients
-    from npcai.models.run import (RUN_FORMAT, load_state_from_checkpoint, package_versions, write_csv,
-                                  write_json, write_yaml)
-
+def _quiet_lightning() -> None:
     if not log.isEnabledFor(logging.DEBUG):  # lightning resets its loggers to INFO when imported
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    cfg = config.validate()
-    if mlflow:
-        _check_mlflow()
-    out = Path(out).resolve()
-    cohort = Cohort.load(cfg.cohort)
-    roi = RoiDataset.open(cfg.cohort, cfg.roi)
-    if cfg.folds:
-        raise NpcaiError("folds: a cross-validated run is trained by npcai.models.folds.train_folds")
-    prep = _prepare(cfg, cohort, roi, split)
-    n_chans, cache_size = int(roi.images.shape[1]), int(roi.images.shape[-1])
-    size = cfg.size if cfg.size and cfg.size != cache_size else None
-    net_size = size or cache_size
-    if net_size < min_input_size(cfg.backbone):
-        raise NpcaiError(f"--backbone {cfg.backbone}: needs inputs of at least {min_input_size(cfg.backbone)} px "
-                         f"but the ROI cache {cfg.roi} is {cache_size} px; pass --size {min_input_size(cfg.backbone)}")
-    work, ckpt_path = _workdir(out, resume, overwrite)
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    kwargs = dict(in_chans=n_chans, pretrained=cfg.pretrained, weights=cfg.weights, dropout=cfg.dropout)
-    if cfg.unit == "image":
-        model = create_classifier(cfg.backbone, **kwargs)
-    else:
-        model = create_patient_classifier(cfg.backbone, pooling=cfg.pooling, **kwargs)
 
-    # ---- selection stage: only training and validation rows exist here
-    sel = prep.index[prep.index["split"].isin(["train", "val"])]
-    train_rows, val_rows = sel[sel["split"] == "train"], sel[sel["split"] == "val"]
-    train_ds = _datasets(cfg, roi.images, train_rows, training=True, size=size)
-    val_ds = _datasets(cfg, roi.images, val_rows, training=False, size=size)
-    if cfg.unit == "image":
-        val_patients, val_weights = val_rows["patient_id"].to_numpy(), _area(val_rows)
-    else:
-        val_patients, val_weights = np.array(val_ds.patients, dtype=object), None
-    pixel_aspect = 1.0
-    if {"pixel_mm", "pixel_mm_col"} <= set(roi.index.columns):
-        ratio = (roi.index["pixel_mm"] / roi.index["pixel_mm_col"]).median()
-        pixel_aspect = float(ratio) if math.isfinite(ratio) and ratio > 0 else 1.0
-    augment = SliceAugment(seed=cfg.seed, pixel_aspect=pixel_aspect) if cfg.augment else None
-    module = ClassifierModule(model, unit=cfg.unit, val_patients=val_patients, val_weights=val_weights,
-                              aggregate=cfg.aggregate, optimizer=cfg.optimizer, lr=cfg.lr,
-                              weight_decay=cfg.weight_decay, augment=augment, seed=cfg.seed)
-    data = SelectionDataModule(train_ds, val_ds, batch_size=cfg.batch_size, seed=cfg.seed,
-                               num_workers=cfg.num_workers)
-    ckpt_cb, last_cb = _checkpoint_callback(work / "checkpoints")
-    cbs = [ckpt_cb, last_cb, EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience, check_finite=False),
-           _epoch_progress(cfg.epochs)]
+def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path: Path | None, *,
+         mlflow: bool, callbacks: list | None):
+    """Step 4: ``Trainer.fit`` with early stopping and checkpoints on the validation metric only."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
+
+    from npcai.runs.checkpoint import safe_checkpoint_io
+
+    ckpt_cb, last_cb = _checkpoint_callback(work / "checkpoints", task.monitor, task.mode)
+    cbs = [ckpt_cb, last_cb,
+           EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience, check_finite=False),
+           _epoch_progress(cfg.epochs, task.monitor)]
     show_bar = progress_enabled()
     if show_bar:
         cbs.append(RichProgressBar(leave=False))
     trainer = pl.Trainer(accelerator="auto", devices=1, deterministic=True, max_epochs=cfg.epochs,
                          callbacks=cbs + list(callbacks or []), logger=_loggers(work, mlflow, out.name),
                          enable_progress_bar=show_bar, enable_model_summary=False, num_sanity_val_steps=0,
-                         log_every_n_steps=1, default_root_dir=str(work))
+                         log_every_n_steps=1, default_root_dir=str(work), plugins=[safe_checkpoint_io()])
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
         with warnings.catch_warnings():
@@ -463,97 +473,149 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         torch.use_deterministic_algorithms(was_deterministic)
     if trainer.interrupted:
         raise NpcaiError(f"{out}: training interrupted; continue it with `npcai train ... --out {out} --resume`")
+    return trainer, ckpt_cb
+
+
+def _select_best(task, model, module, ckpt_cb, work: Path, out: Path) -> tuple[int, pd.DataFrame, float]:
+    """Step 5: load the checkpoint selected on validation; the history and its validation score."""
+    from npcai.runs.checkpoint import load_model_weights
+
     best = work / "checkpoints" / "best.ckpt"
     if not best.is_file():
-        raise NpcaiError(f"{out}: no checkpoint was selected (validation AUC never defined); "
+        raise NpcaiError(f"{out}: no checkpoint was selected (validation {task.monitor} never defined); "
                          f"check the validation split's labels")
-    best_epoch = load_state_from_checkpoint(model, best)
-    history = pd.DataFrame(module.history, columns=["epoch", "train_loss", "val_loss", "val_auc"])
+    best_epoch = load_model_weights(model, best)
+    history = pd.DataFrame(module.history, columns=["epoch", "train_loss", "val_loss", task.monitor])
     history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    val_auc = float(history.loc[history["epoch"] == best_epoch, "val_auc"].iloc[0]) \
-        if (history["epoch"] == best_epoch).any() else float(ckpt_cb.best_model_score or float("nan"))
+    chosen = history.loc[history["epoch"] == best_epoch, task.monitor]
+    score = float(chosen.iloc[0]) if len(chosen) else float(ckpt_cb.best_model_score or float("nan"))
+    return best_epoch, history, score
 
-    # ---- after selection: predict every patient once, test patients read only now
-    slices = prep.index.sort_values("roi_row")
-    slice_model = model if cfg.unit == "image" else model.slice_model
-    probs = predict_rows(slice_model, roi.images, slices["roi_row"].to_numpy(), size=size)
-    pred_slices = pd.DataFrame({"roi_row": slices["roi_row"].to_numpy(), "patient_id": slices["patient_id"].to_numpy(),
-                                "split": slices["split"].to_numpy(), "slice_index": slices["slice_index"].to_numpy(),
-                                "label": slices["label"].to_numpy(), "prob": probs})
-    if cfg.unit == "image":
-        agg_in = pred_slices.assign(weight=_area(slices))
-        patient_prob = aggregate_patients(agg_in, cfg.aggregate)
-    else:
-        rows_by_patient = {p: g["roi_row"].to_numpy() for p, g in slices.groupby("patient_id", sort=True)}
-        model.eval()
-        from npcai.models.data import read_rows, resize_batch
 
-        pp = {}
-        with torch.inference_mode():
-            for p, rows in track(rows_by_patient.items(), "Predicting patients"):
-                x = resize_batch(read_rows(roi.images, rows), size).unsqueeze(0)
-                pp[p] = float(torch.sigmoid(model(x))[0])
-        patient_prob = pd.DataFrame({"prob": pd.Series(pp), "n_slices": pd.Series(
-            {p: len(r) for p, r in rows_by_patient.items()})})
-    pred_patients = pd.DataFrame({"patient_id": patient_prob.index,
-                                  "split": prep.split.reindex(patient_prob.index).to_numpy(),
-                                  "label": prep.labels.reindex(patient_prob.index).to_numpy(),
-                                  "prob": patient_prob["prob"].to_numpy(),
-                                  "n_slices": patient_prob["n_slices"].to_numpy()})
-    test = pred_patients[pred_patients["split"] == "test"]
-    from sklearn.metrics import roc_auc_score
+def _predict_all(task, model, roi, prep: _Prepared, geo: _Geometry) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Step 6 (after selection): every labelled patient predicted once; test patients read only now."""
+    slices, patients = task.predict(model, roi.images, prep.index, size=geo.size)
+    split_of, label_of = prep.split, prep.labels
+    slices.insert(2, "split", split_of.reindex(slices["patient_id"]).to_numpy())
+    slices.insert(4, "label", label_of.reindex(slices["patient_id"]).to_numpy())
+    pred_patients = pd.DataFrame({"patient_id": patients.index, "split": split_of.reindex(patients.index).to_numpy(),
+                                  "label": label_of.reindex(patients.index).to_numpy()})
+    for col in task.prediction_columns:
+        pred_patients[col] = patients[col].to_numpy()
+    pred_patients["n_slices"] = patients["n_slices"].to_numpy()
+    return slices, pred_patients
 
-    test_auc = float(roc_auc_score(test["label"], test["prob"])) if test["label"].nunique() == 2 else float("nan")
 
-    # ---- write the run folder
-    split_df = pd.DataFrame({"patient_id": prep.labels.index, "split": prep.split.reindex(prep.labels.index).to_numpy(),
-                             "label": prep.labels.to_numpy()})
+def _summary(cfg: TrainConfig, task, prep: _Prepared, history: pd.DataFrame, best_epoch: int,
+             val_score: float, pred_patients: pd.DataFrame) -> dict[str, Any]:
     counts = {}
-    for name in ("train", "val", "test") + (("test_external",) if (split_df["split"] == "test_external").any()
-                                            else ()):
-        sub = split_df[split_df["split"] == name]
-        counts[name] = {"patients": int(len(sub)), "label_0": int((sub["label"] == 0).sum()),
-                        "label_1": int((sub["label"] == 1).sum()),
+    for name in ("train", "val", "test") + (("test_external",) if (prep.split == "test_external").any() else ()):
+        sub = prep.labels[prep.split.reindex(prep.labels.index) == name]
+        counts[name] = {"patients": int(len(sub)), "label_0": int((sub == 0).sum()),
+                        "label_1": int((sub == 1).sum()),
                         "slices": int((prep.index["split"] == name).sum())}
-    summary = {
-        "endpoint": cfg.endpoint, "endpoint_description": prep.endpoint.description,
+    return {
+        "task": task.name, "endpoint": cfg.endpoint, "endpoint_description": prep.endpoint.description,
         "endpoint_cutoff_months": prep.endpoint.cutoff, "where": cfg.where, "test_where": cfg.test_where,
         "splits": counts,
         "excluded": {"count": int(sum(prep.excluded.values())), "reasons": prep.excluded},
-        "best_epoch": int(best_epoch), "val_auc": val_auc, "epochs_run": int(len(history)),
+        "best_epoch": int(best_epoch), "val_auc" if task.monitor == "val_auc" else task.monitor: val_score,
+        "monitor": task.monitor, "epochs_run": int(len(history)),
         "stopped_early": bool(len(history) and history["epoch"].max() + 1 < cfg.epochs),
-        "test_auc": test_auc, "n_test": int(len(test)),
-        "selection": "best epoch by validation-patient AUC; test patients predicted once after selection",
+        **task.summarise(pred_patients),
+        "selection": f"best epoch by validation-patient {task.monitor.removeprefix('val_')}; "
+                     "test patients predicted once after selection",
     }
-    cohort_json = Path(cfg.cohort) / "cohort.json"
-    config_doc = {
-        "format": RUN_FORMAT, "kind": "train",
+
+
+def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, device: str,
+                split_given: bool = False) -> dict[str, Any]:
+    from npcai.runs import CONFIG, RUN_FORMAT, RoiSpec, cohort_id, package_versions
+    from npcai.runs.predict import native_pixel_mm
+
+    spec = RoiSpec.of(roi)
+    return {
+        "format": RUN_FORMAT, "kind": "train", "task": task.name,
         "options": dataclasses.asdict(cfg),
-        "resolved": {"in_chans": n_chans, "input_size": net_size, "roi_size": cache_size,
-                     "pixel_aspect": pixel_aspect, "augment": repr(augment) if augment else None,
-                     "device": str(trainer.strategy.root_device), "deterministic": True,
-                     "torch_threads": torch.get_num_threads()},
+        "resolved": {"in_chans": geo.n_chans, "input_size": geo.net_size, "roi_size": geo.cache_size,
+                     "pixel_aspect": geo.pixel_aspect, "augment": cfg.augment, "device": device,
+                     "deterministic": True, "torch_threads": torch.get_num_threads()},
         "seed": cfg.seed,
         "versions": package_versions(),
-        "cohort": {"path": str(Path(cfg.cohort).resolve()), "cohort_json_sha256": file_sha256(cohort_json)},
-        "roi": {"name": cfg.roi, "path": str(roi.root.resolve()), "input_hash": roi.input_hash,
-                "variant_json_sha256": file_sha256(roi.root / "variant.json"),
-                "params": {k: roi.params.get(k) for k in ("variant", "region", "slices", "sequences",
-                                                          "timepoint", "mask", "size", "normalisation")
-                           if k in roi.params}},
-        "reproduce": f"npcai train --config {out / 'config.yaml'} --out NEW_RUN",
-        "split_source": "given (one fold of a cross-validated run: reproduce the parent run)" if split is not None
+        "cohort": {"path": str(Path(cfg.cohort).resolve()), "id": cohort_id(cfg.cohort),
+                   "cohort_json_sha256": file_sha256(Path(cfg.cohort) / "cohort.json"),
+                   "pixel_mm": native_pixel_mm(cohort, spec, roi.patients)},
+        "roi": {**spec.to_dict(), "path": str(roi.root.resolve())},
+        "reproduce": f"npcai train --config {out / CONFIG} --out NEW_RUN",
+        "split_source": "given (one fold of a cross-validated run: reproduce the parent run)" if split_given
         else ("reused from " + str(cfg.split_from) if cfg.split_from else "drawn from the seed"),
     }
-    write_csv(work / "split.csv", split_df)
-    write_csv(work / "predictions_slices.csv", pred_slices)
-    write_csv(work / "predictions_patients.csv", pred_patients)
-    write_csv(work / "history.csv", history)
-    plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch,
+
+
+# ---------------------------------------------------------------------------- main
+def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+          mlflow: bool = False, callbacks: list | None = None, task=None,
+          split: pd.Series | None = None) -> TrainResult:
+    """Train a model for the run's task and write a complete run folder to ``out``.
+
+    Model selection (early stopping, best checkpoint) sees only validation patients; the
+    test patients are read and predicted once, after ``fit``, with the selected checkpoint.
+
+    Args:
+        config: the options (see :class:`TrainConfig`).
+        out: the run folder (built in ``.OUT.partial`` and renamed when complete).
+        resume: continue from ``checkpoints/last.ckpt`` of the partial or finished run
+            (e.g. with more ``epochs``); refused when the cohort or ROI input changed.
+        overwrite: replace an existing ``out``.
+        mlflow: also log metrics to MLflow (needs the mlflow package).
+        callbacks: extra Lightning callbacks (e.g. for tests).
+        task: the :class:`~npcai.models.tasks.Task` (default: from the options, binary); a
+            registered task class (:func:`~npcai.models.tasks.register_task`) is recorded by name.
+        split: a precomputed patient -> split Series (train/val/test) instead of drawing one
+            (used by :func:`npcai.models.folds.train_folds` for each fold).
+
+    Returns:
+        :class:`TrainResult` with the test AUC over test patients and the selected epoch.
+    """
+    import lightning.pytorch as pl
+
+    from npcai.cohort.model import Cohort
+    from npcai.imaging.roi_cache import RoiDataset
+    from npcai.models.tasks import make_task
+    from npcai.runs.folder import write_run
+
+    _quiet_lightning()
+    cfg = config.validate()
+    check_output_path(out, [cfg.cohort, cfg.split_from, cfg.weights])
+    if mlflow:
+        _check_mlflow()
+    out = Path(out).resolve()
+    cohort = Cohort.load(cfg.cohort)
+    roi = RoiDataset.open(cfg.cohort, cfg.roi)
+    if cfg.folds:
+        raise NpcaiError("folds: a cross-validated run is trained by npcai.models.folds.train_folds")
+    task = task if task is not None else make_task(cfg)
+    prep = _prepare(cfg, cohort, roi, task, split)
+    geo = _geometry(cfg, roi)
+    work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_network(cfg, geo.n_chans)
+    module, data = _selection_stage(cfg, task, model, roi, prep, geo)
+    config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu", split_given=split is not None)
+    write_run(work, config=config_doc)   # provenance first: --resume checks it
+    trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks)
+    best_epoch, history, val_score = _select_best(task, model, module, ckpt_cb, work, out)
+    pred_slices, pred_patients = _predict_all(task, model, roi, prep, geo)
+    summary = _summary(cfg, task, prep, history, best_epoch, val_score, pred_patients)
+    config_doc["resolved"]["device"] = str(trainer.strategy.root_device)
+    split_df = pd.DataFrame({"patient_id": prep.labels.index, "split": prep.split.reindex(prep.labels.index).to_numpy(),
+                             "label": prep.labels.to_numpy()})
+    write_run(work, config=config_doc, split=split_df, slices=pred_slices, patients=pred_patients,
+              history=history, summary=summary)
+    from npcai.models.curves import plot_training_curve
+
+    plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch, monitor=task.monitor,
                         title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}")
-    write_json(work / "summary.json", summary)
-    write_yaml(work / "config.yaml", config_doc)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(work, out)
-    return TrainResult(out, int(best_epoch), val_auc, test_auc, int(len(test)), int(len(history)), summary)
+    replace_output_dir(work, out)
+    return TrainResult(out, int(best_epoch), val_score, summary.get("test_auc", float("nan")),
+                       summary.get("n_test", 0), int(len(history)), summary)

@@ -7,10 +7,7 @@ Writes ``OUT/report/report.html`` (self-contained), ``OUT/report/tables/*.csv`` 
 """
 from __future__ import annotations
 
-import json
-import platform
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -21,11 +18,10 @@ from npcai.report.tables import cv_table, fmt, main_tables
 
 __all__ = ["build_report", "methods_text", "package_versions"]
 
-_VERSIONED = ("npcai", "torch", "timm", "lightning", "numpy", "scikit-learn", "grad-cam", "SimpleITK")
 
 _MAIN_CAPTION = {
     "expansion": "Performance of each backbone on each ROI dataset in the test cohort (layout of seed 000, "
-                 "Table 3). aAUC: mean AUC over backbones (SD).",
+                 "Table 3). aAUC: mean AUC over backbones (SD, with two or more backbones).",
     "prepost": "AUC and C-index with 95% CI of the models and TNM staging in the test cohort (seed 001).",
     "units": "Residual-tumour models trained with each image or each patient as the unit, per treatment "
              "(layout of seed 002, Table 2). ACC, Se and Sp at the threshold fixed on validation patients.",
@@ -36,19 +32,16 @@ _MAIN_CAPTION = {
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour decides the numbers."""
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    """Versions of the packages whose behaviour decides the numbers (:func:`npcai.runs.package_versions`)."""
+    from npcai.runs import package_versions as versions
+
+    return versions()
 
 
 def _roi_json(cohort_dir: Path, cache: str) -> dict:
-    path = Path(cohort_dir) / "roi" / cache / "variant.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    from npcai.imaging.roi_cache import RoiDataset, list_rois
+
+    return RoiDataset.open(cohort_dir, cache).params if cache in list_rois(cohort_dir) else {}
 
 
 def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
@@ -102,7 +95,9 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         "Statistics: patient-level AUC with DeLong 95% CI; sensitivity, specificity, precision, F1 and accuracy "
         "at the Youden threshold chosen on the validation patients and applied unchanged to the test patients; "
         "paired DeLong tests between models on the same test patients; Harrell's C-index with 95% CI against the "
-        "survival endpoint where the cohort has one; TNM stage as an ordinal score for the baseline.")
+        "survival endpoint where the cohort has one"
+        + ("; TNM stage as an ordinal score for the baseline." if s.tnm_baseline and "stage" in cohort.clinical().columns
+           else "."))
     vers = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     paras.append(f"Preset: {resolved.preset or 'none (the YAML as written)'}. {resolved.preset_description} "
                  f"Software: {vers}.")
@@ -135,6 +130,14 @@ def _evaluated(s) -> str:
     """Whom the study's metrics describe: its test patients or, cross-validated, every patient
     out of fold."""
     return "out-of-fold patients" if s.split.folds else "test patients"
+
+
+def _grouped_caption(runs: pd.DataFrame, s) -> str:
+    """Caption of the grouped AUC figures: what is drawn (SD bars only with two or more backbones)."""
+    what = "pooled out-of-fold AUC" if s.split.folds else "test AUC"
+    if runs["backbone"].nunique() > 1:
+        return f"Mean {what} over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI."
+    return f"{what[0].upper()}{what[1:]} (bars) with DeLong 95% CI (points)."
 
 
 def _fig_path(out: Path, name: str) -> Path:
@@ -249,7 +252,8 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
     if "confusion" in tables:
         sec.table("Table 2 layout: confusion matrices of the models and TNM staging in the test cohort "
                   "(threshold fixed on validation patients)", tables["confusion"], csv_name="confusion")
-    sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
+    if "all_models" in tables:   # the generic layout's main table already lists every model
+        sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
     atomic_csv(rdir / "tables" / "results.csv", res)
 
     if s.split.folds:
@@ -270,22 +274,22 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
                                  title=("Pooled out-of-fold" if s.split.folds else "Test")
                                  + " AUC against expansion of the tumour mask (seed 000, Fig. 4)",
                                  ylabel="Pooled out-of-fold AUC" if s.split.folds else "Patient-level test AUC")
+        n_bb = exp["backbone"].nunique()
         sec.figure("AUC against expansion of the region of interest, per backbone with DeLong 95% CI; black: "
-                   "aAUC ± SD over backbones; red: whole slice; green: oracle ceiling on the same "
-                   f"{_evaluated(s)}.",
+                   + ("aAUC ± SD over backbones" if n_bb > 1 else "the backbone's AUC")
+                   + ("; red: whole slice" if len(base) else "")
+                   + (f"; green: oracle ceiling on the same {_evaluated(s)}" if oracle_auc is not None else "") + ".",
                    F.save_png(fig, _fig_path(out, "auc_vs_expansion")))
     if s.layout == "metastasis":
         fig = F.grouped_auc_figure(runs, group="group", hue="kind", oracle_auc=oracle_auc,
                                    title="Intratumoural vs intra-peritumoural datasets (test AUC)",
                                    group_label="Dataset")
-        sec.figure("Mean test AUC over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI.",
-                   F.save_png(fig, _fig_path(out, "auc_by_dataset")))
+        sec.figure(_grouped_caption(runs, s), F.save_png(fig, _fig_path(out, "auc_by_dataset")))
     if s.layout == "units":
         fig = F.grouped_auc_figure(runs.assign(unit=runs["unit"] + " unit"), group="subset_label", hue="unit",
                                    title="Image vs patient as the training unit (test AUC)",
                                    group_label="Treatment model", oracle_auc=None)
-        sec.figure("Mean test AUC over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI.",
-                   F.save_png(fig, _fig_path(out, "auc_by_unit")))
+        sec.figure(_grouped_caption(runs, s), F.save_png(fig, _fig_path(out, "auc_by_unit")))
     if s.layout == "prepost":
         conf = res[res["source"].isin(["run", "ensemble"]) | (res["roi"] == "stage")]
         fig = F.confusion_figure(conf, "Confusion matrices, test patients")

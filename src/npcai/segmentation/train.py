@@ -35,7 +35,8 @@ import yaml
 
 from npcai.cohort.model import Cohort
 from npcai.errors import NpcaiError
-from npcai.fsutil import atomic_write_text, paths_sha256
+from npcai.fsutil import atomic_write_text, check_output_path, check_replaceable, mark_output, paths_sha256
+from npcai.limits import check_image_side
 from npcai.progress import progress_enabled
 from npcai.segmentation.data import (LabelSet, SliceDataset, default_normalisation, default_sequence,
                                      load_slices, select_scans, split_by_patient)
@@ -86,6 +87,7 @@ class SegTrainConfig:
             raise NpcaiError(f"--batch-size {self.batch_size}: use at least 2 (batch normalisation)")
         if self.epochs < 1:
             raise NpcaiError(f"--epochs {self.epochs}: train at least one epoch")
+        check_image_side(self.size, what="--size", minimum=32, hint="use a multiple of 32 such as 256")
         if self.timepoint not in (None, "pre", "post"):
             raise NpcaiError(f"--timepoint {self.timepoint!r}: use pre, post or all")
         LabelSet.parse(self.labels)
@@ -117,17 +119,10 @@ class SegRun:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers."""
-    import importlib.metadata as md
+    """Versions of the packages that decide the numbers (:func:`npcai.runs.package_versions`)."""
+    from npcai.runs import package_versions as versions
 
-    out = {}
-    for name in ("npcai", "torch", "segmentation-models-pytorch", "timm", "monai", "lightning", "numpy",
-                 "SimpleITK"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return versions()
 
 
 def input_hash(cohort: Cohort, scans) -> str:
@@ -170,10 +165,13 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = check_output_path(out, [cohort.root if isinstance(cohort, Cohort) else cohort])
     cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
     ckpt_dir = out / "checkpoints"
     if resume:
+        if (out / "config.yaml").is_file() and not (ckpt_dir / "last.ckpt").is_file():
+            raise NpcaiError(f"{out}: the run was interrupted before its first checkpoint, so there is "
+                             f"nothing to resume; start it again with --overwrite")
         if not (out / "config.yaml").is_file() or not (ckpt_dir / "last.ckpt").is_file():
             raise NpcaiError(f"{out}: nothing to resume (no config.yaml or checkpoints/last.ckpt); "
                              f"start a new run without --resume")
@@ -189,10 +187,10 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         if unknown:
             raise TypeError(f"train_segmenter: unknown options {sorted(unknown)}")
         cfg = SegTrainConfig(**{k: v for k, v in options.items() if v is not None})
-        if out.exists() and any(out.iterdir()):
-            if not overwrite:
-                raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
-                                 f"or choose another path")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
+                             f"or choose another path")
+        if check_replaceable(out, overwrite):   # only a folder npcai wrote is ever removed
             import shutil
 
             shutil.rmtree(out)
@@ -219,7 +217,14 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     if len(train_set) < 2:
         raise NpcaiError(f"{cohort.root}: only {len(train_set)} training slice(s); add patients with contours")
 
+    # the network (and its weights file) before anything is written, so a bad --encoder or
+    # --weights leaves no run folder behind (seeded first: the initial weights depend on the seed)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SegmentationModule(arch=cfg.arch, encoder=cfg.encoder, label_names=labels.names,
+                                optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
+                                weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
               "cohort": {"path": str(cohort.root.resolve()), "modality": cohort.modality,
@@ -237,7 +242,6 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         atomic_write_text(out / "config.yaml", yaml.safe_dump(old, sort_keys=False))
         config = old
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     bs = min(cfg.batch_size, len(train_set))
     train_loader = torch.utils.data.DataLoader(
         SliceDataset(train_set, augment=cfg.augment, seed=cfg.seed), batch_size=bs, shuffle=True,
@@ -245,9 +249,6 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         generator=torch.Generator().manual_seed(cfg.seed))
     val_loader = torch.utils.data.DataLoader(SliceDataset(val_set), batch_size=max(bs, 2), shuffle=False,
                                              num_workers=0)
-    module = SegmentationModule(arch=cfg.arch, encoder=cfg.encoder, label_names=labels.names,
-                                optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
-                                weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     callbacks: list = [checkpoint, EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience),

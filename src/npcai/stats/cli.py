@@ -9,9 +9,10 @@ __all__ = ["register"]
 
 
 def evaluate(
-    run: Path = typer.Argument(..., help="Run folder written by `npcai train` (or `npcai ensemble`)."),
-    split: str = typer.Option("test", help="Split to evaluate: test (default; RUN/metrics.json) or val "
-                                          "(RUN/metrics_val.json)."),
+    run: Path = typer.Argument(..., help="Run folder written by `npcai train` (or `npcai ensemble`), or a "
+                                         "prediction folder written by `npcai predict`."),
+    split: str = typer.Option(None, help="Split to evaluate: default test for a run (RUN/metrics.json), "
+                                         "external for predictions; val writes RUN/metrics_val.json."),
     threshold: float = typer.Option(None, help="Fixed decision threshold on the probability; "
                                                "default: Youden's J on the validation patients."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the F1 and slice-AUC CIs and the "
@@ -19,7 +20,7 @@ def evaluate(
     seed: int = typer.Option(0, help="Bootstrap random seed."),
     figures: bool = typer.Option(True, help="Write RUN/figures/roc.png and confusion.png."),
 ) -> None:
-    """Evaluate a run on its test patients: AUC with DeLong CI, metrics at the threshold fixed on validation patients (Wilson CIs), confusion matrix, C-index, calibration, TNM baseline; writes RUN/metrics.json and RUN/figures/."""
+    """Evaluate a run on its test patients (or predictions on their external cohort): AUC with DeLong CI, metrics at the threshold fixed on validation patients (Wilson CIs), confusion matrix, C-index, calibration, TNM baseline; writes RUN/metrics.json and RUN/figures/."""
     from rich.console import Console
 
     from npcai.models.folds import is_cv_run
@@ -33,19 +34,20 @@ def evaluate(
         m = evaluate_run(run, split, threshold=threshold, n_boot=n_boot, seed=seed, figures=figures)
     _print_metrics(m)
     external = None
-    if split == "test" and (_has_split(run, "test_external")):
+    if m["split"] == "test" and _has_split(run, "test_external"):
         with show_progress():
             external = evaluate_run(run, "test_external", threshold=threshold, n_boot=n_boot, seed=seed,
                                     figures=figures)
         _print_metrics(external)
-    sfx = "" if split == "test" else f"_{split}"
+    default = "external" if m.get("kind") == "predictions" else "test"
+    sfx = "" if m["split"] == default else f"_{m['split']}"
     Console().print(f"wrote {run / f'metrics{sfx}.json'}" + (", metrics_test_external.json" if external else "") +
                     (f", {run / 'figures'}/roc{sfx}.png, confusion{sfx}.png" if figures else ""))
 
 
 def _has_split(run: Path, split: str) -> bool:
     """Whether the run's predictions hold patients of ``split`` (e.g. the external test cohort)."""
-    from npcai.stats.runfolder import read_run
+    from npcai.runs import read_run
 
     return bool((read_run(run).patients["split"] == split).any())
 
@@ -138,7 +140,8 @@ def _print_metrics(m: dict) -> None:
 
 
 def compare(
-    runs: list[Path] = typer.Argument(..., help="Two or more run folders evaluated on the same split."),
+    runs: list[Path] = typer.Argument(..., help="Two or more run folders evaluated on the same split, or "
+                                                "prediction folders of several runs on one external cohort."),
     out: Path = typer.Option(..., "--out", help="Output folder for table3.csv, delong.csv, roc_<dataset>.png."),
     group_by: str = typer.Option("roi", help="Group runs into datasets by 'roi' (rows: backbones) "
                                              "or 'backbone' (rows: ROI variants)."),
@@ -146,8 +149,8 @@ def compare(
                                          "same backbone, different dataset (or the reverse with "
                                          "--group-by backbone)."),
     unpaired: bool = typer.Option(False, help="Use the unpaired DeLong test (runs on different patients)."),
-    split: str = typer.Option(None, help="Split compared (default: test; oof, the out-of-fold "
-                                         "predictions, when every run is cross-validated)."),
+    split: str = typer.Option(None, help="Split compared (default: test for runs, external for predictions, "
+                                         "oof (the out-of-fold predictions) when every run is cross-validated)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
 ) -> None:
     """Compare runs as study 000's Table 3 (sensitivity, specificity, F1, precision, AUC with CI, aAUC ± SD per dataset), with DeLong tests between runs and one ROC figure per dataset."""
@@ -155,11 +158,13 @@ def compare(
     from rich.table import Table
 
     from npcai.progress import show_progress
+    from npcai.fsutil import check_output_path
     from npcai.models.folds import check_same_folds, is_cv_run
     from npcai.stats.compare import compare_runs, parse_pairs, write_compare
 
-    if split is None:
-        split = "oof" if all(is_cv_run(r) for r in runs) else "test"
+    check_output_path(out, runs)
+    if split is None and all(is_cv_run(r) for r in runs):
+        split = "oof"
     if split == "oof" and not unpaired:
         check_same_folds(runs)
     with show_progress():
@@ -167,7 +172,7 @@ def compare(
                            unpaired=unpaired)
         write_compare(res, out, overwrite=overwrite)
     con = Console()
-    t = Table(title=f"Table 3 ({split} patients)")
+    t = Table(title=f"Table 3 ({split or 'test/external'} patients)")
     for col in ("dataset", "model", "sens.", "spec.", "F1", "precision", "AUC", "95% CI", "aAUC (SD)"):
         t.add_column(col, overflow="fold")
     def num(v) -> str:
@@ -206,10 +211,13 @@ def table1_cmd(
                                          "(e.g. centre, treatment)."),
     endpoint: str = typer.Option(None, help="Endpoint for --by label on a cohort (e.g. pfs-median)."),
     variables: str = typer.Option(None, help="Comma-separated clinical columns to describe "
-                                             "(default: age, sex, T, N, stage, EBV DNA, treatment, centre)."),
+                                             "(default: every column; identifiers, free text and empty "
+                                             "columns are listed as not described)."),
+    mean: bool = typer.Option(False, "--mean", help="Numeric columns as mean ± SD with t-test/ANOVA "
+                                                    "(the seeds' layout) instead of median [IQR] with rank tests."),
     out: Path = typer.Option(None, help="Write the table as CSV to this file."),
 ) -> None:
-    """Clinical characteristics by group as the seeds' Table 1: mean ± SD or n (%), with t-test, chi-square or Fisher p-values; printed and optionally written as CSV."""
+    """Clinical characteristics by group (Table 1), every clinical column: median [IQR] with Wilcoxon rank-sum or Kruskal-Wallis, or n (%) with chi-square or Fisher p-values; printed and optionally written as CSV."""
     from rich.console import Console
     from rich.table import Table
 
@@ -219,7 +227,8 @@ def table1_cmd(
 
     with show_progress():
         df = table1_from_folder(folder, by, endpoint=endpoint,
-                                variables=[v.strip() for v in variables.split(",")] if variables else None)
+                                variables=[v.strip() for v in variables.split(",")] if variables else None,
+                                continuous="mean" if mean else "median")
     if out is not None:
         atomic_write_text(out, df.to_csv(index=False, float_format="%.4g"))
     con = Console()

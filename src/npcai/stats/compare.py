@@ -33,7 +33,7 @@ from npcai.fsutil import atomic_output_dir
 from npcai.progress import track
 from npcai.stats.auc import delong_test, delong_test_unpaired
 from npcai.stats.evaluate import evaluate_predictions
-from npcai.stats.runfolder import RunData, read_run
+from npcai.runs.folder import RunFolder, read_run
 
 __all__ = ["CompareResult", "compare_runs", "write_compare", "parse_pairs"]
 
@@ -79,7 +79,7 @@ def parse_pairs(text: str | None) -> list[tuple[str, str]] | None:
     return pairs
 
 
-def _localisation(run: RunData) -> dict[str, float]:
+def _localisation(run: RunFolder) -> dict[str, float]:
     """Mean Grad-CAM share per region (pixel bands and the phantom's signal band) from
     ``RUN/explain/localisation_summary.csv`` (long format written by ``npcai explain``)."""
     path = run.path / "explain" / "localisation_summary.csv"
@@ -95,14 +95,17 @@ def _localisation(run: RunData) -> dict[str, float]:
     return {f"loc_{r.region}": float(r.share_mean) for r in df.itertuples()}
 
 
-def _label_of(run: RunData, group_by: str) -> tuple[str, str]:
+def _label_of(run: RunFolder, group_by: str) -> tuple[str, str]:
     """(dataset, model) of a run for the chosen grouping."""
     roi = run.roi or "?"
     backbone = run.backbone or "?"
     return (roi, backbone) if group_by == "roi" else (backbone, roi)
 
 
-def _patients_differ(a: RunData, b: RunData, ta: pd.DataFrame, tb: pd.DataFrame) -> str | None:
+def _patients_differ(a: RunFolder, b: RunFolder, ta: pd.DataFrame, tb: pd.DataFrame) -> str | None:
+    if a.config.cohort_id != b.config.cohort_id:
+        return (f"runs {a.name} and {b.name} are about different cohorts (ids {str(a.config.cohort_id)[:12]} "
+                f"and {str(b.config.cohort_id)[:12]})")
     only_a = sorted(set(ta.index) - set(tb.index))
     only_b = sorted(set(tb.index) - set(ta.index))
     if only_a or only_b:
@@ -118,14 +121,15 @@ def _patients_differ(a: RunData, b: RunData, ta: pd.DataFrame, tb: pd.DataFrame)
 
 
 def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"] = "roi", *,
-                 split: str = "test", pairs: list[tuple[str, str]] | None = None,
+                 split: str | None = None, pairs: list[tuple[str, str]] | None = None,
                  unpaired: bool = False) -> CompareResult:
     """Table 3, DeLong tests and ROC curves of several runs evaluated on ``split``.
 
     Args:
-        run_dirs: run folders (at least two).
+        run_dirs: run folders (at least two), or prediction folders of several runs on the
+            same external cohort (``npcai predict``).
         group_by: "roi" (dataset = ROI variant, rows = backbones) or "backbone".
-        split: the split compared (test).
+        split: the split compared; default ``test`` for runs, ``external`` for prediction folders.
         pairs: explicit (run_a, run_b) folder-name pairs for DeLong tests; default see module doc.
         unpaired: use the unpaired DeLong test (runs on different patients).
     """
@@ -140,8 +144,9 @@ def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"
         raise NpcaiError(f"compare: two runs share the folder name {sorted(dup)[0]!r}; rename one")
     tests, rows, curves = {}, [], {}
     for run in track(runs, "Evaluating runs"):
-        test = run.split_patients(split)
-        val = run.patients[run.patients["split"] == "val"].set_index("patient_id")
+        test = run.split_patients(split or run.default_split)
+        test = test[test["label"].notna()].assign(label=lambda d: d["label"].astype(int))
+        val = run.validation()
         m = evaluate_predictions(test, val=val if len(val) else None, n_boot=0)
         tests[run.name] = test
         dataset, model = _label_of(run, group_by)
@@ -198,7 +203,7 @@ def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"
                          tnm=_tnm_rows(runs, tests))
 
 
-def _tnm_rows(runs: list[RunData], tests: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
+def _tnm_rows(runs: list[RunFolder], tests: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
     """TNM stages vs each run on that run's test patients (skipped, with a log line, when the
     cohort has no stage columns)."""
     from npcai.stats.evaluate import run_clinical, run_survival

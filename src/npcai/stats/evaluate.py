@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,45 +31,45 @@ from npcai.stats.binary import binary_metrics
 from npcai.stats.bootstrap import bootstrap_ci
 from npcai.stats.calibration import calibration_intercept_slope
 from npcai.stats.concordance import c_index_binary, harrell_c
-from npcai.stats.runfolder import RunData, read_run
+from npcai.runs.folder import RunFolder, check_cohort, read_run
 
-__all__ = ["evaluate_run", "evaluate_predictions", "run_survival", "run_clinical", "f1_score"]
+__all__ = ["evaluate_run", "evaluate_predictions", "run_survival", "run_clinical", "f1_score",
+           "validation_threshold", "survival_c_index"]
 
 log = logging.getLogger(__name__)
 
 
 def f1_score(y_true, y_pred) -> float:
-    """F1 of 0/1 predictions (2 TP / (2 TP + FP + FN))."""
-    y, p = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
-    tp = int(((y == 1) & (p == 1)).sum())
-    den = 2 * tp + int(((y == 0) & (p == 1)).sum()) + int(((y == 1) & (p == 0)).sum())
-    if den == 0:
-        raise NpcaiError("F1 is undefined: no positive patients and no positive predictions")
-    return 2 * tp / den
+    """F1 of 0/1 predictions (2 TP / (2 TP + FP + FN)), from the one confusion count."""
+    from npcai.stats.binary import confusion_matrix, metrics_from_confusion
+
+    return metrics_from_confusion(confusion_matrix(y_true, y_pred)).f1
 
 
-def run_clinical(run: RunData) -> pd.DataFrame | None:
-    """The clinical table of the run's cohort (None when the config names no cohort)."""
+def run_clinical(run: RunFolder) -> pd.DataFrame | None:
+    """The clinical table of the run's cohort (None when the config names no cohort); refuses a
+    cohort whose patients or clinical data changed since the run recorded its id."""
     if run.cohort is None:
         return None
     from npcai.cohort.model import Cohort
 
     if not (Path(run.cohort) / "cohort.json").is_file():
-        raise NpcaiError(f"{run.path / 'config.yaml'}: cohort {run.cohort} not found; "
-                         "move the cohort back or re-run `npcai train`")
+        raise NpcaiError(f"run {run.name}: its cohort {run.cohort} is not found; "
+                         "move the cohort back or train the run again")
+    check_cohort(run.config, run.cohort, f"evaluating {run.name}")
     return Cohort.load(run.cohort).clinical()
 
 
-def run_survival(run: RunData, clinical: pd.DataFrame | None) -> tuple[pd.DataFrame | None, str]:
+def run_survival(run: RunFolder, clinical: pd.DataFrame | None) -> tuple[pd.DataFrame | None, str]:
     """(time, event) per patient for the run's endpoint, via ``npcai.cohort.endpoints``.
 
     Returns ``(None, reason)`` when the endpoint has no survival columns or the cohort lacks
     them; the reason goes into metrics.json instead of a number.
     """
     if clinical is None:
-        return None, "the run's config.yaml names no cohort"
+        return None, "the run names no cohort"
     if not run.endpoint:
-        return None, "the run's config.yaml names no endpoint"
+        return None, "the run names no endpoint"
     from npcai.cohort.endpoints import NAMED_ENDPOINTS, endpoint_labels
 
     _, tcol, ecol = NAMED_ENDPOINTS.get(run.endpoint, (run.endpoint, None, None))
@@ -85,9 +86,11 @@ def run_survival(run: RunData, clinical: pd.DataFrame | None) -> tuple[pd.DataFr
     return surv, f"{tcol} / {ecol}"
 
 
-def _threshold(val: pd.DataFrame | None, fixed: float | None) -> dict[str, Any]:
-    """Youden's J on the validation patients; 0.5 (said in ``source`` and logged) when they
-    cannot fix one; a given ``fixed`` threshold wins."""
+def validation_threshold(val: pd.DataFrame | None, fixed: float | None = None, *,
+                         default: float | None = 0.5) -> dict[str, Any]:
+    """The decision threshold: ``fixed`` when given, else Youden's J on the validation patients
+    (label, prob); ``default`` (said in ``source`` and logged) when they cannot fix one, or
+    ``value`` None when ``default`` is None."""
     if fixed is not None:
         return {"value": float(fixed), "source": "given (--threshold)"}
     reason = None
@@ -96,13 +99,29 @@ def _threshold(val: pd.DataFrame | None, fixed: float | None) -> dict[str, Any]:
     elif val["label"].nunique() < 2:
         reason = (f"all {len(val)} validation patients have label {int(val['label'].iloc[0])}, "
                   "so Youden's threshold is undefined")
-    if reason:
-        log.warning("threshold 0.5: %s (pass --threshold to choose one)", reason)
-        return {"value": 0.5, "source": f"0.5: {reason}"}
-    y = val["label"].to_numpy()
-    cut = youden_threshold(y, val["prob"].to_numpy(), what="validation Youden threshold")
-    return {"value": cut.threshold, "source": f"Youden's J on {len(y)} validation patients",
-            "validation": cut.to_dict()}
+    else:
+        y = val["label"].to_numpy().astype(int)
+        try:
+            cut = youden_threshold(y, val["prob"].to_numpy(), what="validation Youden threshold")
+            return {"value": cut.threshold, "source": f"Youden's J on {len(y)} validation patients",
+                    "validation": cut.to_dict()}
+        except NpcaiError as exc:      # e.g. every validation score equal
+            reason = str(exc)
+    if default is None:
+        return {"value": None, "source": f"none: {reason}"}
+    log.warning("threshold %s: %s (pass --threshold to choose one)", default, reason)
+    return {"value": float(default), "source": f"{default}: {reason}"}
+
+
+def survival_c_index(prob: pd.Series, survival: pd.DataFrame, note: str = "") -> dict[str, Any]:
+    """Harrell's C (with CI) of scores ``prob`` (by patient_id) against (time, event)."""
+    sv = survival.loc[survival.index.intersection(prob.index)].dropna()
+    try:
+        c = harrell_c(sv["time"].to_numpy(), sv["event"].to_numpy().astype(int), prob.loc[sv.index].to_numpy(),
+                      what="C-index", ids=list(sv.index))
+        return {**c.to_dict(), "survival": note, "kind": "survival"}
+    except NpcaiError as exc:
+        return {"unavailable": str(exc), "survival": note}
 
 
 def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
@@ -124,7 +143,7 @@ def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
     out: dict[str, Any] = {"n_patients": int(len(y)), "n_label_1": int((y == 1).sum()),
                            "n_label_0": int((y == 0).sum())}
     out["patient"] = {"auc": auc_ci(y, p, what="patient-level AUC", ids=ids).to_dict()}
-    thr = _threshold(val, threshold)
+    thr = validation_threshold(val, threshold)
     out["threshold"] = thr
     bm = binary_metrics(y, p, thr["value"])
     out["binary"] = bm.to_dict()
@@ -148,13 +167,7 @@ def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
             block["auc_bootstrap_patients"] = b.to_dict()
         out["slice"] = block
     if survival is not None:
-        sv = survival.loc[survival.index.intersection(ids)]
-        try:
-            c = harrell_c(sv["time"].to_numpy(), sv["event"].to_numpy(), test.loc[sv.index, "prob"].to_numpy(),
-                          what="C-index", ids=list(sv.index))
-            out["c_index"] = {**c.to_dict(), "survival": survival_note, "kind": "survival"}
-        except NpcaiError as exc:
-            out["c_index"] = {"unavailable": str(exc), "survival": survival_note}
+        out["c_index"] = survival_c_index(test["prob"], survival, survival_note)
     else:
         c = c_index_binary(y, p, ids=ids)
         out["c_index"] = {**c.to_dict(), "kind": "binary outcome (equals the AUC)",
@@ -167,15 +180,18 @@ def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
     return out
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", *, threshold: float | None = None,
+def evaluate_run(run_dir: str | Path, split: str | None = None, *, threshold: float | None = None,
                  n_boot: int = 1000, seed: int = 0, write: bool = True,
                  figures: bool = True, tnm: bool = True) -> dict[str, Any]:
-    """Evaluate a run on one split; writes RUN/metrics.json and RUN/figures/ when ``write``.
+    """Evaluate a run (or a prediction folder) on one split; writes RUN/metrics.json and
+    RUN/figures/ when ``write``.
 
     Args:
-        run_dir: a run folder from ``npcai train`` (or ``npcai ensemble``).
-        split: the split evaluated (``test``; ``val`` to inspect validation).
-        threshold: fixed decision threshold; default Youden's J on the validation patients.
+        run_dir: a run folder from ``npcai train`` (or ``npcai ensemble``), or a prediction
+            folder from ``npcai predict`` (external cohort).
+        split: the split evaluated; default ``test`` for a run, ``external`` for predictions.
+        threshold: fixed decision threshold; default Youden's J on the validation patients of
+            the run (for predictions: of the run that made them; never refitted on them).
         n_boot: bootstrap resamples (F1 CI, slice AUC CI, ROC band); 0 skips them.
         seed: bootstrap seed.
         write: write metrics.json (the figures only when ``figures`` too).
@@ -185,20 +201,33 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, threshold: float |
         the metrics as a dict (the content of metrics.json).
     """
     run = read_run(run_dir)
+    split = split or run.default_split
     test = run.split_patients(split)
-    val = run.patients[run.patients["split"] == "val"].set_index("patient_id")
+    unlabelled = test["label"].isna()
+    if unlabelled.all():
+        raise NpcaiError(f"{run.name}: none of the {len(test)} {split} patients has a label for endpoint "
+                         f"{run.endpoint!r}; evaluation needs the endpoint in the cohort's clinical table")
+    if unlabelled.any():
+        log.warning("%s: %d %s patients have no label and are not evaluated", run.name, int(unlabelled.sum()), split)
+        test = test[~unlabelled]
+    test = test.assign(label=test["label"].astype(int))
+    val = run.validation()
     if split == "val":
         log.warning("%s: evaluating on the validation split, which also fixed the threshold", run.path)
     try:
         clinical, no_clinical = run_clinical(run), None
     except NpcaiError as exc:      # e.g. the cohort was moved: the AUCs still stand, say what is missing
+        if "is not the cohort" in str(exc):
+            raise
         log.warning("%s; no C-index against survival and no TNM baseline", exc)
         clinical, no_clinical = None, str(exc)
     survival, note = run_survival(run, clinical)
     if no_clinical:
         note = no_clinical
-    metrics: dict[str, Any] = {"run": run.name, "split": split, "endpoint": run.endpoint,
-                               "roi": run.roi, "backbone": run.backbone}
+    metrics: dict[str, Any] = {"run": run.name, "kind": run.config.kind, "split": split,
+                               "endpoint": run.endpoint, "roi": run.roi, "backbone": run.backbone}
+    if run.config.kind == "predictions":
+        metrics["source_run"] = (run.config.source_run or {}).get("name")
     metrics.update(evaluate_predictions(test, val=val if len(val) else None, slices=run.slices,
                                         survival=survival, survival_note=note, threshold=threshold,
                                         n_boot=n_boot, seed=seed))
@@ -206,9 +235,17 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, threshold: float |
         metrics["tnm"] = _tnm_block(clinical, test, survival, run.name) if no_clinical is None else \
             {"unavailable": no_clinical}
     if write:
-        atomic_write_text(run.path / f"metrics{_suffix(split)}.json", json.dumps(_jsonable(metrics), indent=1))
-        if figures:
-            write_run_figures(run, test, metrics, n_boot=min(n_boot, 500) if n_boot else 0, seed=seed)
+        # figures first, metrics.json last: a failure (full disk, no permission) leaves no
+        # metrics file that looks like a finished evaluation, and no figures folder it created
+        fig_dir_is_new = not (run.path / "figures").exists()
+        try:
+            if figures:
+                write_run_figures(run, test, metrics, n_boot=min(n_boot, 500) if n_boot else 0, seed=seed)
+            atomic_write_text(run.path / f"metrics{_suffix(split, run)}.json", json.dumps(_jsonable(metrics), indent=1))
+        except BaseException:
+            if fig_dir_is_new:
+                shutil.rmtree(run.path / "figures", ignore_errors=True)
+            raise
     return metrics
 
 
@@ -217,7 +254,7 @@ def _tnm_block(clinical: pd.DataFrame | None, test: pd.DataFrame, survival: pd.D
     from npcai.stats.tnm import tnm_baseline
 
     if clinical is None:
-        return {"unavailable": "the run's config.yaml names no cohort"}
+        return {"unavailable": "the run names no cohort"}
     try:
         res = tnm_baseline(clinical, test["label"], survival, models={name: test["prob"]})
     except NpcaiError as exc:
@@ -225,15 +262,16 @@ def _tnm_block(clinical: pd.DataFrame | None, test: pd.DataFrame, survival: pd.D
     return res.to_dict()
 
 
-def write_run_figures(run: RunData, test: pd.DataFrame, metrics: dict, *, n_boot: int = 500,
+def write_run_figures(run: RunFolder, test: pd.DataFrame, metrics: dict, *, n_boot: int = 500,
                       seed: int = 0) -> list[Path]:
     """RUN/figures/roc.png (with bootstrap CI band) and RUN/figures/confusion.png."""
     from npcai.stats.binary import ConfusionMatrix
     from npcai.stats.figures import plot_confusion, plot_roc
 
     fig_dir = run.path / "figures"
-    what = f"{run.name} ({metrics['split']}, {metrics['n_patients']} patients)"
-    sfx = _suffix(metrics["split"])
+    source = f" by run {metrics['source_run']}" if metrics.get("source_run") else ""
+    what = f"{run.name}{source} ({metrics['split']}, {metrics['n_patients']} patients)"
+    sfx = _suffix(metrics["split"], run)
     roc = plot_roc(fig_dir / f"roc{sfx}.png", {run.name: (test["label"].to_numpy(), test["prob"].to_numpy())},
                    title=f"ROC, patient level: {what}", ci_band=n_boot > 0, n_boot=max(n_boot, 1),
                    seed=seed)
@@ -244,9 +282,10 @@ def write_run_figures(run: RunData, test: pd.DataFrame, metrics: dict, *, n_boot
     return [roc, conf]
 
 
-def _suffix(split: str) -> str:
-    """"" for the test split (metrics.json), "_<split>" otherwise (metrics_val.json)."""
-    return "" if split == "test" else f"_{split}"
+def _suffix(split: str, run: RunFolder | None = None) -> str:
+    """"" for the folder's default split (metrics.json), "_<split>" otherwise (metrics_val.json)."""
+    default = run.default_split if run is not None else "test"
+    return "" if split == default else f"_{split}"
 
 
 def _class_names(endpoint: str | None) -> tuple[str, str]:

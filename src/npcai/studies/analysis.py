@@ -52,15 +52,10 @@ class StudyAnalysis:
 
 
 def read_predictions(run_dir: str | Path) -> pd.DataFrame:
-    """A run's ``predictions_patients.csv`` (patient_id, split, label, prob)."""
-    path = Path(run_dir) / "predictions_patients.csv"
-    if not path.is_file():
-        raise NpcaiError(f"{path}: missing; the run did not finish (re-run the study with --resume)")
-    df = pd.read_csv(path, dtype={"patient_id": str})
-    need = {"patient_id", "split", "label", "prob"}
-    if not need <= set(df.columns):
-        raise NpcaiError(f"{path}: needs columns {sorted(need)}")
-    return df
+    """A run's patient predictions (patient_id, split, label, prob), through :mod:`npcai.runs`."""
+    from npcai.runs import read_predictions as read
+
+    return read(run_dir).patients
 
 
 def _both_classes(y) -> bool:
@@ -69,7 +64,8 @@ def _both_classes(y) -> bool:
 
 def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
                   default_threshold: float | None = 0.5) -> dict[str, Any]:
-    """Test-patient metrics of one model, with the threshold fixed on its validation patients.
+    """Test-patient metrics of one model, with the threshold fixed on its validation patients:
+    the functions of ``npcai evaluate`` (:mod:`npcai.stats.evaluate`), flattened into a row.
 
     Args:
         pred: patient predictions with ``split`` (train/val/test), ``label`` and ``prob``
@@ -78,7 +74,9 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
         default_threshold: used when the validation patients cannot fix one (single class,
             equal scores); None leaves the threshold metrics empty (e.g. for TNM stage scores).
     """
-    from npcai.stats.auc import auc_ci, youden_threshold
+    from npcai.stats.auc import auc_ci
+    from npcai.stats.binary import binary_metrics
+    from npcai.stats.evaluate import validation_threshold
 
     if (pred["split"] == "oof").any():      # a cross-validated run: pooled out-of-fold metrics
         from npcai.models.folds import oof_metrics
@@ -87,49 +85,42 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
     val = pred[pred["split"] == "val"]
     test = pred[pred["split"] == "test"]
     out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
-    # the rule of `npcai evaluate`: Youden's J on the validation patients, else the default
-    out["threshold"] = float("nan") if default_threshold is None else float(default_threshold)
-    if len(val) and _both_classes(val["label"]):
-        try:
-            out["threshold"] = float(youden_threshold(val["label"], val["prob"]).threshold)
-        except NpcaiError as exc:   # e.g. every validation score equal
-            log.warning("threshold: %s; using %s", exc, out["threshold"])
+    thr = validation_threshold(val if len(val) else None, default=default_threshold)["value"]
+    out["threshold"] = float("nan") if thr is None else float(thr)
     if len(test) and _both_classes(test["label"]):
         try:
             a = auc_ci(test["label"], test["prob"])
             out.update(auc=a.auc, auc_low=a.low, auc_high=a.high)
         except NpcaiError as exc:   # too few test patients of a class for DeLong's variance
             log.warning("test AUC left empty: %s", exc)
-    if np.isfinite(out["threshold"]) and len(test):
-        y = test["label"].to_numpy().astype(int)
-        p = (test["prob"].to_numpy() > out["threshold"]).astype(int)
-        tp, fp = int(((p == 1) & (y == 1)).sum()), int(((p == 1) & (y == 0)).sum())
-        tn, fn = int(((p == 0) & (y == 0)).sum()), int(((p == 0) & (y == 1)).sum())
-        div = lambda a, b: a / b if b else float("nan")  # noqa: E731
-        sens, spec, ppv = div(tp, tp + fn), div(tn, tn + fp), div(tp, tp + fp)
-        out.update(tp=tp, fp=fp, tn=tn, fn=fn, sensitivity=sens, specificity=spec, precision=ppv,
-                   ppv=ppv, npv=div(tn, tn + fn), accuracy=div(tp + tn, len(y)),
-                   f1=div(2 * tp, 2 * tp + fp + fn))
+    bm = None
+    if thr is not None and len(test):
+        try:
+            bm = binary_metrics(test["label"].to_numpy().astype(int), test["prob"].to_numpy(), thr)
+        except NpcaiError as exc:    # F1 undefined: no positive patient and none predicted
+            log.warning("threshold metrics left empty: %s", exc)
+    if bm is not None:
+        nan = float("nan")
+        value = lambda p: nan if p.value is None else p.value  # noqa: E731
+        out.update(**bm.confusion.to_dict(), sensitivity=value(bm.sensitivity), specificity=value(bm.specificity),
+                   precision=value(bm.ppv), ppv=value(bm.ppv), npv=value(bm.npv), accuracy=value(bm.accuracy),
+                   f1=bm.f1)
     out.update(_c_index(test, survival))
     return out
 
 
 def _c_index(test: pd.DataFrame, survival: pd.DataFrame | None) -> dict[str, float]:
-    """Harrell's C (95% CI) of the evaluated patients' probabilities against survival."""
-    from npcai.studies.backend import c_index_ci
+    """Harrell's C (95% CI) of the evaluated patients' probabilities against survival
+    (:func:`npcai.stats.evaluate.survival_c_index`); empty, logged, when it cannot be computed."""
+    from npcai.stats.evaluate import survival_c_index
 
     if survival is None or not len(test):
         return {}
-    s = survival.reindex(test["patient_id"])
-    ok = s["time"].notna().to_numpy() & s["event"].notna().to_numpy()
-    if ok.sum() >= 2 and s["event"][ok].sum() > 0:
-        try:
-            c = c_index_ci(s["time"].to_numpy()[ok], s["event"].to_numpy()[ok].astype(int),
-                           test["prob"].to_numpy()[ok])
-            return {"c_index": c[0], "c_low": c[1], "c_high": c[2]}
-        except NpcaiError as exc:
-            log.warning("test C-index left empty: %s", exc)
-    return {}
+    c = survival_c_index(test.set_index("patient_id")["prob"], survival)
+    if "unavailable" in c:
+        log.warning("C-index left empty: %s", c["unavailable"])
+        return {}
+    return {"c_index": c["c_index"], "c_low": c["low"], "c_high": c["high"]}
 
 
 def _labels(cohort_dir: Path, resolved: ResolvedStudy):
@@ -340,14 +331,133 @@ def _explain(out: Path, resolved: ResolvedStudy, steps, analysis: StudyAnalysis)
 
 
 # ---------------------------------------------------------------------------- findings
+def _pred_key(row) -> str:
+    return f"{row['subset']}__{row['roi']}__{row['backbone']}__{row['unit']}"
+
+
+def _paired_comparison(preds: dict[str, pd.DataFrame], key_a: str, key_b: str, name_a: str, name_b: str):
+    """Paired DeLong test of two runs on the test patients they share, as a wording Comparison
+    (untested when the test cannot be computed)."""
+    from npcai.report.wording import Comparison
+    from npcai.stats.auc import auc_ci, delong_test
+
+    ta, tb = (preds[k][preds[k]["split"] == "test"] for k in (key_a, key_b))
+    m = ta.merge(tb, on="patient_id", suffixes=("_a", "_b"))
+    try:
+        return Comparison.from_delong(name_a, name_b, delong_test(m["label_a"], m["prob_a"], m["prob_b"]), n=len(m))
+    except NpcaiError:
+        def auc(df):
+            try:
+                return auc_ci(df["label"], df["prob"]).auc
+            except NpcaiError:
+                return float("nan")
+        return Comparison(name_a, name_b, auc(ta), auc(tb), n=len(m))
+
+
+def _per_backbone(runs: pd.DataFrame, preds, roi_a: str, roi_b: str, name_a: str, name_b: str):
+    """{(subset label, unit): {backbone: Comparison of roi_a vs roi_b}} on shared test patients."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for (sub, unit), g in runs.groupby(["subset_label", "unit"], sort=False):
+        by_roi = {(r["roi"], r["backbone"]): _pred_key(r) for _, r in g.iterrows()}
+        for bb in dict.fromkeys(g["backbone"]):
+            ka, kb = by_roi.get((roi_a, bb)), by_roi.get((roi_b, bb))
+            if ka in preds and kb in preds:
+                out.setdefault((sub, unit), {})[bb] = _paired_comparison(preds, ka, kb, name_a, name_b)
+    return out
+
+
+def _validation_aucs(runs: pd.DataFrame, preds, roi: str) -> list[float]:
+    """A ROI's AUC on the *validation* patients, one per backbone where it is defined."""
+    from npcai.stats.auc import roc_auc
+
+    values = []
+    for _, r in runs[runs["roi"] == roi].iterrows():
+        p = preds.get(_pred_key(r))
+        if p is None:
+            continue
+        val = p[p["split"] == "val"]
+        try:
+            values.append(roc_auc(val["label"], val["prob"]))
+        except NpcaiError:
+            continue
+    return values
+
+
+def _comparison_lines(per: dict, name_a: str, name_b: str, multi: bool) -> list[str]:
+    from npcai.report.wording import backbone_comparison_sentence
+
+    lines = []
+    for (sub, unit), tests in per.items():
+        prefix = f"{sub}, {unit} unit: " if multi else ""
+        lines.append(prefix + backbone_comparison_sentence(name_a, name_b, tests))
+    return lines
+
+
 def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
-    """Plain sentences with the study's key numbers (the report's summary, the CLI's output)."""
+    """Plain sentences with the study's key numbers (the report's summary, the CLI's output).
+
+    Every comparison follows its paired DeLong test on the shared test patients
+    (:mod:`npcai.report.wording`): "higher than" only when significant, "no significant
+    difference (p = ...)" otherwise, aAUC ± SD only over two or more backbones, estimates with
+    their CI. The expanded ROI that is compared is chosen on the validation patients, never
+    on test."""
+    from npcai.report.wording import average_auc_text, estimate_text
+
     s = resolved.study
     r = analysis.results
     runs = r[r["source"] == "run"]
     out: list[str] = []
     if runs.empty:
         return out
+    preds = analysis.predictions
+    label = {x.name: x.display for x in s.rois}
+    multi = runs.groupby(["subset_label", "unit"]).ngroups > 1
+    if runs["auc"].dropna().empty:
+        out.append("No test AUC could be computed (too few test patients of each class); "
+                   "use a larger cohort or a larger test fraction.")
+    if s.layout == "expansion":
+        kinds = {x.name: x.kind for x in s.rois}
+        present = list(dict.fromkeys(runs["roi"]))
+        expanded = [n for n in present if kinds.get(n) == "expanded"]
+        tumour = [n for n in present if kinds.get(n) == "tumour-only"]
+        whole = [n for n in present if kinds.get(n) == "whole-slice"]
+        if expanded:
+            val = {n: _validation_aucs(runs, preds, n) for n in expanded}
+            chosen = [n for n in expanded if val[n]]
+            if chosen:
+                best = max(chosen, key=lambda n: float(np.mean(val[n])))
+                out.append(f"Expanded ROI chosen on the validation patients: {label[best]} (validation "
+                           f"{average_auc_text(val[best])}; test {average_auc_text(runs.loc[runs['roi'] == best, 'auc'])}).")
+                picks = [best]
+            else:
+                out.append("No expanded ROI could be chosen on the validation patients (one class there); "
+                           "each is compared below.")
+                picks = expanded
+            for pick in picks:
+                for ref in (tumour[:1] + whole[:1]):
+                    out += _comparison_lines(_per_backbone(runs, preds, pick, ref, label[pick], label[ref]),
+                                             label[pick], label[ref], multi)
+    elif s.layout == "metastasis":
+        kind_of = {x.name: x.kind for x in s.rois}
+        for group in dict.fromkeys(x.group for x in s.rois if x.group):
+            g = runs[runs["group"] == group]
+            rois = list(dict.fromkeys(g["roi"]))
+            if len(rois) == 2:       # intra-peritumoural vs intratumoural, as the seed compares them
+                a, b = sorted(rois, key=lambda n: kind_of[n] != "intra-peritumoural")
+                out += _comparison_lines(_per_backbone(g, preds, a, b, label[a], label[b]), label[a], label[b],
+                                         multi)
+    else:
+        for _, row in r.iterrows():
+            if pd.notna(row["auc"]):
+                out.append(f"{row['model']}: test {estimate_text(row['auc'], row['auc_low'], row['auc_high'])}.")
+    if s.layout == "units":
+        u = runs.groupby(["subset_label", "unit"], sort=False)["auc"]
+        out.append("By unit: " + "; ".join(f"{a} {b}: {average_auc_text(v)}" for (a, b), v in u) + ".")
+    if analysis.oracle:
+        for sub, o in analysis.oracle["subsets"].items():
+            out.append(f"Oracle ceiling on the same test patients ({sub}): "
+                       f"{estimate_text(o['auc'], o.get('low'), o.get('high'))}.")
+    return out
     mean = runs.groupby("roi", sort=False)["auc"].mean().dropna()
     label = {x.name: x.display for x in s.rois}
     if mean.empty:
@@ -367,6 +477,7 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
                     verdict = "beats" if mean[best] > v else ("ties with" if mean[best] == v else "does NOT beat")
                     out.append(f"It {verdict} the {what} ROI ({label[ref[0]]}: aAUC {v:.3f}).")
     elif s.layout == "metastasis":
+        kind_of = {x.name: x.kind for x in s.rois}
         for group in dict.fromkeys(x.group for x in s.rois if x.group):
             g = runs[runs["group"] == group].groupby("kind")["auc"].mean().dropna()
             if len(g) == 2:

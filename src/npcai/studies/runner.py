@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 
 from npcai.errors import NpcaiError
-from npcai.fsutil import atomic_write_text, file_sha256
+from npcai.fsutil import atomic_write_text, check_output_path, file_sha256, mark_output
 from npcai.progress import track
 from npcai.studies.schema import ResolvedStudy, Step, load_study
 
@@ -115,7 +115,12 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     resolved = study if isinstance(study, ResolvedStudy) else \
         resolve_study(study, preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
     out = Path(out)
+    inside = cohort is not None and (out / "study.yaml").is_file() and \
+        Path(cohort).resolve() == (out / "cohort").resolve()             # re-running on the study's own ingest
+    check_output_path(out, [None if inside else cohort, export, clinical, contours, weights])
+    clinical = _check_sources(cohort, export, clinical)   # before OUT is created
     out.mkdir(parents=True, exist_ok=True)
+    mark_output(out)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(resolved.to_dict(), sort_keys=False))
 
     cohort_dir = _cohort(out, cohort, export, clinical, contours)
@@ -138,14 +143,15 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
 
 
 # ---------------------------------------------------------------------------- cohort
-def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
+def _check_sources(cohort, export, clinical) -> Path | None:
+    """Check that the study has one readable source; returns the clinical file of an export."""
     if (cohort is None) == (export is None):
         raise NpcaiError("give either --cohort COHORT or --export DIR --clinical FILE (not both)")
     if cohort is not None:
         from npcai.cohort.model import Cohort
 
         Cohort.load(cohort)
-        return Path(cohort)
+        return None
     export = Path(export)
     if not export.is_dir():
         raise NpcaiError(f"{export}: export folder not found")
@@ -154,6 +160,14 @@ def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
         if not default.is_file():
             raise NpcaiError(f"{export}: no --clinical FILE given and no clinical.csv in the export")
         clinical = default
+    return Path(clinical)
+
+
+def _cohort(out: Path, cohort, export, clinical, contours) -> Path:
+    clinical = _check_sources(cohort, export, clinical)
+    if cohort is not None:
+        return Path(cohort)
+    export = Path(export)
     target = out / "cohort"
     if (target / "cohort.json").is_file():
         log.info("reusing the cohort ingested earlier: %s", target)
@@ -205,12 +219,15 @@ def _step_hash(payload: dict[str, Any]) -> str:
 
 
 def _roi_input_hash(cohort_dir: Path, roi_name: str) -> str:
-    variant = json.loads((Path(cohort_dir) / "roi" / roi_name / "variant.json").read_text())
-    return str(variant.get("input_hash", ""))
+    from npcai.imaging.roi_cache import RoiDataset
+
+    return RoiDataset.open(cohort_dir, roi_name).input_hash
 
 
 def _finished(run_dir: Path) -> bool:
-    return (run_dir / "predictions_patients.csv").is_file() and (run_dir / "config.yaml").is_file()
+    from npcai.runs import is_finished
+
+    return is_finished(run_dir)
 
 
 def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names: dict[str, str], *,
@@ -260,6 +277,7 @@ def _step_row(step: Step, run_dir: Path, status: str, seconds: float) -> dict[st
 
 
 def _ensembles(out: Path, resolved: ResolvedStudy) -> list[dict[str, Any]]:
+    from npcai.runs import PATIENTS
     from npcai.studies.backend import ensemble_runs
 
     s = resolved.study
@@ -271,7 +289,7 @@ def _ensembles(out: Path, resolved: ResolvedStudy) -> list[dict[str, Any]]:
                     members = [out / "runs" / f"{sub.name}__{r}__{bb}__{unit}" for r in ens.rois]
                     key = f"{sub.name}__{ens.name}__{bb}__{unit}"
                     run_dir = out / "runs" / key
-                    digest = _step_hash({m.name: file_sha256(m / "predictions_patients.csv") for m in members})
+                    digest = _step_hash({m.name: file_sha256(m / PATIENTS) for m in members})
                     marker = out / "steps" / f"{key}.json"
                     status, t = "reused", time.perf_counter()
                     if not (marker.is_file() and _finished(run_dir)

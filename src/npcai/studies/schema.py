@@ -92,7 +92,19 @@ class SubsetSpec(_Model):
 
     name: str = Field(pattern=_NAME)
     label: str | None = None
-    where: str | None = Field(None, description="pandas query on the clinical table, as `npcai train --where`")
+    where: str | None = Field(None, description="patient filter on the clinical table, as `npcai train --where`")
+
+    @field_validator("where")
+    @classmethod
+    def _where(cls, v: str | None) -> str | None:
+        from npcai.cohort.filters import parse_filter
+
+        if v is not None:
+            try:
+                parse_filter(v)
+            except NpcaiError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
 
 # ---------------------------------------------------------------------------- training options

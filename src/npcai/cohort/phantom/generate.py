@@ -22,6 +22,7 @@ from npcai.cohort.phantom.clinical import CLINICAL_COLUMNS, simulate_patients
 from npcai.cohort.phantom.dicom_writer import SeriesInfo, uid, write_contour, write_series
 from npcai.cohort.phantom.truth import oracle_metrics, pfs_median_labels
 from npcai.errors import NpcaiError
+from npcai.limits import check_image_side
 from npcai.fsutil import atomic_output_dir, atomic_write_text
 from npcai.progress import track
 
@@ -51,8 +52,7 @@ def validate_parameters(*, patients: int, size: int, slices: int, centres: int,
     """Check the generator's options; raise NpcaiError with one line, return the sequences."""
     if patients < 1:
         raise NpcaiError(f"--patients {patients}: need at least 1 patient")
-    if size < MIN_SIZE:
-        raise NpcaiError(f"--size {size}: the matrix must be at least {MIN_SIZE} px")
+    check_image_side(size, what="--size", minimum=MIN_SIZE, hint="the phantom's matrix is 256 px by default")
     if slices < 2:
         raise NpcaiError(f"--slices {slices}: need at least 2 slices")
     if not 1 <= centres <= len(CENTRE_SCANNER):

@@ -24,18 +24,11 @@ __all__ = ["pfs_median_labels", "oracle_metrics", "load_truth", "load_signal", "
 
 
 def pfs_median_labels(months: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, float]:
-    """The contract's ``pfs-median`` label: 1, 0, or NaN (censored at or before t*), and t*.
+    """The contract's ``pfs-median`` label (1, 0, or NaN when censored at or before t*) and t*,
+    by the cohort's own rule (:func:`npcai.cohort.endpoints.pfs_median_rule`)."""
+    from npcai.cohort.endpoints import pfs_median_rule
 
-    t* is the median of ``months`` over all patients; label 1 when the event happened at or
-    before t*, 0 when the time exceeds t*.
-    """
-    months = np.asarray(months, dtype=float)
-    event = np.asarray(event, dtype=int)
-    t_star = float(np.median(months))
-    label = np.full(months.shape, np.nan)
-    label[(event == 1) & (months <= t_star)] = 1.0
-    label[months > t_star] = 0.0
-    return label, t_star
+    return pfs_median_rule(months, event)
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
@@ -120,7 +113,9 @@ def load_truth(cohort_dir: str | Path) -> pd.DataFrame | None:
     if not map_path.is_file():
         raise NpcaiError(f"{map_path}: pseudonym map missing, so the phantom truth cannot be "
                          "joined; re-run `npcai ingest`")
-    pseudo = pd.read_csv(map_path, dtype=str)
+    from npcai.cohort.deidentify import read_pseudonym_map
+
+    pseudo = pd.DataFrame(list(read_pseudonym_map(map_path).items()), columns=["patient_id", "hospital_id"])
     truth = pd.read_csv(truth_dir / "patients.csv", dtype={"hospital_id": str})
     joined = pseudo.merge(truth, on="hospital_id", how="inner")
     return joined.drop(columns=["hospital_id"]).set_index("patient_id").sort_index()
