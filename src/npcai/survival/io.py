@@ -59,12 +59,9 @@ def load_table(source: str | Path, run: str | Path | None = None, *, score_name:
         raise NpcaiError(f"{source}: not a cohort folder or a .csv file")
     if run is None:
         return table
-    pred_path = Path(run) / "predictions_patients.csv"
-    if not pred_path.is_file():
-        raise NpcaiError(f"{pred_path}: missing; give a run folder written by `npcai train` or `npcai ensemble`")
-    pred = pd.read_csv(pred_path, dtype={"patient_id": str}).set_index("patient_id")
-    if "prob" not in pred.columns:
-        raise NpcaiError(f"{pred_path}: no prob column")
+    from npcai.runs import read_predictions
+
+    pred = read_predictions(run).patients.set_index("patient_id")
     if score_name in table.columns:
         raise NpcaiError(f"the table already has a column {score_name!r}; choose another score name")
     cols = {"prob": score_name}
@@ -72,5 +69,5 @@ def load_table(source: str | Path, run: str | Path | None = None, *, score_name:
         cols["split"] = "run_split" if "split" in table.columns else "split"
     joined = table.join(pred[list(cols)].rename(columns=cols), how="inner")
     if joined.empty:
-        raise NpcaiError(f"{pred_path}: none of its patients are in {source}; was the run trained on this cohort?")
+        raise NpcaiError(f"run {run}: none of its patients are in {source}; was the run trained on this cohort?")
     return joined
