@@ -205,3 +205,35 @@ def test_folds_and_test_where_are_refused_together(train_cohort, cli, tmp_path):
     r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "pfs-median", "--out", tmp_path / "x", *FAST,
             "--folds", "50")
     assert r.code == 2 and "folds" in r.stderr
+
+
+@pytest.mark.slow
+def test_cross_validated_run_is_an_npcai_run_folder(cv_run):
+    from npcai.fsutil import OUTPUT_MARKER
+    from npcai.models.folds import fold_run_dirs
+    from npcai.runs import read_run
+
+    result, _ = cv_run
+    run = read_run(result.run_dir)
+    assert run.config.kind == "cv" and run.default_split == "oof"
+    assert len(run.split_patients("oof")) == result.n_patients
+    assert run.config.cohort_id and run.config.roi is not None   # provenance of the folds, for --folds-from
+    assert (result.run_dir / OUTPUT_MARKER).is_file()
+    assert all((d / OUTPUT_MARKER).is_file() for d in fold_run_dirs(result.run_dir))
+
+
+def test_cross_validation_never_writes_into_an_input_or_a_foreign_folder(train_cohort, tmp_path):
+    from npcai.errors import NpcaiError
+    from npcai.models.folds import train_folds
+    from npcai.models.train import TrainConfig
+
+    cfg = TrainConfig(cohort=str(train_cohort), roi="pre", endpoint="pfs-median", backbone="resnet18",
+                      pretrained=False, epochs=1, folds=3)
+    with pytest.raises(NpcaiError, match="lies inside the input"):
+        train_folds(cfg, train_cohort / "cv")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(NpcaiError, match="not an output npcai wrote"):
+        train_folds(cfg, mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
