@@ -149,6 +149,13 @@ def test_evaluate_and_compare_cross_validated_runs(cv_run, cli, train_cohort, tm
     assert r.code == 0, r
     delong = pd.read_csv(tmp_path / "cmp" / "delong.csv")
     assert len(delong) == 1 and int(delong["n"].iloc[0]) == len(a)
+    # sensitivity and specificity at each patient's own fold threshold, as evaluate reports them
+    table3 = pd.read_csv(tmp_path / "cmp" / "table3.csv").set_index("run")
+    assert table3.loc["cv5", "sensitivity"] == pytest.approx(metrics["binary"]["sensitivity"]["value"])
+    assert table3.loc["cv5", "specificity"] == pytest.approx(metrics["binary"]["specificity"]["value"])
+    called = pred["prob"] > pred["threshold"]
+    pos = pred["label"] == 1
+    assert metrics["binary"]["sensitivity"]["value"] == pytest.approx((called & pos).sum() / pos.sum())
     # runs on other folds are refused with one line
     other = tmp_path / "cv5c"
     shutil.copytree(second, other)

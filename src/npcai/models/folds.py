@@ -43,7 +43,7 @@ from npcai.errors import NpcaiError
 from npcai.progress import track
 
 __all__ = ["CvResult", "CvEvaluation", "train_folds", "evaluate_cv", "is_cv_run", "fold_table",
-           "oof_metrics", "check_same_folds", "fold_run_dirs", "CV_KIND", "OOF"]
+           "oof_metrics", "fold_threshold_metrics", "check_same_folds", "fold_run_dirs", "CV_KIND", "OOF"]
 
 log = logging.getLogger(__name__)
 CV_KIND = "cv"
@@ -307,11 +307,16 @@ def fold_table(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["fold", "n", "n_pos", "auc", "threshold"])
 
 
-def _called_positive(pred: pd.DataFrame) -> np.ndarray:
-    """1 where the probability exceeds the patient's own fold threshold."""
+def fold_threshold_metrics(pred: pd.DataFrame):
+    """:class:`npcai.stats.binary.BinaryMetrics` (Wilson CIs) of out-of-fold predictions, each
+    patient called label 1 when its probability exceeds its own fold's validation threshold
+    (column ``threshold``)."""
+    from npcai.stats.binary import binary_metrics
+
     if "threshold" not in pred.columns:
-        raise NpcaiError("out-of-fold predictions: no threshold column; re-run `npcai train --folds K`")
-    return (pred["prob"].to_numpy() > pred["threshold"].to_numpy()).astype(float)
+        raise NpcaiError("out-of-fold predictions: no threshold column; train the run again with folds")
+    called = (pred["prob"].to_numpy() > pred["threshold"].to_numpy()).astype(float)
+    return binary_metrics(pred["label"].to_numpy().astype(int), called, 0.5)
 
 
 def evaluate_cv(run_dir: str | Path, *, write: bool = True, figures: bool = True, n_boot: int = 500,
@@ -322,10 +327,8 @@ def evaluate_cv(run_dir: str | Path, *, write: bool = True, figures: bool = True
     import json
 
     from npcai.fsutil import atomic_write_text
-    from npcai.stats.auc import auc_ci
-    from npcai.stats.binary import binary_metrics
-
     from npcai.runs import read_config
+    from npcai.stats.auc import auc_ci
 
     run_dir = Path(run_dir)
     cfg = read_config(run_dir)
@@ -334,7 +337,7 @@ def evaluate_cv(run_dir: str | Path, *, write: bool = True, figures: bool = True
     pooled = auc_ci(y, pred["prob"].to_numpy(), what="pooled out-of-fold AUC", ids=list(pred["patient_id"]))
     table = fold_table(pred)
     aucs = table["auc"].dropna()
-    binary = binary_metrics(y, _called_positive(pred), 0.5)
+    binary = fold_threshold_metrics(pred)
     ev = CvEvaluation(run=run_dir.resolve().name, endpoint=cfg.endpoint,
                       n_patients=int(len(y)), n_label_1=int(y.sum()), pooled_auc=pooled, folds=table,
                       fold_auc_mean=float(aucs.mean()) if len(aucs) else float("nan"),
@@ -367,7 +370,6 @@ def oof_metrics(pred: pd.DataFrame) -> dict[str, Any]:
     AUC with DeLong CI, per-fold AUC mean and SD, and the confusion counts and rates at the
     folds' own validation thresholds."""
     from npcai.stats.auc import auc_ci
-    from npcai.stats.binary import binary_metrics
 
     oof = pred[pred["split"] == OOF]
     y = oof["label"].to_numpy().astype(int)
@@ -382,7 +384,7 @@ def oof_metrics(pred: pd.DataFrame) -> dict[str, Any]:
     out.update(fold_auc_mean=float(aucs.mean()) if len(aucs) else float("nan"),
                fold_auc_sd=float(aucs.std(ddof=1)) if len(aucs) > 1 else float("nan"), n_folds=int(len(table)))
     if "threshold" in oof.columns and len(oof):
-        bm = binary_metrics(y, _called_positive(oof), 0.5)
+        bm = fold_threshold_metrics(oof)
         cm = bm.confusion
         val = lambda m: m.value if m.value is not None else float("nan")  # noqa: E731
         out.update(tp=cm.tp, fp=cm.fp, tn=cm.tn, fn=cm.fn, sensitivity=val(bm.sensitivity),
