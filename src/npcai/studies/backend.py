@@ -17,7 +17,7 @@ import pandas as pd
 from npcai.errors import NpcaiError
 from npcai.studies.schema import SplitSpec, TrainingSpec
 
-__all__ = ["train_config", "train_run", "ensemble_runs", "c_index_ci", "table1", "oracle_scores", "explain_runs"]
+__all__ = ["train_config", "train_run", "train_step", "ensemble_runs", "c_index_ci", "table1", "oracle_scores", "explain_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,19 @@ def train_run(cohort_dir: Path, *, roi: str, endpoint: str, backbone: str, out: 
     if config.folds:
         return Path(train_folds(config, out, resume=resume, overwrite=True, folds_from=split_from).run_dir)
     return Path(train(config, out, resume=resume, overwrite=True).run_dir)
+
+
+def train_step(*, threads: int, **train_run_kwargs) -> float:
+    """One study step as an executor job (this process, a worker process or a SLURM task):
+    set the step's torch thread count, run :func:`train_run`, return the seconds it took."""
+    import time
+
+    from npcai.threads import configure_threads
+
+    configure_threads(threads)
+    t = time.perf_counter()
+    train_run(**train_run_kwargs)
+    return time.perf_counter() - t
 
 
 def ensemble_runs(members: list[Path], out: Path) -> Path:

@@ -54,6 +54,19 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted training runs from their last "
                                                        "checkpoint (finished steps are always reused)."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Run Grad-CAM on the study's chosen runs."),
+    executor: str = typer.Option("local", "--executor", help="Where the training runs go: local (one after "
+                                 "another), local:N (N processes sharing the cores) or slurm (one job array "
+                                 "through submitit; ensembles, Grad-CAM and the report follow here)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per training run "
+                                          "(default: the free cores, shared among local:N processes; a SLURM "
+                                          "task's CPUs). Same seed + same threads = same tables."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition (default: "
+                                                  "the cluster's default)."),
+    slurm_gpus_per_task: int = typer.Option(0, "--slurm-gpus-per-task", min=0, help="GPUs per array task."),
+    slurm_cpus_per_task: int = typer.Option(2, "--slurm-cpus-per-task", min=1, help="CPUs per array task."),
+    slurm_time: int = typer.Option(240, "--slurm-time", min=1, help="Time limit per array task, minutes "
+                                   "(a task that reaches it is requeued and resumes from its last checkpoint)."),
+    slurm_max_parallel: int = typer.Option(32, "--slurm-max-parallel", min=1, help="Array tasks running at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps (and with --cohort the patients "
                                                          "each run labels, excludes and loses) and exit."),
 ) -> None:
@@ -85,9 +98,15 @@ def run(
         if pre is not None:
             _print_preflight(console, resolved, pre)
         return
+    from npcai.studies.executors import SlurmOptions, parse_executor
+
+    spec = parse_executor(executor, SlurmOptions(partition=slurm_partition, gpus_per_task=slurm_gpus_per_task,
+                                                 cpus_per_task=slurm_cpus_per_task, time_minutes=slurm_time,
+                                                 max_parallel=slurm_max_parallel))
     with show_progress():
         result = run_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
-                           contours=contours, weights=weights, resume=resume, explain=explain)
+                           contours=contours, weights=weights, resume=resume, explain=explain,
+                           executor=spec, threads=threads)
     trained = int((result.steps["status"] == "trained").sum())
     console.print(f"[bold]{resolved.study.name}[/bold] ({resolved.preset}): {len(result.steps)} models "
                   f"({trained} trained, {len(result.steps) - trained} reused) in {result.seconds / 60:.1f} min")
