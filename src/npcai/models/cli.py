@@ -75,6 +75,9 @@ def register(app: typer.Typer) -> None:
                                     "(an interrupted run, or more --epochs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
         mlflow: bool = typer.Option(False, "--mlflow", help="Also log metrics to MLflow (needs mlflow installed)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: the cores "
+                                              "free to this process); recorded in the run. Same seed + same "
+                                              "threads + same hardware = same numbers."),
     ) -> None:
         """Train a classifier on an ROI cache and write a run folder; prints the test patients' AUC."""
         from rich.console import Console
@@ -112,6 +115,9 @@ def register(app: typer.Typer) -> None:
             opts = dict(given, weights=str(weights) if weights is not None else None,
                         pretrained=(pretrained if pretrained is not None else weights is None))
         cfg = TrainConfig.from_dict(opts)
+        from npcai.threads import configure_threads
+
+        configure_threads(threads)
         con = Console()
         if cfg.folds:
             from npcai.models.folds import train_folds

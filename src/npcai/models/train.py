@@ -33,8 +33,8 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import check_output_path, check_replaceable, file_sha256, replace_output_dir
 from npcai.progress import progress_enabled, track
 
-__all__ = ["TrainConfig", "TrainResult", "train", "build_network", "labelled_patients", "LabelledPatients",
-           "UNITS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "build_network", "quiet_lightning", "labelled_patients",
+           "LabelledPatients", "UNITS"]
 
 log = logging.getLogger(__name__)
 UNITS = ("image", "patient")
@@ -435,10 +435,14 @@ def _loggers(work: Path, mlflow: bool, run_name: str):
     return loggers
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
+    """Lightning's notices that say nothing to an npcai user, silenced once per process."""
     if not log.isEnabledFor(logging.DEBUG):  # lightning resets its loggers to INFO when imported
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # on a machine with SLURM installed, every Trainer says so; npcai's SLURM executor
+    # submits its own jobs (`npcai study run --executor slurm`)
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
 
 
 def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path: Path | None, *,
@@ -584,7 +588,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     from npcai.models.tasks import make_task
     from npcai.runs.folder import write_run
 
-    _quiet_lightning()
+    quiet_lightning()
     cfg = config.validate()
     check_output_path(out, [cfg.cohort, cfg.split_from, cfg.weights])
     if mlflow:
@@ -597,9 +601,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     task = task if task is not None else make_task(cfg)
     prep = _prepare(cfg, cohort, roi, task, split)
     geo = _geometry(cfg, roi)
-    work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_network(cfg, geo.n_chans)
+    model = build_network(cfg, geo.n_chans)     # a bad backbone or weights file fails before OUT is touched
+    work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     module, data = _selection_stage(cfg, task, model, roi, prep, geo)
     config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu", split_given=split is not None)
     write_run(work, config=config_doc)   # provenance first: --resume checks it
