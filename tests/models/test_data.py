@@ -70,3 +70,16 @@ def test_aggregate_patients():
     w = aggregate_patients(s, "area-weighted")
     assert w.loc["a", "prob"] == pytest.approx((0.2 * 3 + 0.6) / 4, rel=1e-5)
     assert w["n_slices"].to_dict() == {"a": 2, "b": 1}
+
+
+@pytest.mark.parametrize("n_train, sizes", [(9, [4, 4]), (10, [4, 4, 2]), (8, [4, 4])])
+def test_training_never_ends_on_a_batch_of_one(images, n_train, sizes):
+    """A lone last training sample would reach BatchNorm as a batch of one (training error);
+    it is dropped that epoch, any other remainder is kept."""
+    from npcai.models.lightning_module import SelectionDataModule
+
+    rows = list(range(10))[:n_train]
+    train = SliceDataset(images, rows=rows, labels=[i % 2 for i in rows], size=8)
+    val = SliceDataset(images, rows=[0, 1], labels=[0, 1], size=8)
+    loader = SelectionDataModule(train, val, batch_size=4).train_dataloader()
+    assert [len(y) for _, y, _ in loader] == sizes

@@ -225,3 +225,19 @@ def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch)
             "--backbone", "resnet18")
     assert r.code == 2 and "--no-pretrained" in r.stderr and "--weights" in r.stderr
     assert not out.exists()
+
+
+def test_threads_option_sets_and_records_the_thread_count(cli, train_cohort, tmp_path):
+    import torch
+    import yaml
+
+    before = torch.get_num_threads()
+    try:
+        r = _train(cli, train_cohort, tmp_path / "t1", "--epochs", "1", "--threads", "1")
+        assert r.code == 0, r
+        cfg = yaml.safe_load((tmp_path / "t1" / "config.yaml").read_text())
+        assert cfg["resolved"]["torch_threads"] == 1
+        r = _train(cli, train_cohort, tmp_path / "t0", "--threads", "0")
+        assert r.code == 2 and "threads" in r.stderr and not (tmp_path / "t0").exists()
+    finally:
+        torch.set_num_threads(before)

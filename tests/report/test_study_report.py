@@ -97,3 +97,40 @@ def test_bad_inputs_fail_before_training(tiny_study, cli, tmp_path):
     p.write_text(yaml.safe_dump(bad))
     r = cli("study", "run", p, "--cohort", cohort, "--out", tmp_path / "o")
     assert r.code == 2 and "no_such_column" in r.stderr
+
+
+@pytest.mark.slow
+def test_cross_validated_study_shares_folds_and_reports_pooled_auc(tiny_study, cli):
+    """split: {folds: 3}: every run is a 3-fold CV on the first run's folds; the report shows the
+    pooled out-of-fold AUC with CI per ROI dataset, and the DeLong tests pair every patient."""
+    root, cohort, study = tiny_study
+    data = dict(TINY, name="tiny_cv", split={"folds": 3, "val_fraction": 0.35, "seed": 0})
+    path = root / "tiny_cv.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = root / "out_cv"
+    r = cli("study", "run", path, "--cohort", cohort, "--out", out)
+    assert r.code == 0, r
+    runs = [out / "runs" / f"all__{n}__resnet18__image" for n in ("segmented", "expand2")]
+    folds = [pd.read_csv(run / "split.csv").set_index("patient_id")["fold"].sort_index() for run in runs]
+    assert folds[0].equals(folds[1]) and set(folds[0]) == {1, 2, 3}
+    pred = pd.read_csv(runs[1] / "predictions_patients.csv")
+    assert (pred["split"] == "oof").all() and pred["patient_id"].is_unique and len(pred) == len(folds[0])
+    html = (out / "report" / "report.html").read_text()
+    assert '<section id="cv">' in html and "Pooled out-of-fold AUC (95% CI)" in html
+    assert "3-fold cross-validation" in html and ">nan<" not in html.lower()
+    cv = pd.read_csv(out / "report" / "tables" / "cross_validation.csv")
+    results = pd.read_csv(out / "report" / "tables" / "results.csv")
+    from npcai.stats.auc import auc_ci
+
+    for run, name in zip(runs, ("Segmented", "Expand 2 px")):
+        p = pd.read_csv(run / "predictions_patients.csv")
+        ref = auc_ci(p["label"], p["prob"])
+        row = cv[cv["Dataset"] == name].iloc[0]
+        assert row["Pooled out-of-fold AUC (95% CI)"] == f"{ref.auc:.3f} ({ref.low:.3f}–{ref.high:.3f})"
+        assert int(row["Folds"]) == 3
+        res = results[(results["roi_label"] == name) & (results["source"] == "run")].iloc[0]
+        assert res["n_test"] == len(p) and res["auc"] == pytest.approx(ref.auc)
+    delong = pd.read_csv(out / "report" / "tables" / "delong.csv")
+    first = delong.iloc[0]
+    assert first["Paired test patients"] == len(folds[0])
+    assert any(f.startswith("gradcam_") for f in (p.name for p in (out / "report" / "figures").glob("*.png")))

@@ -7,19 +7,14 @@ import time
 import pytest
 
 from npcai.errors import NpcaiError
-from npcai.studies.executors import ExecutorSpec, SlurmOptions, parse_executor, run_jobs, slurm_reachable
+from npcai.studies.executors import (ExecutorSpec, SlurmOptions, parse_executor, run_jobs, slurm_reachable,
+                                     threads_per_step)
 
 
 def _square_and_pid(x: int) -> tuple[int, int]:
     """Module-level so that spawn workers and SLURM tasks can unpickle it."""
     time.sleep(0.2)
     return x * x, os.getpid()
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _step(value: int, resume: bool = False) -> dict:
@@ -53,13 +48,22 @@ def test_local_runs_in_this_process_in_order():
     assert out.records == []
 
 
-def test_processes_run_elsewhere_in_order_with_a_share_of_the_cores():
+def test_processes_run_elsewhere_in_order():
     out = run_jobs(_square_and_pid, [4, 5, 6, 7], parse_executor("local:2"))
     assert [r[0] for r in out.results] == [16, 25, 36, 49]
     pids = {r[1] for r in out.results}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
-    threads = run_jobs(_threads, [(), ()], ExecutorSpec("processes", 2)).results
-    assert all(t >= 1 for t in threads)
+
+
+def test_threads_per_step_share_the_cores(monkeypatch):
+    import npcai.studies.executors as ex
+
+    monkeypatch.setattr(ex, "available_cores", lambda: 8)
+    assert threads_per_step(parse_executor("local")) == 8
+    assert threads_per_step(parse_executor("local:3")) == 2
+    assert threads_per_step(parse_executor("local:16")) == 1
+    assert threads_per_step(parse_executor("slurm", SlurmOptions(cpus_per_task=4))) == 4
+    assert threads_per_step(ExecutorSpec("processes", 2), requested=1) == 1
 
 
 def test_dict_jobs_are_keyword_calls():

@@ -16,8 +16,8 @@ def test_four_studies_are_shipped():
 @pytest.mark.parametrize("name", ["metastasis", "peritumoral", "prepost", "residual"])
 def test_shipped_study_validates_with_both_presets(name):
     study = load_study(name)
-    assert set(study.presets) == {"paper", "fast"}
-    for preset in ("paper", "fast"):
+    assert {"paper", "fast"} <= set(study.presets)
+    for preset in study.presets:
         resolved = study.resolve(preset)
         steps = resolved.steps()
         assert steps and len({s.key for s in steps}) == len(steps)
@@ -33,6 +33,7 @@ def test_paper_presets_follow_the_seeds():
         ("sgd", 0.001, 32, 40)
     assert [r.variant for r in p000.rois] == ["original", "segmented", "expand:5px", "expand:10px",
                                               "expand:20px", "expand:40px", "expand:60px"]
+    assert p000.training.patience >= p000.training.epochs     # the seed: no early stopping
     p001 = load_study("prepost").resolve("paper").study
     assert (p001.backbones, p001.training.optimizer, p001.training.lr) == (["inception_resnet_v2"], "adam", 1e-4)
     assert [e.rois for e in p001.ensembles] == [["pre", "post"]]
@@ -118,3 +119,78 @@ def test_cli_list_and_dry_run(cli):
     assert r.code == 0 and "4 runs" in r.stdout
     r = cli("study", "run", "nope", "--dry-run")
     assert r.code == 2 and "unknown" in r.stderr
+
+
+# ---------------------------------------------------------------- one schema for training options
+def test_every_train_config_option_is_settable_from_the_yaml(tmp_path):
+    """training: and split: are TrainConfig's own fields (names, defaults); the remaining
+    fields are the study's structure. Every non-default value reaches the run's TrainConfig."""
+    import dataclasses
+
+    from npcai.models.train import TrainConfig
+    from npcai.studies.backend import train_config
+    from npcai.studies.schema import SPLIT_FIELDS, STUDY_OWNED, SplitSpec, TrainingSpec
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(TrainingSpec.model_fields) | set(SplitSpec.model_fields) | set(STUDY_OWNED) == set(fields)
+    assert not set(TrainingSpec.model_fields) & set(SplitSpec.model_fields)
+    for name, f in fields.items():          # one set of defaults: TrainConfig's
+        spec = TrainingSpec.model_fields.get(name) or SplitSpec.model_fields.get(name)
+        if spec is not None:
+            assert spec.default == f.default, name
+    training = {"pretrained": False, "weights": None, "optimizer": "rmsprop", "lr": 0.003, "weight_decay": 0.01,
+                "batch_size": 7, "epochs": 3, "patience": 2, "dropout": 0.25, "size": 48, "aggregate": "max",
+                "pooling": "attention", "bag_size": 5, "augment": False, "num_workers": 1}
+    split = {"seed": 4, "val_fraction": 0.3, "test_fraction": 0.25, "test_where": 'centre != "C1"',
+             "folds": None, "fold_seed": 2, "stratify_centre": False}
+    assert set(training) == set(TrainingSpec.model_fields) and set(split) == set(SPLIT_FIELDS)
+    data = dict(_minimal(), training=training, split=split, units=["patient"])
+    s = load_study(_write(tmp_path, data)).resolve(None)
+    step = s.steps()[0]
+    cfg = train_config(tmp_path, roi="cache", endpoint=s.study.endpoint, backbone=step.backbone, unit=step.unit,
+                       training=s.study.training, split=s.study.split, split_from=None,
+                       where=step.subset.where, weights=None)
+    for k, v in {**training, **split}.items():
+        assert getattr(cfg, k) == v, k
+    assert (cfg.unit, cfg.backbone, cfg.roi) == ("patient", "resnet18", "cache")
+    assert s.roi_params(s.study.rois[0])["size"] == 48
+
+
+@pytest.mark.parametrize("block, change, message", [
+    ("training", {"colour": "red"}, "colour"),
+    ("training", {"lr": -1}, "lr"),
+    ("training", {"pooling": "median"}, "pooling"),
+    ("training", {"optimizer": "lbfgs"}, "optimizer"),
+    ("split", {"folds": 1}, "folds"),
+    ("split", {"folds": 5, "test_where": 'centre != "C1"'}, "test filter"),
+    ("split", {"shuffle": True}, "shuffle"),
+])
+def test_unknown_or_invalid_training_options_are_refused(tmp_path, block, change, message):
+    data = _minimal()
+    data[block] = change
+    with pytest.raises(NpcaiError) as exc:
+        load_study(_write(tmp_path, data))
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_preset_options_are_checked_too(tmp_path):
+    data = dict(_minimal(), presets={"x": {"training": {"bagsize": 3}}})
+    with pytest.raises(NpcaiError, match="bagsize"):
+        load_study(_write(tmp_path, data))
+    data = dict(_minimal(), presets={"x": {"split": {"fold": 3}}})
+    with pytest.raises(NpcaiError, match="fold"):
+        load_study(_write(tmp_path, data))
+
+
+def test_fast_cv_preset_and_overrides():
+    s = load_study("peritumoral")
+    cv, fast = s.resolve("fast-cv").study, s.resolve("fast").study
+    assert cv.split.folds == 5 and fast.split.folds is None
+    assert cv.training == fast.training and [r.variant for r in cv.rois] == [r.variant for r in fast.rois]
+    r = s.resolve("fast", folds=3, rois=["segmented", "expand20"], endpoint="distant-metastasis",
+                  sequences=["T1c", "T2"], size=48)
+    assert r.study.split.folds == 3 and [x.name for x in r.study.rois] == ["segmented", "expand20"]
+    assert r.study.endpoint == "distant-metastasis" and all(x.sequences == ["T1c", "T2"] for x in r.study.rois)
+    assert r.study.delong == [["expand20", "segmented"]] or r.study.delong == [("expand20", "segmented")]
+    with pytest.raises(NpcaiError, match="no ROI dataset 'nope'"):
+        s.resolve("fast", rois=["nope"])

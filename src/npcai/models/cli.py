@@ -11,7 +11,7 @@ from npcai.errors import NpcaiError
 # CLI parameter name -> TrainConfig field (identical except where noted)
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
                   "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
-                  "test_fraction", "split_from", "where", "aggregate", "pooling", "bag_size", "augment",
+                  "test_fraction", "split_from", "where", "test_where", "folds", "fold_seed", "aggregate", "pooling", "bag_size", "augment",
                   "num_workers", "task")
 
 
@@ -52,6 +52,15 @@ def register(app: typer.Typer) -> None:
                                                   "(same test patients, for comparisons and ensembles)."),
         where: Optional[str] = typer.Option(None, "--where", help="Patient filter on clinical columns: "
                                             "== != < <= > >=, in [..], and/or/not, e.g. 'treatment == \"CCRT\"'."),
+        test_where: Optional[str] = typer.Option(None, "--test-where", help="Patient filter whose matching "
+                                                 "patients all go to the test cohort (split test_external) and "
+                                                 "none to training or validation, e.g. 'centre != \"C1\"'."),
+        folds: Optional[int] = typer.Option(None, "--folds", help="Patient-level stratified K-fold "
+                                            "cross-validation: OUT/folds/fold1..K and out-of-fold predictions "
+                                            "of every patient (no test split)."),
+        fold_seed: int = typer.Option(0, "--fold-seed", help="Seed of the fold assignment (--folds)."),
+        folds_from: Optional[Path] = typer.Option(None, "--folds-from", help="Reuse the folds of this "
+                                                  "cross-validated run (paired comparisons)."),
         aggregate: str = typer.Option("mean", "--aggregate", help="Image unit: patient probability from slices: "
                                       "mean, max or area-weighted (tumour area)."),
         pooling: str = typer.Option("mean", "--pooling", help="Patient unit: mean or attention pooling."),
@@ -69,6 +78,9 @@ def register(app: typer.Typer) -> None:
                                     "(an interrupted run, or more --epochs)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
         mlflow: bool = typer.Option(False, "--mlflow", help="Also log metrics to MLflow (needs mlflow installed)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: the cores "
+                                              "free to this process); recorded in the run. Same seed + same "
+                                              "threads + same hardware = same numbers."),
     ) -> None:
         """Train a classifier on an ROI cache and write a run folder; prints the test patients' AUC."""
         from rich.console import Console
@@ -89,7 +101,7 @@ def register(app: typer.Typer) -> None:
             if Path(config).name != CONFIG and not Path(config).is_dir():
                 raise NpcaiError(f"--config {config}: expected a run's {CONFIG} (or its run folder)")
             cfg_doc = read_config(Path(config).parent if Path(config).name == CONFIG else config)
-            if cfg_doc.kind != "train":
+            if cfg_doc.kind not in ("train", "cv"):
                 raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.kind!r})")
             base = dict(cfg_doc.options)
             for k, v in given.items():
@@ -108,10 +120,27 @@ def register(app: typer.Typer) -> None:
             opts = dict(given, weights=str(weights) if weights is not None else None,
                         pretrained=(pretrained if pretrained is not None else weights is None))
         cfg = TrainConfig.from_dict(opts)
+        from npcai.threads import configure_threads
+
+        configure_threads(threads)
+        con = Console()
+        if cfg.folds:
+            from npcai.models.folds import train_folds
+
+            with show_progress():
+                cv = train_folds(cfg, out, resume=resume, overwrite=overwrite, mlflow=mlflow,
+                                 folds_from=folds_from)
+            con.print(f"[bold]run[/bold] {cv.run_dir}: {cfg.folds}-fold cross-validation, {cfg.backbone}, "
+                      f"{cfg.unit} unit, endpoint {cfg.endpoint}; {cv.n_patients} patients "
+                      f"({cv.n_positive} positive)")
+            con.print("per-fold AUC: " + ", ".join(f"{a:.3f}" for a in cv.fold_aucs))
+            con.print(f"[bold]pooled out-of-fold AUC {cv.oof_auc:.3f}[/bold] (CIs: `npcai evaluate {cv.run_dir}`)")
+            return
+        if folds_from is not None:
+            raise NpcaiError("--folds-from needs --folds K")
         with show_progress():
             result = train(cfg, out, resume=resume, overwrite=overwrite, mlflow=mlflow)
         s = result.summary["splits"]
-        con = Console()
         if result.summary.get("task") == "survival":
             from npcai.survival.deep.report import print_train_result
 
@@ -120,6 +149,8 @@ def register(app: typer.Typer) -> None:
         con.print(f"[bold]run[/bold] {result.run_dir}: {cfg.backbone}, {cfg.unit} unit, endpoint {cfg.endpoint}")
         con.print("patients train/val/test: " + " / ".join(
             f"{s[k]['patients']} ({s[k]['label_1']} positive)" for k in ("train", "val", "test"))
+            + (f" / external test {s['test_external']['patients']} ({s['test_external']['label_1']} positive)"
+               if "test_external" in s else "")
             + f"; excluded {result.summary['excluded']['count']}")
         con.print(f"selected epoch {result.best_epoch + 1} of {result.epochs_run} "
                   f"(validation AUC {result.val_auc:.3f})")

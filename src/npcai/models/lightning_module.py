@@ -53,8 +53,12 @@ class SelectionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(self.train_ds, seed=self.seed)
+        # a last batch of one sample breaks BatchNorm's batch statistics (and training): drop it;
+        # the epoch's shuffle decides which sample waits for the next epoch
+        n = len(self.train_ds)
+        lone_last = n > self.batch_size and n % self.batch_size == 1
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler,
-                          collate_fn=collate_batch, num_workers=self.num_workers, drop_last=False)
+                          collate_fn=collate_batch, num_workers=self.num_workers, drop_last=lone_last)
 
     def val_dataloader(self) -> DataLoader:
         bs = 1 if isinstance(self.val_ds, PatientBagDataset) else self.eval_batch_size

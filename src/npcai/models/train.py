@@ -33,7 +33,8 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import check_output_path, check_replaceable, file_sha256, replace_output_dir
 from npcai.progress import progress_enabled, track
 
-__all__ = ["TrainConfig", "TrainResult", "train", "build_network", "UNITS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "build_network", "quiet_lightning", "labelled_patients",
+           "LabelledPatients", "UNITS"]
 
 log = logging.getLogger(__name__)
 UNITS = ("image", "patient")
@@ -60,6 +61,11 @@ class TrainConfig:
         val_fraction, test_fraction: validation share of the training patients; test share of all.
         split_from: reuse this run's split.csv.
         where: a patient filter (:mod:`npcai.cohort.filters`, e.g. ``treatment == "CCRT"``).
+        test_where: a filter whose matching patients all go to the test cohort (split
+            ``test_external``) and none to training or validation (e.g. ``centre != "C1"``).
+        folds: K >= 2 for patient-level stratified K-fold cross-validation
+            (:func:`npcai.models.folds.train_folds`); None = one train/val/test split.
+        fold_seed: seeds the fold assignment (the validation split of each fold uses ``seed``).
         aggregate: slice -> patient probability (``mean``, ``max``, ``area-weighted``), image unit.
         pooling: MIL pooling (``mean``, ``attention``), patient unit.
         bag_size: slices per training bag (patient unit).
@@ -90,6 +96,9 @@ class TrainConfig:
     test_fraction: float = 0.2
     split_from: str | None = None
     where: str | None = None
+    test_where: str | None = None
+    folds: int | None = None
+    fold_seed: int = 0
     aggregate: str = "mean"
     pooling: str = "mean"
     bag_size: int = 8
@@ -118,6 +127,11 @@ class TrainConfig:
             (0 < self.val_fraction < 1, f"--val-fraction {self.val_fraction}: must be in (0, 1)"),
             (0 < self.test_fraction < 1, f"--test-fraction {self.test_fraction}: must be in (0, 1)"),
             (self.bag_size >= 1, f"--bag-size {self.bag_size}: must be at least 1"),
+            (self.folds is None or self.folds >= 2, f"--folds {self.folds}: cross-validation needs at least 2"),
+            (not (self.folds and self.task != "binary"), f"folds: cross-validation is for the binary task, "
+                                                          f"not {self.task}; train one split"),
+            (not (self.folds and self.test_where), "folds with a test filter: cross-validate inside one "
+             "cohort, or use the test filter with a single split (not both)"),
             (not (self.pretrained and self.weights), "pass either --pretrained or --weights PATH, not both"),
         ]
         for ok, msg in checks:
@@ -161,11 +175,23 @@ class _Prepared:
     endpoint: Any
 
 
-def _prepare(cfg: TrainConfig, cohort, roi, task=None) -> _Prepared:
-    """Step 1: the task's labels of the (filtered) patients with ROI slices, and their split."""
+@dataclass
+class LabelledPatients:
+    """The patients a run can use: the task's labels (the patient filter applied, patients
+    without ROI slices dropped), the reasons others were excluded, and the centre strata."""
+
+    clinical: pd.DataFrame
+    labels: pd.Series
+    excluded: dict[str, int]
+    endpoint: Any
+    strata: pd.Series | None
+
+
+def labelled_patients(cfg: TrainConfig, cohort, roi, task=None) -> LabelledPatients:
+    """Labels of ``cfg.endpoint`` (by ``task``, default the binary endpoint) for the patients of
+    ``cohort`` that pass ``cfg.where`` and have slices in ``roi`` (shared by single-split and
+    cross-validated training)."""
     from npcai.cohort.endpoints import endpoint_labels, filter_patients
-    from npcai.cohort.splits import reuse_split, split_patients
-    from npcai.runs import check_cohort, read_config
 
     clinical = filter_patients(cohort.clinical(), cfg.where)
     ep = task.labels(clinical, cfg.endpoint) if task is not None else endpoint_labels(clinical, cfg.endpoint)
@@ -181,12 +207,30 @@ def _prepare(cfg: TrainConfig, cohort, roi, task=None) -> _Prepared:
     strata = None
     if cfg.stratify_centre and "centre" in clinical.columns:
         strata = clinical["centre"].reindex(labels.index)
-    if cfg.split_from:
+    return LabelledPatients(clinical, labels, excluded, ep, strata)
+
+
+def _prepare(cfg: TrainConfig, cohort, roi, task=None, given_split: pd.Series | None = None) -> _Prepared:
+    """Step 1: the task's labels of the (filtered) patients with ROI slices, and their split
+    (``given_split``: one fold of a cross-validated run; else reused or drawn)."""
+    from npcai.cohort.endpoints import filter_patients
+    from npcai.cohort.splits import reuse_split, split_patients
+    from npcai.runs import check_cohort, read_config
+
+    lp = labelled_patients(cfg, cohort, roi, task)
+    clinical, labels, excluded, ep, strata = lp.clinical, lp.labels, lp.excluded, lp.endpoint, lp.strata
+    if given_split is not None:
+        split = given_split.reindex(labels.index)
+        if split.isna().any():
+            raise NpcaiError(f"given split: {int(split.isna().sum())} labelled patients have no split "
+                             f"(e.g. {split.index[split.isna()][0]})")
+    elif cfg.split_from:
         check_cohort(read_config(cfg.split_from), cfg.cohort, f"--split-from {cfg.split_from}")
         split = reuse_split(cfg.split_from, labels)
     else:
+        external = filter_patients(clinical, cfg.test_where).index if cfg.test_where else None
         split = split_patients(labels, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
-                               seed=cfg.seed, strata=strata)
+                               seed=cfg.seed, strata=strata, external=external)
     for name in ("train", "val"):
         sub = labels[split == name]
         if sub.nunique() < 2:
@@ -407,10 +451,14 @@ def _loggers(work: Path, mlflow: bool, run_name: str):
     return loggers
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
+    """Lightning's notices that say nothing to an npcai user, silenced once per process."""
     if not log.isEnabledFor(logging.DEBUG):  # lightning resets its loggers to INFO when imported
         for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # on a machine with SLURM installed, every Trainer says so; npcai's SLURM executor
+    # submits its own jobs (`npcai study run --executor slurm`)
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
 
 
 def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path: Path | None, *,
@@ -483,14 +531,14 @@ def _predict_all(task, model, roi, prep: _Prepared, geo: _Geometry) -> tuple[pd.
 def _summary(cfg: TrainConfig, task, prep: _Prepared, history: pd.DataFrame, best_epoch: int,
              val_score: float, pred_patients: pd.DataFrame) -> dict[str, Any]:
     counts = {}
-    for name in ("train", "val", "test"):
+    for name in ("train", "val", "test") + (("test_external",) if (prep.split == "test_external").any() else ()):
         sub = prep.labels[prep.split.reindex(prep.labels.index) == name]
         counts[name] = {"patients": int(len(sub)), "label_0": int((sub == 0).sum()),
                         "label_1": int((sub == 1).sum()),
                         "slices": int((prep.index["split"] == name).sum())}
     return {
         "task": task.name, "endpoint": cfg.endpoint, "endpoint_description": prep.endpoint.description,
-        "endpoint_cutoff_months": prep.endpoint.cutoff, "where": cfg.where,
+        "endpoint_cutoff_months": prep.endpoint.cutoff, "where": cfg.where, "test_where": cfg.test_where,
         "splits": counts,
         "excluded": {"count": int(sum(prep.excluded.values())), "reasons": prep.excluded},
         "best_epoch": int(best_epoch), "val_auc" if task.monitor == "val_auc" else task.monitor: val_score,
@@ -502,7 +550,8 @@ def _summary(cfg: TrainConfig, task, prep: _Prepared, history: pd.DataFrame, bes
     }
 
 
-def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, device: str) -> dict[str, Any]:
+def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, device: str,
+                split_given: bool = False) -> dict[str, Any]:
     from npcai.runs import CONFIG, RUN_FORMAT, RoiSpec, cohort_id, package_versions
     from npcai.runs.predict import native_pixel_mm
 
@@ -520,12 +569,15 @@ def _config_doc(cfg: TrainConfig, task, cohort, roi, geo: _Geometry, out: Path, 
                    "pixel_mm": native_pixel_mm(cohort, spec, roi.patients)},
         "roi": {**spec.to_dict(), "path": str(roi.root.resolve())},
         "reproduce": f"npcai train --config {out / CONFIG} --out NEW_RUN",
+        "split_source": "given (one fold of a cross-validated run: reproduce the parent run)" if split_given
+        else ("reused from " + str(cfg.split_from) if cfg.split_from else "drawn from the seed"),
     }
 
 
 # ---------------------------------------------------------------------------- main
 def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-          mlflow: bool = False, callbacks: list | None = None, task=None) -> TrainResult:
+          mlflow: bool = False, callbacks: list | None = None, task=None,
+          split: pd.Series | None = None) -> TrainResult:
     """Train a model for the run's task and write a complete run folder to ``out``.
 
     Model selection (early stopping, best checkpoint) sees only validation patients; the
@@ -541,6 +593,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         callbacks: extra Lightning callbacks (e.g. for tests).
         task: the :class:`~npcai.models.tasks.Task` (default: from the options, binary); a
             registered task class (:func:`~npcai.models.tasks.register_task`) is recorded by name.
+        split: a precomputed patient -> split Series (train/val/test) instead of drawing one
+            (used by :func:`npcai.models.folds.train_folds` for each fold).
 
     Returns:
         :class:`TrainResult` with the test AUC over test patients and the selected epoch.
@@ -552,7 +606,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     from npcai.models.tasks import make_task
     from npcai.runs.folder import write_run
 
-    _quiet_lightning()
+    quiet_lightning()
     cfg = config.validate()
     check_output_path(out, [cfg.cohort, cfg.split_from, cfg.weights])
     if mlflow:
@@ -560,14 +614,16 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     out = Path(out).resolve()
     cohort = Cohort.load(cfg.cohort)
     roi = RoiDataset.open(cfg.cohort, cfg.roi)
+    if cfg.folds:
+        raise NpcaiError("folds: a cross-validated run is trained by npcai.models.folds.train_folds")
     task = task if task is not None else make_task(cfg)
-    prep = _prepare(cfg, cohort, roi, task)
+    prep = _prepare(cfg, cohort, roi, task, split)
     geo = _geometry(cfg, roi)
-    work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_network(cfg, geo.n_chans)
+    model = build_network(cfg, geo.n_chans)     # a bad backbone or weights file fails before OUT is touched
+    work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     module, data = _selection_stage(cfg, task, model, roi, prep, geo)
-    config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu")
+    config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu", split_given=split is not None)
     write_run(work, config=config_doc)   # provenance first: --resume checks it
     trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks)
     best_epoch, history, val_score = _select_best(task, model, module, ckpt_cb, work, out)

@@ -67,7 +67,8 @@ def roc_figure(curves: list[dict], title: str):
 
 
 def expansion_figure(results: pd.DataFrame, *, unit: str = "px", baseline: pd.DataFrame | None = None,
-                     oracle_auc: float | None = None, title: str = ""):
+                     oracle_auc: float | None = None, title: str = "",
+                     ylabel: str = "Patient-level test AUC"):
     """Test AUC against how far the tumour mask was expanded (study 000, Fig. 4).
 
     Args:
@@ -76,6 +77,7 @@ def expansion_figure(results: pd.DataFrame, *, unit: str = "px", baseline: pd.Da
         unit: the expansion's unit for the x-axis label.
         baseline: runs without an expansion (the whole slice), drawn as a horizontal band.
         oracle_auc: the best achievable AUC on these test patients (phantom only).
+        ylabel: the y-axis label (e.g. the pooled out-of-fold AUC of a cross-validated study).
     """
     runs = results.dropna(subset=["expansion"]).sort_values("expansion")
     xs = sorted(runs["expansion"].unique())
@@ -103,7 +105,7 @@ def expansion_figure(results: pd.DataFrame, *, unit: str = "px", baseline: pd.Da
     labels = ["tumour only" if x == 0 else f"+{x:g} {unit}" for x in xs]
     ax.set_xticks(range(len(xs)), labels)
     ax.set_xlabel(f"Expansion of the tumour mask ({unit})")
-    ax.set_ylabel("Patient-level test AUC")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0.0, 1.05)
     ax.set_title(title or "AUC against expansion of the region of interest", fontsize=10)
     ax.legend(fontsize=7, loc="lower right", ncol=2)

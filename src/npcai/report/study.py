@@ -14,7 +14,7 @@ import pandas as pd
 
 from npcai.report import figures as F
 from npcai.report.html import Report, write_report
-from npcai.report.tables import fmt, main_tables
+from npcai.report.tables import cv_table, fmt, main_tables
 
 __all__ = ["build_report", "methods_text", "package_versions"]
 
@@ -63,12 +63,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         + (" Subsets trained as separate models: "
            + "; ".join(f"{x.label or x.name} ({x.where})" for x in s.subsets if x.where) + "." if
            any(x.where for x in s.subsets) else ""),
-        f"Split: patients (never slices) were divided into training, validation and test sets, "
-        f"stratified by label (test fraction {s.split.test_fraction:g}, validation fraction "
-        f"{s.split.val_fraction:g} of the rest, seed {s.split.seed})"
-        + (f": {per_split} patients" if per_split else "")
-        + ". Every run of a subset reuses the split of its first run, so all models are compared on the "
-          "same test patients (paired DeLong tests).",
+        _split_text(s, per_split),
     ]
     roi_lines = []
     for roi in s.rois:
@@ -90,9 +85,12 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         f"head dropout {t.dropout:g} + linear layer; unit(s) {', '.join(s.units)}; optimiser {t.optimizer}, "
         f"learning rate {t.lr:g}, weight decay {t.weight_decay:g}, batch size {t.batch_size}, at most "
         f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}" + (f" with early stopping after {t.patience} epochs without improvement"
-                               if t.patience else "")
+                               if t.patience < t.epochs else " (no early stopping)")
+        + f"; {'augmentation (flips, small affine, intensity jitter)' if t.augment else 'no augmentation'}"
         + "; the checkpoint was selected on the validation patients' AUC only. A patient's probability is the "
-          f"{t.aggregate} of its slices' probabilities (image unit) or the bag prediction (patient unit).")
+          f"{t.aggregate} of its slices' probabilities (image unit)"
+        + (f" or the {t.pooling}-pooled prediction of a bag of {t.bag_size} slices (patient unit)"
+           if "patient" in s.units else "") + ".")
     paras.append(
         "Statistics: patient-level AUC with DeLong 95% CI; sensitivity, specificity, precision, F1 and accuracy "
         "at the Youden threshold chosen on the validation patients and applied unchanged to the test patients; "
@@ -106,11 +104,40 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
     return paras
 
 
-def _grouped_caption(runs: pd.DataFrame) -> str:
+def _split_text(s, per_split: str) -> str:
+    """The methods' sentence on how patients were split (single split or K folds)."""
+    sp = s.split
+    if sp.folds:
+        return (f"Split: patient-level {sp.folds}-fold cross-validation, stratified by label"
+                f"{' and centre' if sp.stratify_centre else ''} (fold seed {sp.fold_seed}). Each fold's "
+                f"patients were held out while a model was trained on the other folds, its validation "
+                f"patients ({sp.val_fraction:g} of the training folds, seed {sp.seed}) choosing the epoch and "
+                f"the decision threshold; every patient was predicted once, by the model that never saw it "
+                f"(out-of-fold). Every run of a subset uses the folds of its first run, so all models are "
+                f"compared on the same out-of-fold patients (paired DeLong tests). AUCs are pooled over the "
+                f"out-of-fold predictions (DeLong 95% CI); the per-fold AUCs are summarised as mean ± SD.")
+    external = (f" Every patient matching {sp.test_where} formed the external test cohort and none was "
+                f"used for training or validation." if sp.test_where else "")
+    return (f"Split: patients (never slices) were divided into training, validation and test sets, "
+            f"stratified by label (test fraction {sp.test_fraction:g}, validation fraction "
+            f"{sp.val_fraction:g} of the rest, seed {sp.seed})"
+            + (f": {per_split} patients" if per_split else "") + "." + external
+            + " Every run of a subset reuses the split of its first run, so all models are compared on the "
+              "same test patients (paired DeLong tests).")
+
+
+def _evaluated(s) -> str:
+    """Whom the study's metrics describe: its test patients or, cross-validated, every patient
+    out of fold."""
+    return "out-of-fold patients" if s.split.folds else "test patients"
+
+
+def _grouped_caption(runs: pd.DataFrame, s) -> str:
     """Caption of the grouped AUC figures: what is drawn (SD bars only with two or more backbones)."""
+    what = "pooled out-of-fold AUC" if s.split.folds else "test AUC"
     if runs["backbone"].nunique() > 1:
-        return "Mean test AUC over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI."
-    return "Test AUC (bars) with DeLong 95% CI (points)."
+        return f"Mean {what} over backbones (bars ± SD) and each backbone's AUC with DeLong 95% CI."
+    return f"{what[0].upper()}{what[1:]} (bars) with DeLong 95% CI (points)."
 
 
 def _fig_path(out: Path, name: str) -> Path:
@@ -145,7 +172,7 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
             pred = _pred_for(analysis, r)
             if pred is None:
                 continue
-            test = pred[pred["split"] == "test"]
+            test = pred[pred["split"].isin(("test", "oof"))]
             curves.append({"label": r["roi_label"] if r["source"] != "tnm" else r["model"],
                            "y_true": test["label"].to_numpy(), "y_score": test["prob"].to_numpy(),
                            "auc": r["auc"], "low": r["auc_low"], "high": r["auc_high"],
@@ -156,7 +183,8 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
         what = key[1]
         if s.layout == "units":
             what = f"{key[1]} as unit"
-        title = f"ROC, test patients — {what}" + (f" ({sub})" if len(s.subsets) > 1 else "")
+        who = _evaluated(s)
+        title = f"ROC, {who} — {what}" + (f" ({sub})" if len(s.subsets) > 1 else "")
         name = f"roc_{key[0]}_{key[1]}".replace(" ", "-").replace("/", "-")
         figs.append((title, F.save_png(F.roc_figure(curves, title), _fig_path(out, name))))
     return figs
@@ -216,6 +244,10 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
 
     tables = main_tables(res, s.layout)
     sec = rep.section("main", "Main results")
+    if s.split.folds:
+        sec.note(f"{s.split.folds}-fold cross-validation: 'test cohort' below means every patient's out-of-fold "
+                 "prediction; sensitivity, specificity and F1 use each fold's threshold fixed on its validation "
+                 "patients.")
     sec.table(_MAIN_CAPTION[s.layout], tables["main"], csv_name="main_table")
     if "confusion" in tables:
         sec.table("Table 2 layout: confusion matrices of the models and TNM staging in the test cohort "
@@ -224,6 +256,14 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
     atomic_csv(rdir / "tables" / "results.csv", res)
 
+    if s.split.folds:
+        sec = rep.section("cv", "Cross-validation")
+        sec.text(f"Patient-level {s.split.folds}-fold cross-validation: the pooled out-of-fold AUC scores every "
+                 "labelled patient once, by the fold model that never saw it (DeLong 95% CI); the per-fold AUC "
+                 "shows how much one held-out fold varies (mean ± SD over the folds).")
+        sec.table("Pooled out-of-fold AUC (95% CI) and per-fold AUC per ROI dataset", cv_table(res),
+                  csv_name="cross_validation")
+
     sec = rep.section("figures", "Figures")
     runs = res[res["source"] == "run"]
     if s.layout == "expansion":
@@ -231,23 +271,25 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         base = runs[runs["kind"] == "whole-slice"]
         unit = "px"
         fig = F.expansion_figure(exp, unit=unit, baseline=base, oracle_auc=oracle_auc,
-                                 title="Test AUC against expansion of the tumour mask (seed 000, Fig. 4)")
+                                 title=("Pooled out-of-fold" if s.split.folds else "Test")
+                                 + " AUC against expansion of the tumour mask (seed 000, Fig. 4)",
+                                 ylabel="Pooled out-of-fold AUC" if s.split.folds else "Patient-level test AUC")
         n_bb = exp["backbone"].nunique()
         sec.figure("AUC against expansion of the region of interest, per backbone with DeLong 95% CI; black: "
                    + ("aAUC ± SD over backbones" if n_bb > 1 else "the backbone's AUC")
                    + ("; red: whole slice" if len(base) else "")
-                   + ("; green: oracle ceiling on the same test patients" if oracle_auc is not None else "") + ".",
+                   + (f"; green: oracle ceiling on the same {_evaluated(s)}" if oracle_auc is not None else "") + ".",
                    F.save_png(fig, _fig_path(out, "auc_vs_expansion")))
     if s.layout == "metastasis":
         fig = F.grouped_auc_figure(runs, group="group", hue="kind", oracle_auc=oracle_auc,
                                    title="Intratumoural vs intra-peritumoural datasets (test AUC)",
                                    group_label="Dataset")
-        sec.figure(_grouped_caption(runs), F.save_png(fig, _fig_path(out, "auc_by_dataset")))
+        sec.figure(_grouped_caption(runs, s), F.save_png(fig, _fig_path(out, "auc_by_dataset")))
     if s.layout == "units":
         fig = F.grouped_auc_figure(runs.assign(unit=runs["unit"] + " unit"), group="subset_label", hue="unit",
                                    title="Image vs patient as the training unit (test AUC)",
                                    group_label="Treatment model", oracle_auc=None)
-        sec.figure(_grouped_caption(runs), F.save_png(fig, _fig_path(out, "auc_by_unit")))
+        sec.figure(_grouped_caption(runs, s), F.save_png(fig, _fig_path(out, "auc_by_unit")))
     if s.layout == "prepost":
         conf = res[res["source"].isin(["run", "ensemble"]) | (res["roi"] == "stage")]
         fig = F.confusion_figure(conf, "Confusion matrices, test patients")
@@ -265,7 +307,7 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         if "p (DeLong, paired)" in d:
             d["p (DeLong, paired)"] = d["p (DeLong, paired)"].map(lambda p: "–" if pd.isna(p) else
                                                                   ("<0.001" if p < 0.001 else f"{p:.3f}"))
-        sec.text("Paired two-sided DeLong tests on the test patients that both models share.")
+        sec.text(f"Paired two-sided DeLong tests on the {_evaluated(s)} that both models share.")
         sec.table("DeLong tests", d, csv_name="delong")
     else:
         sec.note("No pairs to compare.")
@@ -276,7 +318,7 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
         sec.text("This cohort is the synthetic phantom, whose true event probabilities are known. The oracle AUC "
                  "scores those true probabilities against the observed labels: the best any model can reach on "
                  "these patients.")
-        rows = [{"Patients": f"test patients ({k})", "n": v["n"], "Oracle AUC (95% CI)":
+        rows = [{"Patients": f"{_evaluated(s)} ({k})", "n": v["n"], "Oracle AUC (95% CI)":
                  f"{v['auc']:.3f} ({v['low']:.3f}–{v['high']:.3f})"} for k, v in o["subsets"].items()]
         if o.get("whole_cohort_auc") is not None:
             rows.append({"Patients": "whole cohort", "n": "", "Oracle AUC (95% CI)": f"{o['whole_cohort_auc']:.3f}"})

@@ -28,14 +28,14 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "main_tables", "backbone_average", "fmt", "fmt_ci", "fmt_pct"]
+__all__ = ["RESULT_COLUMNS", "main_tables", "cv_table", "backbone_average", "fmt", "fmt_ci", "fmt_pct"]
 
 #: columns of the runner's results table (one row per model evaluated on the test patients)
 RESULT_COLUMNS = [
     "model", "source", "subset", "subset_label", "roi", "roi_label", "group", "kind", "expansion",
     "backbone", "unit", "n_test", "n_pos", "auc", "auc_low", "auc_high", "sensitivity",
     "specificity", "precision", "f1", "accuracy", "ppv", "npv", "tp", "fp", "tn", "fn",
-    "threshold", "c_index", "c_low", "c_high", "run",
+    "threshold", "c_index", "c_low", "c_high", "run", "fold_auc_mean", "fold_auc_sd", "n_folds",
 ]
 
 
@@ -187,6 +187,23 @@ def _generic(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 _LAYOUTS = {"expansion": _expansion, "prepost": _prepost, "units": _units,
             "metastasis": _metastasis, "generic": _generic}
+
+
+def cv_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Cross-validated studies: per ROI dataset and backbone, the pooled out-of-fold AUC with
+    its DeLong 95% CI and the per-fold AUC mean ± SD (TNM scores: pooled AUC only)."""
+    results = results.reindex(columns=RESULT_COLUMNS)
+    rows = []
+    for _, r in results.iterrows():
+        folds = "" if _nan(r["fold_auc_mean"]) else (
+            f"{r['fold_auc_mean']:.3f} ± {r['fold_auc_sd']:.3f}" if not _nan(r["fold_auc_sd"])
+            else f"{r['fold_auc_mean']:.3f}")
+        rows.append({"Dataset": r["roi_label"] if r["source"] != "tnm" else r["model"],
+                     "Model": r["backbone"], "Patients (label 1)": f"{fmt(r['n_test'])} ({fmt(r['n_pos'])})",
+                     "Pooled out-of-fold AUC (95% CI)": fmt_ci(r["auc"], r["auc_low"], r["auc_high"]),
+                     "Per-fold AUC, mean ± SD": folds or "–",
+                     "Folds": str(int(r["n_folds"])) if not _nan(r["n_folds"]) and r["source"] != "tnm" else "–"})
+    return pd.DataFrame(rows)
 
 
 def main_tables(results: pd.DataFrame, layout: str) -> dict[str, pd.DataFrame]:

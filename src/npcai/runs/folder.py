@@ -21,6 +21,11 @@ A prediction folder (``npcai predict RUN COHORT --out PRED``) has the same layou
 ``kind: predictions``, ``split = external`` and no checkpoints; its config names the source
 run, so evaluation fixes the decision threshold on the *run's* validation patients.
 
+A cross-validated run (``kind: cv``, written by :func:`npcai.models.folds.train_folds`) has
+the same files with split ``oof`` (out-of-fold) and a ``fold`` column in split.csv and the
+patient predictions (+ ``threshold``, its fold's validation threshold), no checkpoints, and
+one complete training run per fold in ``folds/fold1 .. foldK/`` (config ``fold_runs``).
+
 A training run is built in ``.RUN.partial/`` beside ``RUN`` and renamed when complete.
 
 Examples:
@@ -52,7 +57,7 @@ __all__ = ["RUN_FORMAT", "KINDS", "CONFIG", "SPLIT", "PATIENTS", "SLICES", "SUMM
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "npcai-run/1"
-KINDS = ("train", "ensemble", "predictions")
+KINDS = ("train", "ensemble", "predictions", "cv")
 CONFIG, SPLIT, SUMMARY, HISTORY = "config.yaml", "split.csv", "summary.json", "history.csv"
 PATIENTS, SLICES = "predictions_patients.csv", "predictions_slices.csv"
 _PATIENT_COLUMNS = ("patient_id", "split", "label", "prob")
@@ -159,7 +164,7 @@ class RunConfig:
 
     Attributes:
         path: the run folder.
-        kind: ``train``, ``ensemble`` or ``predictions``.
+        kind: ``train``, ``ensemble``, ``predictions`` or ``cv`` (cross-validated).
         options: the training options (``TrainConfig`` fields) or, for the other kinds, the
             identity keys (endpoint, roi, backbone, cohort).
         cohort_path: the cohort the predictions are about (None when not recorded).
@@ -413,8 +418,9 @@ class RunFolder:
 
     @property
     def default_split(self) -> str:
-        """The split evaluated by default: ``external`` for prediction folders, else ``test``."""
-        return "external" if self.config.kind == "predictions" else "test"
+        """The split evaluated by default: ``external`` for prediction folders, ``oof`` for
+        cross-validated runs, else ``test``."""
+        return {"predictions": "external", "cv": "oof"}.get(self.config.kind, "test")
 
     def split_patients(self, split: str) -> pd.DataFrame:
         return self.predictions.split_patients(split, where=str(self.path / PATIENTS))

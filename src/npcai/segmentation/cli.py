@@ -20,14 +20,9 @@ def _console():
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        from npcai.errors import NpcaiError
+    from npcai.threads import configure_threads
 
-        if threads < 1:
-            raise NpcaiError(f"--threads {threads}: use 1 or more")
-        import torch
-
-        torch.set_num_threads(threads)
+    configure_threads(threads)
 
 
 def _fmt(d: dict) -> str:
@@ -68,8 +63,8 @@ def train(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Left-right flips and intensity jitter."),
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run in --out from last.ckpt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is "
-                                                     "fastest on a busy shared machine)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
+                                                     "process; 1 is fastest on a busy shared machine)."),
 ) -> None:
     """Train a segmenter on the slices with tumour or nodes; early stopping on validation Dice."""
     _set_threads(threads)
@@ -110,8 +105,8 @@ def evaluate(
     split: str = typer.Option("test", help="Patients to score: test (honest estimate) or val."),
     min_component: str = typer.Option("10x10", help="Post-processing: drop components smaller than HxW px."),
     n_boot: int = typer.Option(2000, help="Bootstrap resamples (over patients) for the 95% CIs."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is "
-                                                     "fastest on a busy shared machine)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
+                                                     "process; 1 is fastest on a busy shared machine)."),
 ) -> None:
     """Dice per slice and per patient (tumour, nodes, both) with 95% CI, HD95, volume error, Dice-per-epoch figure."""
     _set_threads(threads)
@@ -143,8 +138,8 @@ def compare(
     target: str = typer.Option("mean", help="Dice compared: mean (of the labels), tumour, nodes or both."),
     out: Optional[Path] = typer.Option(None, help="Also write the comparison as JSON here."),
     n_boot: int = typer.Option(2000, help="Bootstrap resamples for the 95% CIs."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is "
-                                                     "fastest on a busy shared machine)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
+                                                     "process; 1 is fastest on a busy shared machine)."),
 ) -> None:
     """Both runs on the same test patients: mean per-patient Dice, paired Wilcoxon test, the better one."""
     _set_threads(threads)
@@ -171,8 +166,8 @@ def predict(
     timepoint: str = typer.Option("all", help="pre, post or all."),
     min_component: str = typer.Option("10x10", help="Drop per-slice components smaller than HxW px (study 000)."),
     batch_size: int = typer.Option(16, help="Slices per forward pass."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice; 1 is "
-                                                     "fastest on a busy shared machine)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
+                                                     "process; 1 is fastest on a busy shared machine)."),
 ) -> None:
     """Write masks/<scan>_auto.nii.gz on each scan's own grid and record provenance in cohort.json."""
     _set_threads(threads)

@@ -257,6 +257,9 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
+    from npcai.models.train import quiet_lightning
+
+    quiet_lightning()
     trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="auto", devices=1, logger=False,
                         callbacks=callbacks, enable_progress_bar=progress_enabled(),
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,

@@ -22,13 +22,70 @@ def evaluate(
 ) -> None:
     """Evaluate a run on its test patients (or predictions on their external cohort): AUC with DeLong CI, metrics at the threshold fixed on validation patients (Wilson CIs), confusion matrix, C-index, calibration, TNM baseline; writes RUN/metrics.json and RUN/figures/."""
     from rich.console import Console
-    from rich.table import Table
 
+    from npcai.models.folds import is_cv_run
     from npcai.progress import show_progress
     from npcai.stats.evaluate import evaluate_run
 
+    if is_cv_run(run):
+        _print_cv(run, figures=figures, n_boot=n_boot, seed=seed)
+        return
     with show_progress():
         m = evaluate_run(run, split, threshold=threshold, n_boot=n_boot, seed=seed, figures=figures)
+    _print_metrics(m)
+    if m.get("task") == "survival":      # every cohort of the run is in one metrics.json
+        Console().print(f"wrote {run / 'metrics.json'}")
+        return
+    external = None
+    if m["split"] == "test" and _has_split(run, "test_external"):
+        with show_progress():
+            external = evaluate_run(run, "test_external", threshold=threshold, n_boot=n_boot, seed=seed,
+                                    figures=figures)
+        _print_metrics(external)
+    default = "external" if m.get("kind") == "predictions" else "test"
+    sfx = "" if m["split"] == default else f"_{m['split']}"
+    Console().print(f"wrote {run / f'metrics{sfx}.json'}" + (", metrics_test_external.json" if external else "") +
+                    (f", {run / 'figures'}/roc{sfx}.png, confusion{sfx}.png" if figures else ""))
+
+
+def _has_split(run: Path, split: str) -> bool:
+    """Whether the run's predictions hold patients of ``split`` (e.g. the external test cohort)."""
+    from npcai.runs import read_run
+
+    return bool((read_run(run).patients["split"] == split).any())
+
+
+def _print_cv(run: Path, *, figures: bool, n_boot: int, seed: int) -> None:
+    """`npcai evaluate` of a cross-validated run: pooled out-of-fold AUC and the folds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.models.folds import evaluate_cv
+
+    ev = evaluate_cv(run, figures=figures, n_boot=min(n_boot, 500), seed=seed)
+    a = ev.pooled_auc
+    t = Table(title=f"{ev.run}: {len(ev.folds)}-fold cross-validation, {ev.n_patients} patients "
+                    f"({ev.n_label_1} label 1), endpoint {ev.endpoint}")
+    t.add_column("metric")
+    t.add_column("value (95% CI)")
+    t.add_column("note")
+    t.add_row("AUC, pooled out-of-fold", f"{a.auc:.3f} ({a.low:.3f}-{a.high:.3f})",
+              "DeLong; every patient predicted by the fold model that did not see it")
+    t.add_row("AUC per fold, mean ± SD", f"{ev.fold_auc_mean:.3f} ± {ev.fold_auc_sd:.3f}",
+              ", ".join(f"fold {int(r.fold)} {r.auc:.3f} (n {int(r.n)})" for r in ev.folds.itertuples()))
+    b = ev.binary
+    for key in ("sensitivity", "specificity", "ppv", "npv", "accuracy"):
+        p = getattr(b, key)
+        t.add_row(key, "undefined" if p.value is None else f"{p.value:.3f} ({p.low:.3f}-{p.high:.3f})",
+                  f"{p.k}/{p.n}; Wilson; thresholds fixed per fold on its validation patients")
+    Console().print(t)
+    Console().print(f"wrote {run / 'metrics.json'}" + (f", {run / 'figures' / 'roc.png'}" if figures else ""))
+
+
+def _print_metrics(m: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     con = Console()
     if m.get("task") == "survival":
         from npcai.survival.deep.report import print_evaluation
@@ -87,10 +144,6 @@ def evaluate(
     if "unavailable" in tnm:
         t.add_row("TNM baseline", "-", tnm["unavailable"])
     con.print(t)
-    default = "external" if m.get("kind") == "predictions" else "test"
-    sfx = "" if m["split"] == default else f"_{m['split']}"
-    con.print(f"wrote {run / f'metrics{sfx}.json'}" +
-              (f", {run / 'figures'}/roc{sfx}.png, confusion{sfx}.png" if figures else ""))
 
 
 def compare(
@@ -103,7 +156,8 @@ def compare(
                                          "same backbone, different dataset (or the reverse with "
                                          "--group-by backbone)."),
     unpaired: bool = typer.Option(False, help="Use the unpaired DeLong test (runs on different patients)."),
-    split: str = typer.Option(None, help="Split compared (default: test for runs, external for predictions)."),
+    split: str = typer.Option(None, help="Split compared (default: test for runs, external for predictions, "
+                                         "oof (the out-of-fold predictions) when every run is cross-validated)."),
     overwrite: bool = typer.Option(False, help="Replace a non-empty --out folder."),
 ) -> None:
     """Compare runs as study 000's Table 3 (sensitivity, specificity, F1, precision, AUC with CI, aAUC ± SD per dataset), with DeLong tests between runs and one ROC figure per dataset."""
@@ -112,9 +166,14 @@ def compare(
 
     from npcai.progress import show_progress
     from npcai.fsutil import check_output_path
+    from npcai.models.folds import check_same_folds, is_cv_run
     from npcai.stats.compare import compare_runs, parse_pairs, write_compare
 
     check_output_path(out, runs)
+    if split is None and all(is_cv_run(r) for r in runs):
+        split = "oof"
+    if split == "oof" and not unpaired:
+        check_same_folds(runs)
     with show_progress():
         res = compare_runs(runs, group_by=group_by, split=split, pairs=parse_pairs(pairs),
                            unpaired=unpaired)

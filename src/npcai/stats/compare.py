@@ -2,7 +2,8 @@
 
 Runs are grouped by dataset (the ROI variant, ``--group-by roi``) or by backbone. Within a
 group each run is one row: sensitivity, specificity, F1 and precision at the threshold fixed
-on that run's validation patients, and the AUC with its DeLong 95% CI; the group's aAUC ± SD
+on that run's validation patients (for a cross-validated run, each out-of-fold patient at its
+own fold's validation threshold), and the AUC with its DeLong 95% CI; the group's aAUC ± SD
 is the mean and sample SD (n - 1) of its runs' AUCs, as study 000.
 
 Default DeLong pairs answer the study's question "does the dataset matter for the same
@@ -146,8 +147,15 @@ def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"
     for run in track(runs, "Evaluating runs"):
         test = run.split_patients(split or run.default_split)
         test = test[test["label"].notna()].assign(label=lambda d: d["label"].astype(int))
-        val = run.validation()
-        m = evaluate_predictions(test, val=val if len(val) else None, n_boot=0)
+        if run.config.kind == "cv":     # each patient at its own fold's validation threshold
+            from npcai.models.folds import fold_threshold_metrics
+
+            m = evaluate_predictions(test, threshold=0.5, n_boot=0)
+            m["binary"] = fold_threshold_metrics(test).to_dict()
+            m["threshold"] = {"value": None, "source": "per fold: Youden's J on that fold's validation patients"}
+        else:
+            val = run.validation()
+            m = evaluate_predictions(test, val=val if len(val) else None, n_boot=0)
         tests[run.name] = test
         dataset, model = _label_of(run, group_by)
         b = m["binary"]

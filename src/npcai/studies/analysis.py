@@ -29,6 +29,8 @@ from npcai.studies.schema import ResolvedStudy
 __all__ = ["StudyAnalysis", "analyse_study", "model_metrics", "read_predictions"]
 
 log = logging.getLogger(__name__)
+#: the splits a model is evaluated on: the test patients, or every patient out of fold (CV runs)
+EVALUATED = ("test", "oof")
 
 
 @dataclass
@@ -74,8 +76,12 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
     """
     from npcai.stats.auc import auc_ci
     from npcai.stats.binary import binary_metrics
-    from npcai.stats.evaluate import survival_c_index, validation_threshold
+    from npcai.stats.evaluate import validation_threshold
 
+    if (pred["split"] == "oof").any():      # a cross-validated run: pooled out-of-fold metrics
+        from npcai.models.folds import oof_metrics
+
+        return {**oof_metrics(pred), **_c_index(pred[pred["split"] == "oof"], survival)}
     val = pred[pred["split"] == "val"]
     test = pred[pred["split"] == "test"]
     out: dict[str, Any] = {"n_test": len(test), "n_pos": int(test["label"].sum())}
@@ -99,13 +105,22 @@ def model_metrics(pred: pd.DataFrame, survival: pd.DataFrame | None = None, *,
         out.update(**bm.confusion.to_dict(), sensitivity=value(bm.sensitivity), specificity=value(bm.specificity),
                    precision=value(bm.ppv), ppv=value(bm.ppv), npv=value(bm.npv), accuracy=value(bm.accuracy),
                    f1=bm.f1)
-    if survival is not None and len(test):
-        c = survival_c_index(test.set_index("patient_id")["prob"], survival)
-        if "unavailable" in c:
-            log.warning("test C-index left empty: %s", c["unavailable"])
-        else:
-            out.update(c_index=c["c_index"], c_low=c["low"], c_high=c["high"])
+    out.update(_c_index(test, survival))
     return out
+
+
+def _c_index(test: pd.DataFrame, survival: pd.DataFrame | None) -> dict[str, float]:
+    """Harrell's C (95% CI) of the evaluated patients' probabilities against survival
+    (:func:`npcai.stats.evaluate.survival_c_index`); empty, logged, when it cannot be computed."""
+    from npcai.stats.evaluate import survival_c_index
+
+    if survival is None or not len(test):
+        return {}
+    c = survival_c_index(test.set_index("patient_id")["prob"], survival)
+    if "unavailable" in c:
+        log.warning("C-index left empty: %s", c["unavailable"])
+        return {}
+    return {"c_index": c["c_index"], "c_low": c["low"], "c_high": c["high"]}
 
 
 def _labels(cohort_dir: Path, resolved: ResolvedStudy):
@@ -181,7 +196,7 @@ def _split_table(steps, preds, subsets) -> pd.DataFrame:
     rows = []
     for sub, key in _first_runs(steps).items():
         p = preds[key]
-        for split in ("train", "val", "test"):
+        for split in [x for x in ("train", "val", "test", "test_external", "oof") if (p["split"] == x).any()]:
             q = p[p["split"] == split]
             rows.append({"Subset": subsets[sub].label or sub, "Split": split, "Patients": len(q),
                          "Label 1": int(q["label"].sum()), "Label 0": int((q["label"] == 0).sum())})
@@ -218,7 +233,7 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFra
     rows = []
 
     def test(pa: pd.DataFrame, pb: pd.DataFrame, name_a: str, name_b: str, ctx: dict) -> None:
-        ta, tb = pa[pa["split"] == "test"], pb[pb["split"] == "test"]
+        ta, tb = pa[pa["split"].isin(EVALUATED)], pb[pb["split"].isin(EVALUATED)]
         m = ta.merge(tb, on="patient_id", suffixes=("_a", "_b"))
         row = {**ctx, "Model A": name_a, "Model B": name_b, "Paired test patients": len(m)}
         if len(m) < len(ta) or len(m) < len(tb):
@@ -259,7 +274,8 @@ def _table1(cohort_dir: Path, clinical: pd.DataFrame, preds, first) -> pd.DataFr
     from npcai.studies.backend import table1
 
     key = next(iter(first.values()))
-    split = preds[key].set_index("patient_id")["split"]
+    pred = preds[key].set_index("patient_id")
+    split = pred["split"] if "fold" not in pred else "fold " + pred["fold"].astype(str)
     return table1(clinical, split)
 
 
@@ -274,7 +290,7 @@ def _oracle(cohort_dir: Path, resolved: ResolvedStudy, preds, first) -> dict[str
 
     out: dict[str, Any] = {"whole_cohort_auc": whole, "subsets": {}}
     for sub, key in first.items():
-        test = preds[key][preds[key]["split"] == "test"]
+        test = preds[key][preds[key]["split"].isin(EVALUATED)]
         sc = score.reindex(test["patient_id"])
         ok = sc.notna().to_numpy()
         try:

@@ -17,28 +17,54 @@ import pandas as pd
 from npcai.errors import NpcaiError
 from npcai.studies.schema import SplitSpec, TrainingSpec
 
-__all__ = ["train_run", "ensemble_runs", "c_index_ci", "table1", "oracle_scores", "explain_runs"]
+__all__ = ["train_config", "train_run", "train_step", "ensemble_runs", "c_index_ci", "table1", "oracle_scores", "explain_runs"]
 
 log = logging.getLogger(__name__)
+
+
+def train_config(cohort_dir: Path, *, roi: str, endpoint: str, backbone: str, unit: str,
+                 training: TrainingSpec, split: SplitSpec, split_from: Path | None, where: str | None,
+                 weights: str | Path | None):
+    """The :class:`~npcai.models.train.TrainConfig` of one study step: every option of the
+    study's ``training:`` and ``split:`` blocks passed through unchanged, plus the step's
+    ROI cache, backbone, unit and subset filter. ``weights`` (a local file given to the study
+    run) replaces the hub weights."""
+    from npcai.models.train import TrainConfig
+
+    opts = {**training.model_dump(), **split.model_dump()}
+    if weights is not None:
+        opts.update(weights=str(weights), pretrained=False)
+    return TrainConfig(cohort=str(cohort_dir), roi=roi, endpoint=endpoint, backbone=backbone, unit=unit,
+                       where=where, split_from=str(split_from) if split_from and not split.folds else None,
+                       **opts)
 
 
 def train_run(cohort_dir: Path, *, roi: str, endpoint: str, backbone: str, out: Path, unit: str,
               training: TrainingSpec, split: SplitSpec, split_from: Path | None, where: str | None,
               weights: str | Path | None, resume: bool) -> Path:
-    """`npcai train` for one study step; an unfinished or outdated run folder is replaced
-    unless ``resume``."""
-    from npcai.models.train import TrainConfig, train
+    """`npcai train` for one study step (with ``split.folds``: `npcai train --folds K`, the folds
+    of ``split_from`` reused); an unfinished or outdated run folder is replaced unless ``resume``."""
+    from npcai.models.folds import train_folds
+    from npcai.models.train import train
 
-    t = training
-    config = TrainConfig(
-        cohort=str(cohort_dir), roi=roi, endpoint=endpoint, backbone=backbone, unit=unit,
-        pretrained=bool(t.pretrained) and weights is None, weights=str(weights) if weights else None,
-        optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, batch_size=t.batch_size,
-        epochs=t.epochs, patience=t.patience or t.epochs, dropout=t.dropout, size=None, seed=split.seed,
-        val_fraction=split.val_fraction, test_fraction=split.test_fraction,
-        split_from=str(split_from) if split_from else None, where=where, aggregate=t.aggregate)
-    result = train(config, out, resume=resume, overwrite=True)
-    return Path(result.run_dir)
+    config = train_config(cohort_dir, roi=roi, endpoint=endpoint, backbone=backbone, unit=unit,
+                          training=training, split=split, split_from=split_from, where=where, weights=weights)
+    if config.folds:
+        return Path(train_folds(config, out, resume=resume, overwrite=True, folds_from=split_from).run_dir)
+    return Path(train(config, out, resume=resume, overwrite=True).run_dir)
+
+
+def train_step(*, threads: int, **train_run_kwargs) -> float:
+    """One study step as an executor job (this process, a worker process or a SLURM task):
+    set the step's torch thread count, run :func:`train_run`, return the seconds it took."""
+    import time
+
+    from npcai.threads import configure_threads
+
+    configure_threads(threads)
+    t = time.perf_counter()
+    train_run(**train_run_kwargs)
+    return time.perf_counter() - t
 
 
 def ensemble_runs(members: list[Path], out: Path) -> Path:
@@ -89,8 +115,18 @@ def oracle_scores(cohort_dir: Path, endpoint: str) -> tuple[pd.Series, float | N
 
 def explain_runs(main_run: Path, others: list[Path], out: Path, *, top: int, max_slices: int = 2):
     """`npcai explain MAIN --runs OTHERS --top K` into ``out`` (one panel per run for the same
-    patients, study 000 Fig. 5); returns :class:`npcai.explain.explain.ExplainResult`."""
+    patients, study 000 Fig. 5; cross-validated runs through their first fold); returns
+    :class:`npcai.explain.explain.ExplainResult`."""
     from npcai.explain.explain import explain_run
 
+    main_run, *others = [_explainable(r) for r in [main_run, *others]]
     return explain_run(main_run, out, top=top, runs=others, max_slices=max_slices, overwrite=True,
                        write_to_runs=False)
+
+
+def _explainable(run: Path) -> Path:
+    """The run folder Grad-CAM opens: a cross-validated run is shown through its first fold's
+    model (on that fold's held-out patients)."""
+    from npcai.models.folds import fold_run_dirs, is_cv_run
+
+    return fold_run_dirs(run)[0] if is_cv_run(run) else run

@@ -33,10 +33,20 @@ def run(
                                                           "steps inside it are reused."),
     preset: Optional[str] = typer.Option(None, "--preset", help="paper = the seed's settings (the default "
                                                                "when the study has it); fast = small backbones "
-                                                               "and resolution for a CPU."),
+                                                               "and resolution for a CPU; fast-cv = fast with "
+                                                               "5-fold cross-validation (peritumoral)."),
     backbones: Optional[str] = typer.Option(None, "--backbones", help="Comma-separated timm backbones, "
                                                                      "overriding the preset (e.g. resnet18,efficientnet_b0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's maximum epochs."),
+    size: Optional[int] = typer.Option(None, "--size", min=16, help="Override the ROI and network input size (px)."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Cross-validate every run on K patient-level "
+                                                                   "folds (shared by all runs) instead of one test split."),
+    rois: Optional[str] = typer.Option(None, "--rois", help="Comma-separated ROI dataset names to keep "
+                                                           "(e.g. original,segmented,expand20)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Override the study's endpoint "
+                                                                   "(pfs-median, ... or any 0/1 clinical column)."),
+    sequences: Optional[str] = typer.Option(None, "--sequences", help="Comma-separated MRI sequences (channels) "
+                                                                     "of every ROI dataset, e.g. T1c,T2."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="Use ImageNet weights from the timm hub (default: as the preset says)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local pretrained weights file for the "
@@ -44,7 +54,21 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted training runs from their last "
                                                        "checkpoint (finished steps are always reused)."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Run Grad-CAM on the study's chosen runs."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps and exit without running them."),
+    executor: str = typer.Option("local", "--executor", help="Where the training runs go: local (one after "
+                                 "another), local:N (N processes sharing the cores) or slurm (one job array "
+                                 "through submitit; ensembles, Grad-CAM and the report follow here)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per training run "
+                                          "(default: the free cores, shared among local:N processes; a SLURM "
+                                          "task's CPUs). Same seed + same threads = same tables."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition (default: "
+                                                  "the cluster's default)."),
+    slurm_gpus_per_task: int = typer.Option(0, "--slurm-gpus-per-task", min=0, help="GPUs per array task."),
+    slurm_cpus_per_task: int = typer.Option(2, "--slurm-cpus-per-task", min=1, help="CPUs per array task."),
+    slurm_time: int = typer.Option(240, "--slurm-time", min=1, help="Time limit per array task, minutes "
+                                   "(a task that reaches it is requeued and resumes from its last checkpoint)."),
+    slurm_max_parallel: int = typer.Option(32, "--slurm-max-parallel", min=1, help="Array tasks running at once."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps (and with --cohort the patients "
+                                                         "each run labels, excludes and loses) and exit."),
 ) -> None:
     """Run a study: ROI datasets x backbones x units, statistics, Grad-CAM, report."""
     from rich.console import Console
@@ -55,9 +79,15 @@ def run(
 
     console = Console()
     resolved = resolve_study(study, preset, backbones=_split_list(backbones), epochs=epochs,
-                             pretrained=pretrained)
+                             pretrained=pretrained, size=size, folds=folds, rois=_split_list(rois),
+                             endpoint=endpoint, sequences=_split_list(sequences))
     out = out or Path(f"study_{resolved.study.name}")
     if dry_run:
+        pre = None
+        if cohort is not None:
+            from npcai.studies.preflight import preflight
+
+            pre = preflight(resolved, cohort)      # refuses an absent endpoint or sequence first
         plan = plan_study(resolved)
         table = Table(title=f"{resolved.study.name} ({resolved.preset}): {len(plan)} runs")
         for col in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit"):
@@ -65,16 +95,42 @@ def run(
         for _, r in plan.iterrows():
             table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
         console.print(table)
+        if pre is not None:
+            _print_preflight(console, resolved, pre)
         return
+    from npcai.studies.executors import SlurmOptions, parse_executor
+
+    spec = parse_executor(executor, SlurmOptions(partition=slurm_partition, gpus_per_task=slurm_gpus_per_task,
+                                                 cpus_per_task=slurm_cpus_per_task, time_minutes=slurm_time,
+                                                 max_parallel=slurm_max_parallel))
     with show_progress():
         result = run_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
-                           contours=contours, weights=weights, resume=resume, explain=explain)
+                           contours=contours, weights=weights, resume=resume, explain=explain,
+                           executor=spec, threads=threads)
     trained = int((result.steps["status"] == "trained").sum())
     console.print(f"[bold]{resolved.study.name}[/bold] ({resolved.preset}): {len(result.steps)} models "
                   f"({trained} trained, {len(result.steps) - trained} reused) in {result.seconds / 60:.1f} min")
     for line in result.findings:
         console.print(f"  • {line}")
     console.print(f"report: {result.report}")
+
+
+def _print_preflight(console, resolved, pre) -> None:
+    """The patients each run will use, exclude and lose (``--dry-run --cohort``)."""
+    from rich.table import Table
+
+    table = Table(title=f"Patients per run ({resolved.study.endpoint}; every backbone and unit uses the same)")
+    heads = {"subset": "subset", "roi": "ROI", "labelled": "labelled", "label_1": "label 1",
+             "lost_sequence": "lost: no sequence", "lost_mask": "lost: no mask", "trainable": "used",
+             "external_test": "external test"}
+    cols = [c for c in heads if c != "external_test" or resolved.study.split.test_where]
+    for c in cols:
+        table.add_column(heads[c])
+    for _, r in pre.iterrows():
+        table.add_row(*(str(r[c]) for c in cols))
+    console.print(table)
+    for subset, reasons in pre.groupby("subset", sort=False)["excluded"].first().items():
+        console.print(f"subset {subset}: excluded (no label): {reasons}")
 
 
 @study_app.command("list")

@@ -5,8 +5,8 @@ A study is a fixed grid of trainings (ROI datasets x backbones x units x subsets
 runner hands each *wave* of independent steps to an executor and waits for all of them:
 
 - ``local`` (default): one after another in this process (today's behaviour).
-- ``local:N``: N steps at a time in N worker processes (``spawn``), each with an equal
-  share of this process's CPU cores for torch (``torch.set_num_threads``).
+- ``local:N``: N steps at a time in N worker processes (``spawn``); :func:`threads_per_step`
+  gives each an equal share of this process's CPU cores.
 - ``slurm``: one job array submitted through submitit; each array task is one training
   step with its own CPUs (and GPUs). A preempted or timed-out task is requeued by submitit
   and continues the run from its last checkpoint (the step is re-called with
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -34,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from npcai.errors import NpcaiError
+from npcai.threads import available_cores
 
 __all__ = ["EXECUTOR_KINDS", "SlurmOptions", "ExecutorSpec", "JobRecord", "JobsResult", "parse_executor", "run_jobs",
-           "available_cores", "slurm_reachable"]
+           "slurm_reachable", "threads_per_step"]
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,6 @@ def parse_executor(text: str, slurm: SlurmOptions | None = None, log_dir: str | 
     raise NpcaiError(f"executor {text!r}: choose one of {', '.join(EXECUTOR_KINDS)}")
 
 
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def slurm_reachable() -> bool:
     """True when ``sinfo`` answers (a SLURM controller is configured and up)."""
     import shutil
@@ -130,12 +122,6 @@ def slurm_reachable() -> bool:
     return done.returncode == 0 and bool(done.stdout.strip())
 
 
-def _set_threads(n: int) -> None:  # runs in each worker process
-    import torch
-
-    torch.set_num_threads(n)
-
-
 def _call(fn: Callable, job: Any) -> Any:
     """``fn(**job)`` for a dict, ``fn(*job)`` for a tuple, else ``fn(job)``."""
     if isinstance(job, dict):
@@ -143,7 +129,18 @@ def _call(fn: Callable, job: Any) -> Any:
     return fn(*job) if isinstance(job, tuple) else fn(job)
 
 
-def run_jobs(fn: Callable, jobs: Sequence[Any], spec: ExecutorSpec) -> JobsResult:
+def threads_per_step(spec: ExecutorSpec, requested: int | None = None) -> int:
+    """Torch threads for one step: ``requested`` when given, else the free cores (local), an
+    equal share of them (``local:N``) or the CPUs of an array task (SLURM). Recorded in every
+    run, since results are reproducible for the same seed, thread count and hardware."""
+    if requested is not None:
+        return int(requested)
+    if spec.kind == "slurm":
+        return spec.slurm.cpus_per_task
+    return max(1, available_cores() // max(1, spec.workers))
+
+
+def run_jobs(fn: Callable, jobs: Sequence[Any], spec: ExecutorSpec, *, description: str = "Running steps") -> JobsResult:
     """Run ``fn(**job)`` (dict), ``fn(*job)`` (tuple) or ``fn(job)`` for every job with the
     executor ``spec``; results in job order. A dict job with a ``resume`` key is re-called
     with ``resume=True`` when SLURM requeues it. Raises :class:`NpcaiError` naming the
@@ -152,7 +149,9 @@ def run_jobs(fn: Callable, jobs: Sequence[Any], spec: ExecutorSpec) -> JobsResul
     if not jobs:
         return JobsResult([])
     if spec.kind == "local" or len(jobs) == 1 and spec.kind == "processes":
-        return JobsResult([_call(fn, job) for job in jobs])
+        from npcai.progress import track
+
+        return JobsResult([_call(fn, job) for job in track(jobs, description)])
     if spec.kind == "processes":
         return JobsResult(_run_processes(fn, jobs, spec.workers))
     if spec.kind == "slurm":
@@ -162,11 +161,9 @@ def run_jobs(fn: Callable, jobs: Sequence[Any], spec: ExecutorSpec) -> JobsResul
 
 def _run_processes(fn: Callable, jobs: list[Any], workers: int) -> list[Any]:
     workers = min(workers, len(jobs))
-    threads = max(1, available_cores() // workers)
-    log.info("running %d steps in %d processes (%d torch threads each)", len(jobs), workers, threads)
+    log.info("running %d steps in %d processes", len(jobs), workers)
     ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_set_threads,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = [pool.submit(_call, fn, job) for job in jobs]
         return [f.result() for f in futures]
 

@@ -27,6 +27,7 @@ Examples:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ import yaml
 from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_write_text, check_output_path, file_sha256, mark_output
 from npcai.progress import track
+from npcai.studies.executors import ExecutorSpec, parse_executor, run_jobs, threads_per_step
 from npcai.studies.schema import ResolvedStudy, Step, load_study
 
 __all__ = ["StudyResult", "run_study", "resolve_study", "plan_study"]
@@ -61,16 +63,17 @@ class StudyResult:
     findings: list[str] = field(default_factory=list)
 
 
-def resolve_study(study: str | Path, preset: str | None = None, *, backbones: list[str] | None = None,
-                  epochs: int | None = None, pretrained: bool | None = None) -> ResolvedStudy:
-    """Load a shipped study (or a YAML path) and apply the preset and overrides.
+def resolve_study(study: str | Path, preset: str | None = None, **overrides) -> ResolvedStudy:
+    """Load a shipped study (or a YAML path) and apply the preset and overrides (the keyword
+    arguments of :meth:`npcai.studies.schema.Study.resolve`: backbones, epochs, size,
+    pretrained, folds, rois, endpoint, sequences).
 
     ``preset=None`` means ``paper`` when the study defines it, else the YAML as written.
     """
     s = load_study(study)
     if preset is None and "paper" in s.presets:
         preset = "paper"
-    return s.resolve(preset, backbones=backbones, epochs=epochs, pretrained=pretrained)
+    return s.resolve(preset, **overrides)
 
 
 def plan_study(resolved: ResolvedStudy) -> pd.DataFrame:
@@ -88,7 +91,8 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
               contours: str | Path | None = None, preset: str | None = None,
               backbones: list[str] | None = None, epochs: int | None = None,
               pretrained: bool | None = None, weights: str | Path | None = None,
-              resume: bool = False, explain: bool = True) -> StudyResult:
+              resume: bool = False, explain: bool = True, executor: ExecutorSpec | str | None = None,
+              threads: int | None = None) -> StudyResult:
     """Run every step of a study and write its report.
 
     Args:
@@ -103,6 +107,11 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
         weights: local pretrained weights for the backbone(s), passed to training.
         resume: continue interrupted training runs from their last checkpoint.
         explain: run Grad-CAM on the study's chosen runs.
+        executor: where the training steps run: ``local`` (default, one after another),
+            ``local:N`` (N processes) or ``slurm`` (a job array; see
+            :mod:`npcai.studies.executors`), as text or an :class:`ExecutorSpec`.
+        threads: torch threads per step (default: the free cores, shared among ``local:N``
+            processes; a SLURM task's CPUs). Same seed and thread count give the same tables.
 
     Returns:
         :class:`StudyResult`.
@@ -126,7 +135,11 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     _check_endpoint(cohort_dir, resolved)
 
     roi_names = _build_rois(cohort_dir, resolved)
-    step_log = _train_steps(cohort_dir, out, resolved, roi_names, weights=weights, resume=resume)
+    spec = parse_executor(executor) if isinstance(executor, str) or executor is None else executor
+    if spec.log_dir is None:
+        spec = dataclasses.replace(spec, log_dir=out / "slurm")
+    step_log = _train_steps(cohort_dir, out, resolved, roi_names, weights=weights, resume=resume,
+                            executor=spec, threads=threads)
     ens_log = _ensembles(out, resolved)
 
     from npcai.studies.analysis import analyse_study
@@ -230,16 +243,23 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names: dict[str, str], *,
-                 weights, resume: bool) -> list[dict[str, Any]]:
-    from npcai.studies.backend import train_run
+                 weights, resume: bool, executor: ExecutorSpec | None = None,
+                 threads: int | None = None) -> list[dict[str, Any]]:
+    """Train every step not finished with the same inputs, in two waves through ``executor``:
+    first the first run of each subset (it draws the subset's split or folds), then every
+    other run (they reuse that split, so they are independent of each other)."""
+    from npcai.studies.backend import train_step
 
     s = resolved.study
-    log_rows: list[dict[str, Any]] = []
-    first_of_subset: dict[str, Path] = {}
+    executor = executor or parse_executor("local")
+    step_threads = threads_per_step(executor, threads)
     steps = resolved.steps()
-    for step in track(steps, f"Training {len(steps)} runs"):
+    first_of_subset: dict[str, Path] = {}
+    plans = []
+    for step in steps:
         run_dir = out / "runs" / step.key
-        split_from = first_of_subset.get(step.subset.name)
+        split_from = first_of_subset.setdefault(step.subset.name, run_dir)
+        split_from = None if split_from == run_dir else split_from
         payload = {"cohort": _cohort_hash(cohort_dir), "roi": _roi_input_hash(cohort_dir, roi_names[step.roi.name]),
                    "backbone": step.backbone, "unit": step.unit, "training": s.training.model_dump(),
                    "split": s.split.model_dump(), "endpoint": s.endpoint, "where": step.subset.where,
@@ -247,26 +267,37 @@ def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names
                    "weights": str(weights) if weights else None}
         digest = _step_hash(payload)
         marker = out / "steps" / f"{step.key}.json"
-        status = "trained"
-        t = time.perf_counter()
-        if marker.is_file() and _finished(run_dir) and json.loads(marker.read_text()).get("hash") == digest:
-            status = "reused"
-            seconds = json.loads(marker.read_text()).get("seconds", 0.0)
-            log.info("step %s: finished earlier with the same inputs; reusing %s", step.key, run_dir)
-        else:
-            if run_dir.exists() and not resume:
-                log.info("step %s: inputs changed or run incomplete; training again", step.key)
-            train_run(cohort_dir, roi=roi_names[step.roi.name], endpoint=s.endpoint, backbone=step.backbone,
-                      out=run_dir, unit=step.unit, training=s.training, split=s.split,
-                      split_from=split_from, where=step.subset.where, weights=weights,
-                      resume=resume and run_dir.exists())
-            seconds = time.perf_counter() - t
-            atomic_write_text(marker, json.dumps({"step": step.key, "hash": digest, "payload": payload,
-                                                  "seconds": seconds}, indent=1, default=str))
-        if split_from is None:
-            first_of_subset[step.subset.name] = run_dir
-        log_rows.append(_step_row(step, run_dir, status, seconds))
-    return log_rows
+        previous = json.loads(marker.read_text()) if marker.is_file() else {}
+        reused = _finished(run_dir) and previous.get("hash") == digest
+        job = {"threads": step_threads, "cohort_dir": cohort_dir, "roi": roi_names[step.roi.name],
+               "endpoint": s.endpoint, "backbone": step.backbone, "out": run_dir, "unit": step.unit,
+               "training": s.training, "split": s.split, "split_from": split_from, "where": step.subset.where,
+               "weights": weights, "resume": resume and run_dir.exists()}
+        plans.append({"step": step, "run_dir": run_dir, "payload": payload, "digest": digest, "marker": marker,
+                      "reused": reused, "seconds": previous.get("seconds", 0.0), "job": job, "first": split_from is None})
+    rows: dict[str, dict[str, Any]] = {}
+    for wave in ([p for p in plans if p["first"]], [p for p in plans if not p["first"]]):
+        for p in wave:
+            if p["reused"]:
+                log.info("step %s: finished earlier with the same inputs; reusing %s", p["step"].key, p["run_dir"])
+            elif p["run_dir"].exists() and not resume:
+                log.info("step %s: inputs changed or run incomplete; training again", p["step"].key)
+        todo = [p for p in wave if not p["reused"]]
+        done = run_jobs(train_step, [p["job"] for p in todo], executor,
+                        description=f"Training {len(todo)} runs") if todo else None
+        jobs = {i: r for i, r in enumerate(done.records)} if done else {}
+        for i, p in enumerate(todo):
+            p["seconds"] = float(done.results[i])
+            atomic_write_text(p["marker"], json.dumps({"step": p["step"].key, "hash": p["digest"],
+                                                       "payload": p["payload"], "seconds": p["seconds"],
+                                                       "threads": step_threads, "executor": executor.kind,
+                                                       "slurm_job": jobs[i].job_id if i in jobs else None,
+                                                       "slurm_log": str(jobs[i].stdout) if i in jobs else None},
+                                                      indent=1, default=str))
+        for p in wave:
+            row = _step_row(p["step"], p["run_dir"], "reused" if p["reused"] else "trained", p["seconds"])
+            rows[p["step"].key] = row
+    return [rows[p["step"].key] for p in plans]
 
 
 def _step_row(step: Step, run_dir: Path, status: str, seconds: float) -> dict[str, Any]:

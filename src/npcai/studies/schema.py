@@ -17,14 +17,16 @@ Examples:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from npcai.errors import NpcaiError
 from npcai.fsutil import read_user_yaml
@@ -32,7 +34,7 @@ from npcai.fsutil import read_user_yaml
 __all__ = [
     "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec",
     "PresetSpec", "Study", "ResolvedStudy", "Step", "load_study", "list_studies",
-    "study_path", "STUDY_DIR",
+    "study_path", "STUDY_DIR", "TRAINING_FIELDS", "SPLIT_FIELDS", "STUDY_OWNED",
 ]
 
 STUDY_DIR = Path(__file__).parent
@@ -105,27 +107,68 @@ class SubsetSpec(_Model):
         return v
 
 
-class TrainingSpec(_Model):
-    """Hyper-parameters passed to training (the options of `npcai train`)."""
+# ---------------------------------------------------------------------------- training options
+# The study's `training:` and `split:` blocks ARE npcai.models.train.TrainConfig: their fields,
+# types and defaults are generated from the dataclass (one list of names and defaults) and a
+# block is valid exactly when TrainConfig.validate() accepts it. The remaining TrainConfig
+# fields are decided by the study's structure (STUDY_OWNED says where).
 
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=1)
-    optimizer: Literal["sgd", "adam", "rmsprop"] = "sgd"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    dropout: float = Field(0.5, ge=0, lt=1)
-    patience: int | None = Field(None, ge=1, description="early stopping on validation AUC; None = run all epochs")
-    size: int = Field(224, ge=16, description="ROI side in pixels")
-    pretrained: bool = Field(True, description="ImageNet weights (transfer learning), as the seeds")
-    aggregate: Literal["mean", "max", "area-weighted"] = "mean"
+#: TrainConfig fields set by the ``split:`` block (shared by every run of the study)
+SPLIT_FIELDS = ("seed", "val_fraction", "test_fraction", "test_where", "folds", "fold_seed", "stratify_centre")
+#: TrainConfig fields the study sets from its structure, and where
+STUDY_OWNED = {"cohort": "--cohort / --export", "roi": "rois", "endpoint": "endpoint",
+               "backbone": "backbones", "unit": "units", "where": "subsets[].where",
+               "split_from": "the first run of each subset (every other run reuses its split or folds)"}
 
 
-class SplitSpec(_Model):
-    """Patient-level split shared by every run of the study (paired comparisons)."""
+def _train_config_fields(names) -> dict[str, Any]:
+    from npcai.models.train import TrainConfig
 
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(TrainConfig) if f.name in names}
+
+
+def _all_train_config_fields() -> list[str]:
+    from npcai.models.train import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+#: TrainConfig fields set by the ``training:`` block (every option of `npcai train` but the above)
+TRAINING_FIELDS = tuple(n for n in _all_train_config_fields() if n not in SPLIT_FIELDS and n not in STUDY_OWNED)
+
+
+def _check_with_train_config(values: dict[str, Any]) -> None:
+    """Raise ValueError with TrainConfig.validate()'s message when the options are invalid."""
+    from npcai.models.train import TrainConfig
+
+    try:
+        TrainConfig(cohort="-", roi="-", endpoint="-", **values).validate()
+    except NpcaiError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class TrainingSpec(create_model("_TrainingFields", __base__=_Model, **_train_config_fields(TRAINING_FIELDS))):
+    """The training options of every run: the fields of :class:`npcai.models.train.TrainConfig`
+    (same names, types and defaults) except the split options and what the study's structure
+    decides (ROI, backbone, unit, endpoint, subset filter)."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> "TrainingSpec":
+        _check_with_train_config(self.model_dump())
+        return self
+
+
+class SplitSpec(create_model("_SplitFields", __base__=_Model, **_train_config_fields(SPLIT_FIELDS))):
+    """How patients are split, shared by every run of the study (paired comparisons): the
+    split fields of :class:`npcai.models.train.TrainConfig`. ``folds: K`` cross-validates every
+    run on the same K folds (those of each subset's first run); ``test_where`` puts every
+    matching patient in the external test cohort."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> "SplitSpec":
+        _check_with_train_config(self.model_dump())
+        return self
 
 
 class EnsembleSpec(_Model):
@@ -152,16 +195,18 @@ class PresetSpec(_Model):
     backbones: list[str] | None = None
     units: list[Literal["image", "patient"]] | None = None
     training: dict[str, Any] = Field(default_factory=dict)
+    split: dict[str, Any] = Field(default_factory=dict, description="split options, e.g. {folds: 5}")
     roi_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per ROI name (or '*' for all) field overrides")
     rois: list[str] | None = Field(None, description="keep only these ROI names")
 
-    @field_validator("training")
+    @field_validator("training", "split")
     @classmethod
-    def _training_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(v) - set(TrainingSpec.model_fields)
+    def _known_keys(cls, v: dict[str, Any], info) -> dict[str, Any]:
+        spec = TrainingSpec if info.field_name == "training" else SplitSpec
+        unknown = set(v) - set(spec.model_fields)
         if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TrainingSpec.model_fields)}")
+            raise ValueError(f"unknown {info.field_name} option(s) {sorted(unknown)}; known: {sorted(spec.model_fields)}")
         return v
 
 
@@ -218,8 +263,19 @@ class Study(_Model):
     # ------------------------------------------------------------------ resolution
     def resolve(self, preset: str | None = None, *, backbones: list[str] | None = None,
                 epochs: int | None = None, size: int | None = None,
-                pretrained: bool | None = None) -> "ResolvedStudy":
-        """Apply a preset, then command-line overrides; returns the study that will run."""
+                pretrained: bool | None = None, folds: int | None = None,
+                rois: list[str] | None = None, endpoint: str | None = None,
+                sequences: list[str] | None = None) -> "ResolvedStudy":
+        """Apply a preset, then overrides (given ones win); returns the study that will run.
+
+        Args:
+            preset: a preset name of the study (None: the YAML as written).
+            backbones, epochs, size, pretrained: training overrides.
+            folds: cross-validate every run on K folds (replaces the test split).
+            rois: keep only these ROI datasets (by name).
+            endpoint: another endpoint (a named one or a 0/1 clinical column).
+            sequences: the MRI sequences (channels) of every ROI dataset.
+        """
         data = self.model_dump()
         presets = data.pop("presets")
         if preset is not None:
@@ -231,6 +287,7 @@ class Study(_Model):
             if p["units"]:
                 data["units"] = list(p["units"])
             data["training"].update(p["training"])
+            data["split"].update(p["split"])
             for roi in data["rois"]:
                 for key in ("*", roi["name"]):
                     roi.update(copy.deepcopy(p["roi_overrides"].get(key, {})))
@@ -245,6 +302,19 @@ class Study(_Model):
             data["training"]["size"] = size
         if pretrained is not None:
             data["training"]["pretrained"] = pretrained
+        if folds is not None:
+            data["split"]["folds"] = folds
+        if endpoint is not None:
+            data["endpoint"] = endpoint
+        if sequences:
+            for roi in data["rois"]:
+                roi["sequences"] = list(sequences)
+        if rois:
+            unknown = [r for r in rois if r not in {x["name"] for x in data["rois"]}]
+            if unknown:
+                raise NpcaiError(f"study {self.name}: no ROI dataset {unknown[0]!r}; choose from "
+                                 f"{', '.join(x['name'] for x in data['rois'])}")
+            data["rois"] = [r for r in data["rois"] if r["name"] in set(rois)]
         kept = {r["name"] for r in data["rois"]}
         data["ensembles"] = [e for e in data["ensembles"] if set(e["rois"]) <= kept]
         comparable = kept | {e["name"] for e in data["ensembles"]}
@@ -297,13 +367,22 @@ class ResolvedStudy:
         """Keyword arguments of ``build_roi`` for this ROI at the study's training size."""
         return {"variant": roi.variant, "region": roi.region, "slices": roi.slices,
                 "sequences": tuple(roi.sequences), "timepoint": roi.timepoint, "mask": roi.mask,
-                "size": self.study.training.size, "min_component": tuple(roi.min_component),
+                "size": self.study.training.size or _default_roi_size(), "min_component": tuple(roi.min_component),
                 "frame": roi.frame}
 
     def to_dict(self) -> dict[str, Any]:
         d = self.study.model_dump(mode="json")
         d.pop("presets", None)
         return {"preset": self.preset, "preset_description": self.preset_description, "study": d}
+
+
+def _default_roi_size() -> int:
+    """build_roi's own default size, used when the study leaves ``training.size`` unset."""
+    import inspect
+
+    from npcai.imaging.roi_cache import build_roi
+
+    return int(inspect.signature(build_roi).parameters["size"].default)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -137,6 +137,8 @@ def test_survival_bad_input_one_line(cli, train_cohort, tmp_path):
     r = cli("train", cohort, "--roi", "pre", "--endpoint", "dfs", "--out", tmp_path / "b", *SURV[2:],
             "--task", "survival", "--unit", "image")
     assert r.code == 2 and r.stderr.strip().count("\n") == 0 and "patient" in r.stderr, r.stderr
+    r = cli("train", cohort, "--roi", "pre", "--endpoint", "dfs", "--out", tmp_path / "d", *SURV, "--folds", "2")
+    assert r.code == 2 and r.stderr.strip().count("\n") == 0 and "binary task" in r.stderr, r.stderr
     clinical = pd.read_csv(cohort / "clinical.csv")
     clinical.drop(columns=["treatment"]).to_csv(cohort / "clinical.csv", index=False)
     r = cli("train", cohort, "--roi", "pre", "--endpoint", "dfs", "--out", tmp_path / "c", *SURV)
