@@ -15,6 +15,21 @@ _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", 
                   "num_workers", "task")
 
 
+def _set_threads(threads: int | None, *, recorded: int | None = None) -> int:
+    """Torch threads for a training run: ``--threads``, else the count a reproduced run's
+    config recorded (same seed + same threads = same numbers), else torch's own choice
+    capped at the cores free to this process."""
+    import torch
+
+    from npcai.threads import available_cores, configure_threads
+
+    if threads is None and recorded is not None:
+        threads = int(recorded)
+    if threads is None and torch.get_num_threads() <= available_cores():
+        return torch.get_num_threads()
+    return configure_threads(threads)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train``, ``ensemble`` and ``predict`` to the root app."""
 
@@ -97,6 +112,7 @@ def register(app: typer.Typer) -> None:
             del given["task"]
         if weights is not None and pretrained is not None:
             raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
+        recorded_threads = None
         if config is not None:
             if Path(config).name != CONFIG and not Path(config).is_dir():
                 raise NpcaiError(f"--config {config}: expected a run's {CONFIG} (or its run folder)")
@@ -104,6 +120,7 @@ def register(app: typer.Typer) -> None:
             if cfg_doc.kind not in ("train", "cv"):
                 raise NpcaiError(f"--config {config}: not a training run's config (kind {cfg_doc.kind!r})")
             base = dict(cfg_doc.options)
+            recorded_threads = (cfg_doc.raw.get("resolved") or {}).get("torch_threads")
             for k, v in given.items():
                 source = ctx.get_parameter_source(k)
                 if v is not None and getattr(source, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
@@ -120,9 +137,7 @@ def register(app: typer.Typer) -> None:
             opts = dict(given, weights=str(weights) if weights is not None else None,
                         pretrained=(pretrained if pretrained is not None else weights is None))
         cfg = TrainConfig.from_dict(opts)
-        from npcai.threads import configure_threads
-
-        configure_threads(threads)
+        _set_threads(threads, recorded=recorded_threads)
         con = Console()
         if cfg.folds:
             from npcai.models.folds import train_folds
