@@ -19,13 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from npcai.cohort.endpoints import NAMED_ENDPOINTS
+from npcai.cohort.endpoints import SURVIVAL_ENDPOINTS as _SURVIVAL
 from npcai.errors import NpcaiError
 
 __all__ = ["load_table", "endpoint_columns", "SURVIVAL_ENDPOINTS"]
 
-#: survival endpoints -> (time column, event column)
-SURVIVAL_ENDPOINTS = {name: (f"{name}_months", f"{name}_event") for name in ("dfs", "pfs", "os", "dmfs")}
-SURVIVAL_ENDPOINTS.update({k: (v[1], v[2]) for k, v in NAMED_ENDPOINTS.items() if v[1] is not None})
+#: endpoint name -> (time column, event column): the survival endpoints of
+#: :mod:`npcai.cohort.endpoints` plus the binary endpoints that have a time/event pair
+SURVIVAL_ENDPOINTS = {**_SURVIVAL, **{k: (v[1], v[2]) for k, v in NAMED_ENDPOINTS.items() if v[1] is not None}}
 
 
 def endpoint_columns(endpoint: str | None, time: str | None, event: str | None) -> tuple[str, str]:
