@@ -348,6 +348,9 @@ def test_calibration_bootstrap_is_reproducible_from_its_seed():
 
 # ---------------------------------------------------------------- matching
 COVS = ["age", "t_stage", "n_stage", "ebv"]
+# MatchIt's own defaults (distance = "glm" on the probability scale, no caliper) and distance = "mahalanobis"
+MATCHIT_DEFAULT = dict(distance="propensity", caliper=None, ps_scale="probability", exact=(), covariate_calipers=None)
+MAHALANOBIS = dict(distance="mahalanobis", caliper=None, exact=(), covariate_calipers=None)
 
 
 def _match_data() -> pd.DataFrame:
@@ -357,7 +360,7 @@ def _match_data() -> pd.DataFrame:
 
 
 def test_mahalanobis_pairs_and_smd_match_matchit():
-    r = match_nearest(_match_data(), "treat", COVS, distance="mahalanobis")
+    r = match_nearest(_match_data(), "treat", COVS, **MAHALANOBIS)
     ref = REF["match"]["mahalanobis"]
     assert sorted(zip(r.pairs.treated, r.pairs.control)) == sorted(zip(ref["pairs"]["treated"],
                                                                        ref["pairs"]["control"]))
@@ -366,7 +369,7 @@ def test_mahalanobis_pairs_and_smd_match_matchit():
 
 
 def test_propensity_score_and_smd_before_match_matchit():
-    r = match_nearest(_match_data(), "treat", COVS)
+    r = match_nearest(_match_data(), "treat", COVS, **MATCHIT_DEFAULT)
     ref = REF["match"]["ps"]
     close(r.distance, ref["distance"])
     close(r.balance.smd_before, ref["balance"]["smd_before"])        # propensity, age, t, n, ebv
@@ -375,7 +378,7 @@ def test_propensity_score_and_smd_before_match_matchit():
 def test_propensity_pairs_follow_matchits_documented_greedy_rule():
     # MatchIt 4.5.1 departs from its documented rule for the last 2 of 66 treated patients
     # (fixtures/make_reference.R); 64 pairs equal MatchIt's, all 66 equal the rule written in R.
-    r = match_nearest(_match_data(), "treat", COVS)
+    r = match_nearest(_match_data(), "treat", COVS, **MATCHIT_DEFAULT)
     ref = REF["match"]["ps"]
     assert list(r.pairs.treated) == ref["greedy"]["treated"]
     assert list(r.pairs.control) == ref["greedy"]["control"]
@@ -384,10 +387,39 @@ def test_propensity_pairs_follow_matchits_documented_greedy_rule():
 
 
 def test_caliper_pairs_follow_the_documented_rule():
-    r = match_nearest(_match_data(), "treat", COVS, caliper=0.2)
+    r = match_nearest(_match_data(), "treat", COVS, **{**MATCHIT_DEFAULT, "caliper": 0.2})
     ref = REF["match"]["ps_caliper"]
     assert r.caliper == pytest.approx(ref["caliper"], abs=1e-12)
     assert list(r.pairs.treated) == ref["greedy"]["treated"]
     assert list(r.pairs.control) == ref["greedy"]["control"]
     assert (r.pairs.gap <= r.caliper).all()
     assert len(r.unmatched_treated) == 66 - len(ref["greedy"]["treated"])
+
+
+def _same_pairs(r, ref) -> bool:
+    return sorted(zip(r.pairs.treated, r.pairs.control)) == sorted(zip(ref["treated"], ref["control"]))
+
+
+def test_default_recipe_equals_matchit_mahvars_caliper_exact_and_covariate_calipers():
+    # matchit(distance = "glm", link = "linear.logit", mahvars = ~ covariates, exact = ~ t_stage + n_stage,
+    #         caliper = c(0.2, age = 0.25, ebv = 0.25)): npcai's defaults
+    r = match_nearest(_match_data(), "treat", COVS)
+    ref = REF["match"]["recipe"]
+    assert r.exact == ["t_stage", "n_stage"] and r.covariate_calipers == {"age": 0.25, "ebv": 0.25}
+    close(r.distance, ref["logit"])
+    widths = [r.caliper] + [w * _match_data()[c].std() for c, w in r.covariate_calipers.items()]
+    close(widths, ref["caliper"])
+    assert _same_pairs(r, ref["pairs"])
+    assert list(r.balance.index) == ["propensity (logit)", *COVS]
+    close(r.balance.smd_before, ref["balance"]["smd_before"])
+    close(r.balance.smd_after, ref["balance"]["smd_after"])
+    assert r.counts["all"].tolist() == ref["nn"]["all"] and r.counts["matched"].tolist() == ref["nn"]["matched"]
+
+
+def test_mahalanobis_within_a_logit_caliper_equals_matchit_mahvars():
+    r = match_nearest(_match_data(), "treat", COVS, exact=(), covariate_calipers=None)
+    ref = REF["match"]["mahvars_caliper"]
+    assert r.caliper == pytest.approx(ref["caliper"], abs=1e-9)
+    assert _same_pairs(r, ref["pairs"])
+    close(r.balance.smd_after, ref["balance"]["smd_after"])
+    assert r.counts["matched"].tolist() == ref["nn"]["matched"]

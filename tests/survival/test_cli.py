@@ -106,16 +106,66 @@ def test_subgroups_and_cindex(cli, table_csv, tmp_path):
     assert len(pd.read_csv(tmp_path / "cidx" / "cindex_pairs.csv")) == 1
 
 
-def test_match_on_the_phantom_writes_balance_and_patient_list(cli, small_cohort, tmp_path):
+@pytest.fixture(scope="module")
+def phantom_clinical_csv(tmp_path_factory) -> Path:
+    """The default phantom's clinical table (``npcai phantom`` defaults: 120 patients, seed 0) as ingest
+    reads it (stages as numbers), without images, as a CSV."""
+    from npcai.cohort.clinical_schema import validate_clinical
+    from npcai.cohort.phantom.clinical import CLINICAL_COLUMNS, simulate_patients
+
+    d = validate_clinical(simulate_patients(120, seed=0)[CLINICAL_COLUMNS]).drop(columns="hospital_id")
+    d.insert(0, "patient_id", [f"P{i:04d}" for i in range(1, len(d) + 1)])
+    path = tmp_path_factory.mktemp("phantom") / "clinical.csv"
+    d.to_csv(path, index=False)
+    return path
+
+
+def test_match_balances_the_default_phantom(cli, phantom_clinical_csv, tmp_path):
+    # issue 13's done-when: every |SMD| < 0.1 after matching with the default recipe
     out = tmp_path / "match"
-    r = cli("survival", "match", small_cohort, "--treatment", "treatment", "--covariates",
-            "age,t_stage,n_stage,ebv_dna", "--distance", "mahalanobis", "--out", out)
+    r = cli("survival", "match", phantom_clinical_csv, "--treatment", "treatment", "--covariates",
+            "age,t_stage,n_stage,ebv_dna", "--out", out)
     assert r.code == 0, r
-    assert "SMD after" in r.stdout
-    bal = pd.read_csv(out / "balance.csv")
-    assert list(bal.covariate) == ["age", "t_stage", "n_stage", "ebv_dna"]
+    assert "SMD after" in r.stdout and "patients per arm" in r.stdout and "warning" not in r.stderr
+    bal = pd.read_csv(out / "balance.csv").set_index("covariate")
+    assert list(bal.index) == ["propensity (logit)", "age", "t_stage", "n_stage", "ebv_dna"]
+    assert (bal.smd_before.abs() > 0.5).sum() >= 3                   # physicians confound by stage
+    assert (bal.smd_after.abs() < 0.1).all()
+    counts = pd.read_csv(out / "counts.csv").set_index("arm")
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert counts.matched.tolist() == [len(pairs)] * 2 and (counts["all"] == counts.matched + counts.unmatched).all()
     ids = (out / "matched_patients.txt").read_text().split()
-    assert len(ids) == 2 * len(pd.read_csv(out / "pairs.csv")) and all(i.startswith("P") for i in ids)
+    assert len(ids) == 2 * len(pairs) == len(set(ids))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["balanced"] and summary["exact"] == ["t_stage", "n_stage"]
+
+
+def test_matchits_default_leaves_imbalance_and_says_so_in_one_line(cli, phantom_clinical_csv, tmp_path):
+    out = tmp_path / "match"
+    r = cli("survival", "match", phantom_clinical_csv, "--treatment", "treatment", "--covariates",
+            "age,t_stage,n_stage,ebv_dna", "--distance", "propensity", "--caliper", "none", "--ps-scale",
+            "probability", "--exact", "none", "--covariate-caliper", "none", "--out", out)
+    assert r.code == 0, r
+    warnings = [x for x in r.stderr.splitlines() if x.startswith("warning: balance not reached")]
+    assert len(warnings) == 1 and "t_stage" in warnings[0]
+    assert json.loads((out / "summary.json").read_text())["balanced"] is False
+    assert len(pd.read_csv(out / "pairs.csv")) == 57                 # every treated patient, no caliper
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--caliper", "wide"], "--caliper 'wide'"),
+    (["--covariate-caliper", "age=x"], "--covariate-caliper 'age=x'"),
+    (["--covariate-caliper", "sex=0.2"], "caliper on 'sex', which is not a covariate"),
+    (["--distance", "euclid"], "distance 'euclid'"),
+    (["--caliper", "1e-9"], "no treated patient has an eligible"),
+])
+def test_bad_match_options_are_one_error_line(cli, phantom_clinical_csv, tmp_path, args, message):
+    r = cli("survival", "match", phantom_clinical_csv, "--treatment", "treatment", "--covariates",
+            "age,t_stage,n_stage,ebv_dna", *args, "--out", tmp_path / "o")
+    assert r.code == 2, r
+    lines = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_runs_prob_joins_as_a_covariate(cli, small_cohort, tmp_path):

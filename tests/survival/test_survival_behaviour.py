@@ -190,6 +190,62 @@ def test_exact_matching_keeps_pairs_within_strata():
     assert r.balance.loc["stage", "smd_after"] == 0
 
 
+def _phantom_clinical(n: int) -> pd.DataFrame:
+    """The clinical table of ``npcai phantom --patients n`` (seed 0) as ingest reads it."""
+    from npcai.cohort.clinical_schema import validate_clinical
+    from npcai.cohort.phantom.clinical import CLINICAL_COLUMNS, simulate_patients
+
+    d = validate_clinical(simulate_patients(n, seed=0)[CLINICAL_COLUMNS])
+    return d.set_index(pd.Index([f"P{i:04d}" for i in range(n)])).drop(columns="hospital_id")
+
+
+@pytest.mark.parametrize("n", [120, 400])
+def test_default_recipe_balances_the_phantom_and_every_pair_respects_every_caliper(n):
+    d = _phantom_clinical(n)
+    covs = ["age", "t_stage", "n_stage", "ebv_dna"]
+    r = match_nearest(d, "treatment", covs)
+    assert r.balanced and r.max_abs_smd < 0.1
+    assert (r.balance.loc[["t_stage", "n_stage"], "smd_before"].abs() > 0.45).all()
+    t, c = d.loc[r.pairs.treated], d.loc[r.pairs.control]
+    for col in ("t_stage", "n_stage"):
+        assert (t[col].to_numpy() == c[col].to_numpy()).all()
+    assert (np.abs(t.age.to_numpy() - c.age.to_numpy()) <= 0.25 * d.age.std() + 1e-9).all()
+    assert (np.abs(r.pairs.score_treated - r.pairs.score_control) <= r.caliper + 1e-12).all()
+    assert r.caliper == pytest.approx(0.2 * r.distance.std())
+    assert r.counts["all"].sum() == n and r.counts.matched.tolist() == [len(r.pairs)] * 2
+    # MatchIt's default on the same patients keeps everyone and leaves the stage imbalance
+    plain = match_nearest(d, "treatment", covs, distance="propensity", caliper=None, ps_scale="probability",
+                          exact=(), covariate_calipers=None)
+    assert not plain.balanced and plain.counts.loc["treated", "unmatched"] == 0
+
+
+def test_run_match_defaults_are_the_library_recipe():
+    import inspect
+
+    from npcai.survival.commands import run_match
+
+    lib = inspect.signature(match_nearest).parameters
+    cmd = inspect.signature(run_match).parameters
+    for name in ("distance", "caliper", "ps_scale", "exact", "covariate_calipers"):
+        assert cmd[name].default == lib[name].default, name
+
+
+def test_covariate_calipers_refuse_binary_factor_and_unknown_terms():
+    rng = np.random.default_rng(4)
+    d = pd.DataFrame({"t": rng.integers(0, 2, 100), "sex": rng.choice(["F", "M"], 100),
+                      "age": rng.normal(50, 8, 100), "flag": rng.integers(0, 2, 100)})
+    with pytest.raises(NpcaiError, match="'flag' is binary"):
+        match_nearest(d, "t", ["age", "flag"], covariate_calipers={"flag": 0.2})
+    with pytest.raises(NpcaiError, match="'sex' is binary or a factor"):
+        match_nearest(d, "t", ["age", "sex"], covariate_calipers={"sex": 0.2})
+    with pytest.raises(NpcaiError, match="caliper on 'bmi', which is not a covariate"):
+        match_nearest(d, "t", ["age"], covariate_calipers={"bmi": 0.2})
+    with pytest.raises(NpcaiError, match="must be positive"):
+        match_nearest(d, "t", ["age"], covariate_calipers={"age": 0})
+    r = match_nearest(d, "t", ["age", "sex", "flag"])             # a number skips binary and factor terms
+    assert r.covariate_calipers == {"age": 0.25}
+
+
 def test_r_pretty_matches_r():
     # values printed by R 4.2: pretty(c(lo, hi), 10)
     assert r_pretty(21, 78) == list(np.arange(20, 81, 5).astype(float))

@@ -225,21 +225,58 @@ def subgroups(cohort: Path = COHORT, out: Path = OUT, endpoint: Optional[str] = 
     _done(out, [f"HR {s['comparison']} in subgroups of {', '.join(s['factors'])}"])
 
 
+def _optional_number(option: str, value: str) -> float | None:
+    from npcai.errors import NpcaiError
+
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise NpcaiError(f"{option} {value!r}: give a number of SDs (e.g. 0.2) or none") from exc
+
+
+def _covariate_calipers(value: str) -> float | dict | None:
+    from npcai.errors import NpcaiError
+
+    if "=" not in value:
+        return _optional_number("--covariate-caliper", value)
+    out = {}
+    for item in _split(value):
+        name, _, width = item.partition("=")
+        try:
+            out[name.strip()] = float(width)
+        except ValueError as exc:
+            raise NpcaiError(f"--covariate-caliper {item!r}: write covariate=SDs, e.g. age=0.25") from exc
+    return out
+
+
 @app.command("match")
 def match(cohort: Path = COHORT, out: Path = OUT,
           treatment: str = typer.Option(..., "--treatment", help="Column with the two treatment groups."),
-          covariates: str = typer.Option(..., "--covariates", help="Comma-separated covariates to balance."),
-          distance: str = typer.Option("propensity", "--distance", help="propensity (logistic) or mahalanobis."),
-          caliper: Optional[float] = typer.Option(None, "--caliper", help="Caliper in SDs of the propensity score, "
-                                                                         "e.g. 0.2."),
+          covariates: str = typer.Option(..., "--covariates", help="Comma-separated covariates to balance "
+                                                                   "(model terms, e.g. age,C(t_stage),log1p(ebv_dna))."),
+          distance: str = typer.Option("mahalanobis", "--distance", help="What picks the control among the "
+                                       "eligible ones: mahalanobis (of the covariates) or propensity (nearest score)."),
+          caliper: str = typer.Option("0.2", "--caliper", help="Caliper in SDs of the propensity score "
+                                      "(on --ps-scale), or none."),
+          ps_scale: str = typer.Option("logit", "--ps-scale", help="logit (Austin 2011) or probability (MatchIt's "
+                                       "default scale)."),
+          exact: str = typer.Option("stage", "--exact", help="Columns that must agree within a pair; 'stage' = the "
+                                    "covariates among t_stage,n_stage,stage; or none."),
+          covariate_caliper: str = typer.Option("0.25", "--covariate-caliper", help="Caliper in SDs on every other "
+                                                "numeric covariate (e.g. 0.25), per covariate (age=0.25,ebv_dna=0.5), "
+                                                "or none."),
           treated: Optional[str] = typer.Option(None, "--treated", help="Which value is 'treated' (every one gets "
                                                                        "a control; default: the smaller group)."),
-          exact: Optional[str] = typer.Option(None, "--exact", help="Columns that must agree within a pair, "
-                                                                    "e.g. t_stage,n_stage."),
           run: Optional[Path] = RUN, score_name: str = SCORE_NAME, overwrite: bool = OVERWRITE) -> None:
     """1:1 nearest-neighbour matching (MatchIt nearest) with a balance table and the matched patient list.
 
-    Example: npcai survival match COHORT --treatment treatment --covariates age,t_stage,n_stage,ebv_dna --caliper 0.2 --out matched
+    Default recipe: the Mahalanobis distance of the covariates among controls within 0.2 SD of the logit
+    propensity score, exactly on T/N stage, within 0.25 SD of every other numeric covariate. MatchIt's own
+    default: --distance propensity --caliper none --ps-scale probability --exact none --covariate-caliper none.
+
+    Example: npcai survival match COHORT --treatment treatment --covariates age,t_stage,n_stage,ebv_dna --out matched
     """
     from rich.console import Console
     from rich.table import Table
@@ -248,20 +285,30 @@ def match(cohort: Path = COHORT, out: Path = OUT,
     from npcai.survival.io import load_table
 
     table = load_table(cohort, run, score_name=score_name)
-    s = _run(run_match, table, out, treatment, _split(covariates), distance=distance, caliper=caliper,
-             treated=treated, exact=_split(exact), overwrite=overwrite)
-    tab = Table(title=f"{s['pairs']} pairs ({s['treated']} matched to {s['control']}; {distance}"
-                      f"{'' if s['caliper'] is None else ', caliper %.4g' % s['caliper']}"
-                      f"{'; exact ' + ','.join(s['exact']) if s['exact'] else ''}); "
-                      f"{s['unmatched_treated']} treated unmatched")
+    exact_cols = None if exact.strip().lower() == "stage" else \
+        ([] if exact.strip().lower() == "none" else _split(exact))
+    s = _run(run_match, table, out, treatment, _split(covariates), distance=distance,
+             caliper=_optional_number("--caliper", caliper), ps_scale=ps_scale, exact=exact_cols,
+             covariate_calipers=_covariate_calipers(covariate_caliper), treated=treated, overwrite=overwrite)
+    con = Console()
+    con.print(f"recipe: {s['recipe']}", markup=False, highlight=False)
+    counts = Table(title="patients per arm")
+    for c in ("arm", "treatment", "all", "matched", "discarded"):
+        counts.add_column(c)
+    for c in s["counts"]:
+        counts.add_row(c["arm"], str(c["level"]), str(c["all"]), str(c["matched"]), str(c["unmatched"]))
+    con.print(counts)
+    tab = Table(title=f"balance ({s['treated']} vs {s['control']}; means in balance.csv)")
     for c in ("covariate", "SMD before", "p before", "SMD after", "p after"):
-        tab.add_column(c)
+        tab.add_column(c, no_wrap=True)
     for b in s["balance"]:
-        tab.add_row(b["covariate"], f"{b['smd_before']:.3f}", f"{b['p_before']:.3g}", f"{b['smd_after']:.3f}",
+        tab.add_row(b["covariate"], f"{b['smd_before']:+.3f}", f"{b['p_before']:.3g}", f"{b['smd_after']:+.3f}",
                     f"{b['p_after']:.3g}")
-    Console().print(tab)
-    _done(out, [f"max |SMD| after matching: {s['max_abs_smd_after']:.3f}; matched patients in "
-                f"{out / 'matched_patients.txt'}"])
+    con.print(tab)
+    if s["warning"]:
+        Console(stderr=True, soft_wrap=True).print(f"warning: {s['warning']}", markup=False, highlight=False)
+    _done(out, [f"{s['pairs']} pairs; max |SMD| over the covariates after matching: {s['max_abs_smd_after']:.3f}; "
+                f"matched patients in {out / 'matched_patients.txt'}"])
 
 
 @app.command("cindex")

@@ -14,7 +14,8 @@ Output files (all under ``out``):
 * ``risk-groups``: ``risk_groups.csv`` (patient, score, group, cohort), ``risk_groups_logrank.csv``,
   ``km_<cohort>.png``;
 * ``subgroups``: ``subgroups.csv``, ``forest.png``;
-* ``match``: ``balance.csv``, ``pairs.csv``, ``matched_patients.txt`` (one patient id per line);
+* ``match``: ``balance.csv``, ``pairs.csv``, ``counts.csv`` (per arm: all, matched, unmatched),
+  ``matched_patients.txt`` (one patient id per line);
 * ``cindex``: ``cindex.csv``, ``cindex_pairs.csv``.
 """
 from __future__ import annotations
@@ -309,30 +310,44 @@ def run_subgroups(table: pd.DataFrame, out, time: str, event: str, by: str, fact
         return _summary(tmp, {"by": by, "comparison": tab.attrs["comparison"], "factors": list(factors)})
 
 
-def run_match(table: pd.DataFrame, out, treatment: str, covariates: Sequence[str], *, distance: str = "propensity",
-              caliper: float | None = None, treated: str | None = None, exact: Sequence[str] = (),
-              overwrite: bool = False) -> dict:
-    """1:1 nearest-neighbour matching with a balance table and the matched patient list."""
-    from npcai.survival.matching import match_nearest
+def run_match(table: pd.DataFrame, out, treatment: str, covariates: Sequence[str], *,
+              distance: str = "mahalanobis", caliper: float | None = 0.2, ps_scale: str = "logit",
+              exact: Sequence[str] | None = None, covariate_calipers: float | dict | None = 0.25,
+              treated: str | None = None, overwrite: bool = False) -> dict:
+    """1:1 nearest-neighbour matching (the recipe of :mod:`npcai.survival.matching` by default) with a
+    balance table, the patients kept per arm and the matched patient list.
+
+    ``summary.json`` holds the recipe (one sentence), the counts per arm, the balance, ``balanced``
+    (every covariate's |SMD| after matching < 0.1) and, when not balanced, a ``warning`` naming the
+    covariates still imbalanced.
+    """
+    from npcai.survival.matching import SMD_THRESHOLD, match_nearest
 
     treated_level = treated
     if treated is not None and treatment in table.columns and pd.api.types.is_numeric_dtype(table[treatment]):
         treated_level = type(table[treatment].dropna().iloc[0])(float(treated))
     with atomic_output_dir(out, overwrite) as tmp:
-        r = match_nearest(table, treatment, covariates, distance=distance, caliper=caliper,
-                          treated_level=treated_level, exact=exact)
+        r = match_nearest(table, treatment, covariates, distance=distance, caliper=caliper, ps_scale=ps_scale,
+                          exact=exact, covariate_calipers=covariate_calipers, treated_level=treated_level)
         _write_csv(r.balance.reset_index(), tmp / "balance.csv")
         _write_csv(r.pairs, tmp / "pairs.csv")
+        _write_csv(r.counts.reset_index(), tmp / "counts.csv")
         (tmp / "matched_patients.txt").write_text("\n".join(map(str, r.matched)) + "\n")
-        worst = float(r.balance.smd_after.abs().max())
-        if worst >= 0.1:
-            log.warning("matching: balance not reached (max |SMD| after matching %.3f >= 0.1); try a caliper "
-                        "(e.g. 0.2), exact matching on the strongest confounders (e.g. t_stage,n_stage) or the "
-                        "Mahalanobis distance", worst)
-        return _summary(tmp, {"treatment": treatment, "exact": list(exact), "treated": str(r.treated_level), "control": str(r.control_level),
-                              "distance": distance, "caliper": r.caliper, "pairs": len(r.pairs),
-                              "unmatched_treated": len(r.unmatched_treated),
-                              "max_abs_smd_after": float(r.balance.smd_after.abs().max()),
+        cov = r.covariate_balance.smd_after
+        bad = cov[cov.abs() >= SMD_THRESHOLD]
+        warning = None
+        if len(bad):
+            warning = (f"balance not reached: |SMD| >= {SMD_THRESHOLD:g} after matching for "
+                       + ", ".join(f"{k} ({v:+.3f})" for k, v in bad.items())
+                       + "; tighten the calipers, match exactly on more columns, or model these covariates "
+                         "in the outcome analysis")
+        return _summary(tmp, {"treatment": treatment, "recipe": r.recipe, "distance": r.method,
+                              "ps_scale": r.ps_scale, "caliper_sd": r.caliper_sd, "caliper": r.caliper,
+                              "exact": r.exact, "covariate_calipers": r.covariate_calipers,
+                              "treated": str(r.treated_level), "control": str(r.control_level),
+                              "pairs": len(r.pairs), "unmatched_treated": len(r.unmatched_treated),
+                              "n_missing": r.n_missing, "counts": r.counts.reset_index().to_dict("records"),
+                              "max_abs_smd_after": r.max_abs_smd, "balanced": r.balanced, "warning": warning,
                               "balance": r.balance.reset_index().to_dict("records")})
 
 
