@@ -184,6 +184,18 @@ def test_factor_and_stratified_cox_match_coxph():
     _check_cox(CoxPH().fit(d, "time", "event", ["age", "ebv"], strata="sex"), REF["cox"]["strata"])
 
 
+def test_transformed_terms_match_coxph_with_log_log1p_sqrt():
+    # coxph(Surv(time, event) ~ log(age) + log1p(noise) + sqrt(t_stage) + sex + treatment + treatment:log1p(noise))
+    terms = ["log(age)", "log1p(noise)", "sqrt(t_stage)", "sex", "treatment", "treatment:log1p(noise)"]
+    m = CoxPH().fit(data("cox"), "time", "event", terms)
+    ref = REF["cox"]["transformed"]
+    assert m.design_.columns == ["log(age)", "log1p(noise)", "sqrt(t_stage)", "sex=M", "treatment=IC+CCRT",
+                                 "treatment=IC+CCRT:log1p(noise)"]
+    _check_cox(m, ref)
+    got = m.predict_survival(NEWD.assign(noise=[0, 0.5, 0.99]), ref["pred"]["times"]).to_numpy()
+    close(got.ravel(), np.array(ref["pred"]["surv"]).T.ravel())
+
+
 def test_efron_fit_agrees_with_lifelines():
     # lifelines stops Newton-Raphson earlier than R (its coefficients are ~4e-5 from R's here),
     # so it agrees to 1e-4 only; npcai's fit is the one that equals R to 1e-6 (above).
@@ -276,6 +288,22 @@ def test_nomogram_survival_axes_match_rms_within_its_interpolation(which, axes):
         vals, pts = nom.survival_axes_[t]
         close(vals, ref[key]["at"])
         close(pts, ref[key]["points"], tol=2e-4)
+
+
+def test_nomogram_axis_of_a_log_term_matches_rms():
+    d = data("cox")
+    m = CoxPH().fit(d, "time", "event", ["age", "log1p(noise)", "treatment"])
+    ref = REF["nomogram"]["log_term"]
+    nom = Nomogram([36], axes={"age": ref["age"]["values"], "noise": ref["noise"]["values"]}).fit(m, d)
+    axes = {a.label: a for a in nom.axes_}
+    assert axes["noise"].transform == "log1p" and axes["noise"].values == ref["noise"]["values"]
+    close(axes["noise"].points, ref["noise"]["points"])
+    close(axes["age"].points, ref["age"]["points"])
+    close(axes["treatment"].points, ref["treatment"]["points"])
+    assert nom.scale_ == pytest.approx(ref["sc"], abs=TOL)
+    # the calculator applies log1p to a patient's raw value: on a tick, the tick's points
+    assert nom.points({"age": 40, "noise": 0.25, "treatment": "CCRT"}).by_axis["noise"] == \
+        pytest.approx(ref["noise"]["points"][2], abs=TOL)
 
 
 def test_patient_points_total_and_survival_match_rms():

@@ -117,7 +117,7 @@ def test_unknown_column_and_bad_term_are_one_line_errors():
     d = _cox_data()
     with pytest.raises(NpcaiError, match="column 'nope' not found"):
         CoxPH().fit(d, "time", "event", ["nope"])
-    with pytest.raises(NpcaiError, match="not a column name"):
+    with pytest.raises(NpcaiError, match="is not a column or f\\(column\\)"):
         CoxPH().fit(d, "time", "event", ["x + 1"])
 
 
@@ -244,6 +244,34 @@ def test_covariate_calipers_refuse_binary_factor_and_unknown_terms():
         match_nearest(d, "t", ["age"], covariate_calipers={"age": 0})
     r = match_nearest(d, "t", ["age", "sex", "flag"])             # a number skips binary and factor terms
     assert r.covariate_calipers == {"age": 0.25}
+
+
+@pytest.mark.parametrize("term", ["__import__('os').system('x')", "exp(age)", "log(age, 2)", "log(age + 1)",
+                                  "age.__class__", "C(log(age))", "lambda: 1", "log(__builtins__)"])
+def test_terms_are_data_never_code(term):
+    from npcai.survival._data import parse_variable
+
+    with pytest.raises(NpcaiError, match="is not a column or f\\(column\\)"):
+        parse_variable(term)
+
+
+def test_log_terms_in_cox_stepwise_and_their_domain():
+    d = _cox_data(120)
+    d["ebv"] = np.round(np.exp(d.x * 2 + 5))
+    d.loc[d.index[:3], "ebv"] = 0
+    with pytest.raises(NpcaiError, match=r"term log\(ebv\): 3 value\(s\) of 'ebv' are not > 0 \(at P0000, P0001, P0002\)"):
+        CoxPH().fit(d, "time", "event", ["log(ebv)"])
+    with pytest.raises(NpcaiError, match="'grp' is not numeric"):
+        CoxPH().fit(d, "time", "event", ["log(grp)"])
+    a = CoxPH().fit(d, "time", "event", ["log1p(ebv)"])
+    d2 = d.assign(lebv=np.log1p(d.ebv))
+    b = CoxPH().fit(d2, "time", "event", ["lebv"])
+    assert a.coef_.iloc[0] == pytest.approx(b.coef_.iloc[0], abs=1e-10)
+    c = CoxPH().fit(d.assign(e2=d.ebv + 1), "time", "event", ["log10(e2)"])
+    assert c.coef_.iloc[0] == pytest.approx(a.coef_.iloc[0] * np.log(10), abs=1e-8)
+    r = step_aic(d, "time", "event", upper=["age", "log1p(ebv)", "grp"], start=["log1p(ebv)"])
+    assert "log1p(ebv)" in r.final_terms
+    assert r.steps.move.str.contains("log1p", regex=False).any()
 
 
 def test_r_pretty_matches_r():

@@ -11,13 +11,20 @@ A model is described by *terms*, R-formula style but without code evaluation:
   order (R's treatment contrasts; a pandas Categorical's first category instead), named
   ``"sex=M"``;
 * ``"C(t_stage)"`` -- a numeric column forced to a factor;
+* ``"log(ebv_dna)"``, ``"log1p(ebv_dna)"``, ``"log2(x)"``, ``"log10(x)"``, ``"sqrt(x)"`` -- a
+  numeric column transformed (R's ``log(x)`` etc.; the coefficient is named as written);
+  values outside the function's domain (``log`` of 0) are an error naming the patients;
 * ``"treatment:score"`` -- the product of two terms' columns (an interaction);
 * ``"treatment*score"`` -- shorthand for ``treatment``, ``score`` and ``treatment:score``.
+
+Terms are data, never code: each variable is parsed with :mod:`ast` and only a column name,
+or one of the functions above applied to a column name, is accepted (the style of
+:mod:`npcai.cohort.filters`); nothing is evaluated.
 """
 from __future__ import annotations
 
+import ast
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,12 +33,75 @@ import pandas as pd
 
 from npcai.errors import NpcaiError
 
-__all__ = ["check_survival", "Design", "expand_terms", "build_design", "term_variables",
-           "complete_cases"]
+__all__ = ["check_survival", "Design", "Variable", "TRANSFORMS", "parse_variable", "expand_terms", "build_design",
+           "term_variables", "complete_cases"]
 
 log = logging.getLogger(__name__)
 
-_TERM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$|^C\([A-Za-z_][A-Za-z0-9_.]*\)$")
+#: the functions a term may apply to a numeric column: name -> (function, domain test, domain in words)
+TRANSFORMS = {
+    "log": (np.log, lambda x: x > 0, "> 0"),
+    "log1p": (np.log1p, lambda x: x > -1, "> -1"),
+    "log2": (np.log2, lambda x: x > 0, "> 0"),
+    "log10": (np.log10, lambda x: x > 0, "> 0"),
+    "sqrt": (np.sqrt, lambda x: x >= 0, ">= 0"),
+}
+TERM_GRAMMAR = ("write terms as column names, C(column) (a factor), log(column), log1p(column), log2, log10 or "
+                "sqrt(column), joined by ':' (interaction) or '*' (main effects and interaction), e.g. "
+                "age, C(t_stage), log1p(ebv_dna), treatment*score")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable of a term: ``text`` as written, its ``column``, and ``transform`` (a key of
+    :data:`TRANSFORMS`), or ``factor`` for ``C(column)``."""
+
+    text: str
+    column: str
+    transform: str | None = None
+    factor: bool = False
+
+    def apply(self, values: np.ndarray, ids: Sequence | None = None) -> np.ndarray:
+        """The transformed values; values outside the function's domain are an error."""
+        if self.transform is None:
+            return values
+        fn, ok, domain = TRANSFORMS[self.transform]
+        bad = ~ok(values)
+        if bad.any():
+            raise NpcaiError(f"term {self.text}: {int(bad.sum())} value(s) of {self.column!r} are not {domain} "
+                             f"(at {_where(bad, ids)}); use log1p({self.column}) for counts with zeros, or "
+                             "exclude those patients")
+        return fn(values)
+
+
+def parse_variable(text: str) -> Variable:
+    """Parse one variable of a term (no ``:``) without evaluating anything.
+
+    Examples:
+        >>> parse_variable("log1p(ebv_dna)")
+        Variable(text='log1p(ebv_dna)', column='ebv_dna', transform='log1p', factor=False)
+        >>> parse_variable("__import__('os')")
+        Traceback (most recent call last):
+        ...
+        npcai.errors.NpcaiError: model term "__import__('os')" is not a column or f(column); ...
+    """
+    text = str(text).replace(" ", "")
+    refuse = NpcaiError(f"model term {text!r} is not a column or f(column); {TERM_GRAMMAR}")
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise refuse from None
+    if isinstance(node, ast.Name) and not node.id.startswith("__"):
+        return Variable(text, node.id)
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords
+            and len(node.args) == 1 and isinstance(node.args[0], ast.Name)
+            and not node.args[0].id.startswith("__")):
+        fn, col = node.func.id, node.args[0].id
+        if fn == "C":
+            return Variable(text, col, factor=True)
+        if fn in TRANSFORMS:
+            return Variable(text, col, transform=fn)
+    raise refuse
 
 
 def _where(bad: np.ndarray, ids: Sequence | None, limit: int = 5) -> str:
@@ -96,17 +166,15 @@ def expand_terms(terms: Sequence[str]) -> list[str]:
             pieces = [term]
         for p in pieces:
             for v in p.split(":"):
-                if not _TERM.match(v):
-                    raise NpcaiError(f"model term {raw!r}: {v!r} is not a column name; write terms as "
-                                     "age, C(t_stage), treatment:score or treatment*score")
+                parse_variable(v)
             if p not in out:
                 out.append(p)
     return out
 
 
 def term_variables(term: str) -> list[str]:
-    """The data columns a term uses (``"C(t_stage):score"`` -> ``["t_stage", "score"]``)."""
-    return [v[2:-1] if v.startswith("C(") else v for v in term.split(":")]
+    """The data columns a term uses (``"C(t_stage):log(score)"`` -> ``["t_stage", "score"]``)."""
+    return [parse_variable(v).column for v in term.split(":")]
 
 
 @dataclass
@@ -144,12 +212,17 @@ def _is_factor(series: pd.Series, forced: bool) -> bool:
 
 def _variable_block(data: pd.DataFrame, var: str, factors: dict[str, list],
                     fixed: dict[str, list] | None) -> tuple[np.ndarray, list[str]]:
-    forced = var.startswith("C(")
-    col = var[2:-1] if forced else var
+    parsed = parse_variable(var)
+    forced, col = parsed.factor, parsed.column
     if col not in data.columns:
         raise NpcaiError(f"column {col!r} not found (columns: {', '.join(map(str, data.columns))}); "
                          "check the covariate's spelling")
     s = data[col]
+    if parsed.transform is not None:
+        if _is_factor(s, False) or (fixed is not None and col in fixed):
+            raise NpcaiError(f"term {parsed.text}: column {col!r} is not numeric; {parsed.transform}() applies to "
+                             "numbers only")
+        return parsed.apply(s.to_numpy(dtype=float), list(data.index))[:, None], [parsed.text]
     if _is_factor(s, forced) or (fixed is not None and col in fixed):
         if fixed is not None and col in fixed:
             levels = fixed[col]

@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from npcai.errors import NpcaiError
+from npcai.survival._data import TRANSFORMS, Variable, parse_variable
 from npcai.survival.cox import CoxPH
 
 __all__ = ["Nomogram", "NomogramAxis", "PatientPoints", "r_pretty", "FORMAT"]
@@ -119,6 +120,25 @@ def r_pretty(lo: float, hi: float, n: int = 10) -> list[float]:
     return [round(i * unit, 12) + 0.0 for i in range(ns, nu + 1)]
 
 
+def _f(transform: str | None, x: np.ndarray) -> np.ndarray:
+    """A term's transform applied to axis values (identity without one)."""
+    return x if transform is None else TRANSFORMS[transform][0](x)
+
+
+def _decade_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks of a log-scale axis in the column's units: 0 when the data hold it (log1p), then the
+    powers of ten from just below the smallest positive value to just above the largest.
+
+    Examples:
+        >>> _decade_ticks(0, 2.8e6)
+        [0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0]
+    """
+    pos_lo = lo if lo > 0 else 1.0
+    k0, k1 = math.floor(math.log10(pos_lo)), math.ceil(math.log10(max(hi, pos_lo)))
+    ticks = [10.0 ** k for k in range(k0, max(k1, k0 + 1) + 1)]
+    return ([0.0] if lo <= 0 else []) + ticks
+
+
 def _plain(v):
     """A tick value as a JSON number (numpy scalars unwrapped) or a string (factor levels)."""
     v = v.item() if isinstance(v, np.generic) else v
@@ -130,7 +150,9 @@ class NomogramAxis:
     """One axis: tick values (numbers, or factor levels) and their points.
 
     ``condition`` is ``{factor: level}`` for an interaction axis (the axis applies to patients
-    with that level). Numeric axes are linear: ``points = points_at_zero + points_per_unit * x``.
+    with that level). Numeric axes are linear in ``f(x)``: ``points = points_at_zero +
+    points_per_unit * f(x)``, where ``f`` is the term's ``transform`` (``log``, ``log1p``,
+    ``log2``, ``log10``, ``sqrt``; None: ``f(x) = x``); the ticks are in the column's own units.
     """
 
     label: str
@@ -141,6 +163,12 @@ class NomogramAxis:
     condition: dict | None = None
     points_at_zero: float | None = None
     points_per_unit: float | None = None
+    transform: str | None = None
+
+    def __post_init__(self):
+        if self.transform is not None and self.transform not in TRANSFORMS:
+            raise NpcaiError(f"nomogram: axis {self.label!r}: unknown transform {self.transform!r} "
+                             f"(known: {', '.join(TRANSFORMS)})")
 
     def points_of(self, value) -> float:
         if self.kind == "numeric":
@@ -150,6 +178,8 @@ class NomogramAxis:
                 raise NpcaiError(f"nomogram: {self.variable} = {value!r} is not a number") from exc
             if not np.isfinite(x):
                 raise NpcaiError(f"nomogram: {self.variable} is missing; every predictor needs a value")
+            if self.transform is not None:
+                x = float(Variable(self.label, self.variable, self.transform).apply(np.array([x]))[0])
             return float(self.points_at_zero + self.points_per_unit * x)
         labels = [str(v) for v in self.values]
         for i, v in enumerate(self.values):
@@ -222,7 +252,7 @@ class Nomogram:
         for g, ax, xb in raw:
             ax.points = [float(v) for v in (xb - gmin[g]) * sc]
             if ax.kind == "numeric":
-                x = np.asarray(ax.values, dtype=float)
+                x = _f(ax.transform, np.asarray(ax.values, dtype=float))
                 slope = (xb[-1] - xb[0]) / (x[-1] - x[0]) if x.size > 1 else 0.0
                 ax.points_per_unit = float(slope * sc)
                 ax.points_at_zero = float((xb[0] - slope * x[0] - gmin[g]) * sc)
@@ -264,15 +294,18 @@ class Nomogram:
         return groups
 
     def _ticks(self, var: str, data: pd.DataFrame) -> list[float]:
-        col = var[2:-1] if var.startswith("C(") else var
-        if col in self.axis_values:
-            return [float(v) for v in self.axis_values[col]]
-        x = pd.to_numeric(data[col], errors="coerce").dropna()
+        v = parse_variable(var)
+        if v.column in self.axis_values:
+            return [float(x) for x in self.axis_values[v.column]]
+        x = pd.to_numeric(data[v.column], errors="coerce").dropna()
+        if v.transform in ("log", "log1p", "log2", "log10"):
+            return _decade_ticks(float(x.min()), float(x.max()))
         return r_pretty(float(x.min()), float(x.max()), 10)
 
     def _group_axes(self, var: str, other: str | None, d, beta: dict, data: pd.DataFrame):
         """Axes of one group with their x'beta at the ticks."""
-        col = var[2:-1] if var.startswith("C(") else var
+        v = parse_variable(var)
+        col = v.column
         if other is None:
             if col in d.factors:
                 levels = d.factors[col]
@@ -280,23 +313,26 @@ class Nomogram:
                 yield NomogramAxis(col, col, "factor", list(levels), []), xb
             else:
                 ticks = self._ticks(var, data)
-                yield NomogramAxis(col, col, "numeric", ticks, []), beta[col] * np.asarray(ticks)
+                yield (NomogramAxis(col, col, "numeric", ticks, [], transform=v.transform),
+                       beta[var] * _f(v.transform, np.asarray(ticks)))
             return
-        ocol = other[2:-1] if other.startswith("C(") else other
+        ov = parse_variable(other)
+        ocol = ov.column
         if (col in d.factors) == (ocol in d.factors):
             raise NpcaiError(f"nomogram: interaction {var}:{other}: only a factor x numeric interaction can be "
                              "drawn (one axis of the numeric variable per level of the factor)")
         if col in d.factors:
-            col, ocol = ocol, col
-            var = other
+            col, ocol, var, v = ocol, col, other, ov
         names = d.columns
         levels = d.factors[ocol]
         ticks = np.asarray(self._ticks(var, data))
+        fx = _f(v.transform, ticks)
         for lv in levels:
             main = beta.get(f"{ocol}={lv}", 0.0)
-            slope = beta.get(col, 0.0) + next((beta[c] for c in names if set(c.split(":")) == {f"{ocol}={lv}", col}), 0.0)
-            yield (NomogramAxis(f"{col} ({ocol}={lv})", col, "numeric", list(ticks), [], condition={ocol: lv}),
-                   main + slope * ticks)
+            slope = beta.get(var, 0.0) + next((beta[c] for c in names if set(c.split(":")) == {f"{ocol}={lv}", var}), 0.0)
+            yield (NomogramAxis(f"{col} ({ocol}={lv})", col, "numeric", list(ticks), [], condition={ocol: lv},
+                                transform=v.transform),
+                   main + slope * fx)
 
     def _derive_scales(self) -> None:
         """Total-points, linear-predictor and survival axes from scale, offset and baseline."""
@@ -359,7 +395,8 @@ class Nomogram:
             "survival_ticks": self.survival_ticks,
             "axes": [{"label": a.label, "variable": a.variable, "kind": a.kind, "condition": a.condition,
                       "values": [_plain(v) for v in a.values],
-                      "points": a.points, "points_at_zero": a.points_at_zero, "points_per_unit": a.points_per_unit}
+                      "points": a.points, "points_at_zero": a.points_at_zero, "points_per_unit": a.points_per_unit,
+                      "transform": a.transform}
                      for a in self.axes_],
             "total_points_max": self.max_total_, "lp_range": list(self.lp_range_),
             "total_points_axis": self.total_axis_,
