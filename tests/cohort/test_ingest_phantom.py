@@ -87,3 +87,19 @@ def test_cli_ingest_then_validate_phantom(small_export, tmp_path, cli):
     assert "cohort is sound" in r.stdout and "pfs" in r.stdout and "T1c" in r.stdout
     data = json.loads((out / "cohort.json").read_text())
     assert data["patients"][0]["scans"][0]["scan_id"] == "P0001_pre_T1c"
+
+
+def test_ingest_records_each_scans_scanner_facts(small_cohort):
+    # the phantom's centre i scans on CENTRE_SCANNER[i]: vendor, model and field strength reach cohort.json
+    from npcai.cohort.phantom.anatomy import CENTRE_SCANNER
+    from npcai.cohort.phantom.clinical import CENTRE_NAMES
+
+    cohort = Cohort.load(small_cohort)
+    seen = set()
+    for p in cohort.patients:
+        want = CENTRE_SCANNER[CENTRE_NAMES.index(p.centre)]
+        for s in p.scans:
+            assert s.source["scanner"] == {"manufacturer": want["manufacturer"], "model": want["model"],
+                                           "field_strength_t": want["tesla"]}
+            seen.add(want["manufacturer"])
+    assert len(seen) >= 2

@@ -168,6 +168,33 @@ def test_bad_match_options_are_one_error_line(cli, phantom_clinical_csv, tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+def test_subgroups_by_scan_facts_of_the_cohort_in_one_command(cli, small_cohort, tmp_path):
+    # study 004's Fig. D3/D6 factors: clinical columns and the cohort's per-patient scan facts
+    from npcai.cohort.model import Cohort
+    from npcai.survival.io import load_table, scan_facts
+
+    facts = scan_facts(Cohort.load(small_cohort))
+    assert facts.manufacturer.notna().all() and set(facts.field_strength_t) <= {1.5, 3.0}
+    assert (facts.tumour_volume_ml > 0).all() and (facts.slice_thickness_mm > 0).all()
+    table = load_table(small_cohort)
+    assert {"manufacturer", "field_strength_t", "tumour_volume_ml"} <= set(table.columns)
+    assert table.centre.tolist() == pd.read_csv(small_cohort / "clinical.csv").centre.tolist()   # clinical wins
+    out = tmp_path / "sub"
+    factors = "sex,age,tumour_volume_ml,centre,field_strength_t,manufacturer"
+    r = cli("survival", "subgroups", small_cohort, "--endpoint", "dfs", "--by", "treatment", "--factors", factors,
+            "--cuts", "age=45", "--out", out)
+    assert r.code == 0, r
+    tab = pd.read_csv(out / "subgroups.csv")
+    assert set(tab.factor) == {"All patients", "sex", "age (cut 45)", "tumour_volume_ml (median cut)", "centre",
+                               "field_strength_t", "manufacturer"}
+    by_maker = tab[tab.factor == "manufacturer"].set_index("subgroup").n
+    assert by_maker.to_dict() == facts.manufacturer.value_counts().to_dict()
+    assert (out / "forest.png").is_file()
+    r = cli("survival", "subgroups", small_cohort / "clinical.csv", "--endpoint", "dfs", "--by", "treatment",
+            "--factors", "manufacturer", "--out", tmp_path / "o")
+    assert r.code == 2 and "scan facts are joined from a cohort folder" in r.stderr
+
+
 def test_a_runs_prob_joins_as_a_covariate(cli, small_cohort, tmp_path):
     clin = pd.read_csv(small_cohort / "clinical.csv", dtype={"patient_id": str})
     run = tmp_path / "run"

@@ -306,3 +306,15 @@ def test_nomogram_json_keeps_numeric_factor_levels_usable():
     stage_axis = next(a for a in again.axes_ if a.variable == "stage")
     assert stage_axis.values == [1, 2, 3]
     assert again.points({"x": 0.3, "stage": 2.0}).total == pytest.approx(nom.points({"x": 0.3, "stage": 2}).total)
+
+
+def test_subgroup_cuts_are_given_or_median_and_checked():
+    d = _cox_data(200)
+    tab = subgroup_hazard_ratios(d, "time", "event", "grp", ["age", "x"], cuts={"age": 45})
+    age = tab[tab.factor == "age (cut 45)"].set_index("subgroup").n
+    assert age.to_dict() == {"<= 45": int((d.age <= 45).sum()), "> 45": int((d.age > 45).sum())}
+    assert (tab.factor == "x (median cut)").sum() == 2
+    with pytest.raises(NpcaiError, match="a cut is given for 'bmi'"):
+        subgroup_hazard_ratios(d, "time", "event", "grp", ["age"], cuts={"bmi": 25})
+    with pytest.raises(NpcaiError, match="'grp2' is not numeric"):
+        subgroup_hazard_ratios(d.assign(grp2=d.grp), "time", "event", "grp", ["grp2"], cuts={"grp2": 1})

@@ -36,7 +36,7 @@ _MESSAGE_SALT = new_salt()   # messages name a series by a hash no one can recom
 
 __all__ = [
     "DEFAULT_SEQUENCE_MAP", "SequenceMap", "DicomSeries", "RtStructFile", "discover_series",
-    "read_series", "check_series_geometry", "find_rtstructs",
+    "read_series", "check_series_geometry", "find_rtstructs", "scanner_facts",
 ]
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class DicomSeries:
     origin: tuple[float, ...] = ()                            # position of the first slice (mm)
     pixel_spacing: tuple[float, float] = (1.0, 1.0)           # (row, column) mm
     slice_thickness: float | None = None                      # mm, used only for one-slice series
+    scanner: dict[str, Any] = field(default_factory=dict)     # acquisition facts, see scanner_facts()
 
     @property
     def uid_hash(self) -> str:
@@ -208,6 +209,15 @@ def _float(ds: Any, tag: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if np.isfinite(v) and v > 0 else None
+
+
+def scanner_facts(ds: Any) -> dict[str, Any]:
+    """Acquisition facts of a header that subgroup analyses use (no identifier among them):
+    ``manufacturer`` (0008,0070), ``model`` (0008,1090) and ``field_strength_t`` (0018,0087,
+    tesla); absent tags are left out."""
+    facts = {"manufacturer": _str(ds, "Manufacturer"), "model": _str(ds, "ManufacturerModelName"),
+             "field_strength_t": _float(ds, "MagneticFieldStrength")}
+    return {k: v for k, v in facts.items() if v not in ("", None)}
 
 
 def _is_candidate(path: Path) -> bool:
@@ -292,7 +302,8 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
         s = DicomSeries(series_uid=uid, study_uid=_str(first, "StudyInstanceUID"), hospital_id=hospital_id,
                         study_date=_str(first, "StudyDate"), modality=modality, description=description,
                         frame_of_reference=_str(first, "FrameOfReferenceUID"), folder=folder, sequence=sequence,
-                        slice_thickness=_float(first, "SpacingBetweenSlices") or _float(first, "SliceThickness"))
+                        slice_thickness=_float(first, "SpacingBetweenSlices") or _float(first, "SliceThickness"),
+                        scanner=scanner_facts(first))
         # files unreadable in the same folder are attributed to this series too
         lost += [p for p in unplaced if p.parent == good[0][1].parent]
         s.skipped_files = [_rel(p, root) for p in lost]

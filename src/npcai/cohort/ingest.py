@@ -326,7 +326,7 @@ def _dicom_source(s: DicomSeries, salt: str) -> _Source:
                    name=s.name, load=lambda s=s: read_series(s),
                    source={"kind": "dicom", "modality": s.modality, "series_uid_hash": hash_uid(s.series_uid, salt),
                            "study_uid_hash": hash_uid(s.study_uid, salt), "n_files": len(s.files),
-                           "skipped_files": len(s.skipped_files)},
+                           "skipped_files": len(s.skipped_files), **({"scanner": s.scanner} if s.scanner else {})},
                    series_uid=s.series_uid, frame_of_reference=s.frame_of_reference)
 
 

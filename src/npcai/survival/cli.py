@@ -210,18 +210,23 @@ def risk_groups(cohort: Path = COHORT, out: Path = OUT, endpoint: Optional[str] 
 def subgroups(cohort: Path = COHORT, out: Path = OUT, endpoint: Optional[str] = ENDPOINT,
               time: Optional[str] = TIME, event: Optional[str] = EVENT,
               by: str = typer.Option(..., "--by", help="The two-group comparison (e.g. treatment)."),
-              factors: str = typer.Option(..., "--factors", help="Comma-separated subgroup columns "
-                                                                 "(numeric columns are cut at the median)."),
+              factors: str = typer.Option(..., "--factors", help="Comma-separated subgroup columns: clinical "
+                                          "columns and, from a cohort folder, its scan facts (centre, manufacturer, "
+                                          "scanner_model, field_strength_t, slice_thickness_mm, tumour_volume_ml, "
+                                          "nodes_volume_ml). Numeric columns with >5 values are cut at the median."),
+              cuts: Optional[str] = typer.Option(None, "--cuts", help="Cut points of numeric factors instead of the "
+                                                 "median, e.g. age=45,tumour_volume_ml=20."),
               reference: Optional[str] = typer.Option(None, "--reference", help="Reference value of --by."),
               run: Optional[Path] = RUN, score_name: str = SCORE_NAME, overwrite: bool = OVERWRITE) -> None:
     """Hazard ratio of --by inside subgroups, with the interaction p per factor, and a forest plot.
 
-    Example: npcai survival subgroups COHORT --endpoint dfs --by treatment --factors sex,age,centre --out sub
+    Example: npcai survival subgroups COHORT --endpoint dfs --by treatment --factors sex,age,tumour_volume_ml,centre,field_strength_t,manufacturer --cuts age=45 --out sub
     """
     from npcai.survival.commands import run_subgroups
 
     table, t, e = _table(cohort, run, score_name, endpoint, time, event)
-    s = _run(run_subgroups, table, out, t, e, by, _split(factors), reference=reference, overwrite=overwrite)
+    s = _run(run_subgroups, table, out, t, e, by, _split(factors), reference=reference,
+             cuts=_named_numbers("--cuts", cuts) if cuts else None, overwrite=overwrite)
     _done(out, [f"HR {s['comparison']} in subgroups of {', '.join(s['factors'])}"])
 
 
@@ -236,19 +241,23 @@ def _optional_number(option: str, value: str) -> float | None:
         raise NpcaiError(f"{option} {value!r}: give a number of SDs (e.g. 0.2) or none") from exc
 
 
-def _covariate_calipers(value: str) -> float | dict | None:
+def _named_numbers(option: str, value: str) -> dict[str, float]:
     from npcai.errors import NpcaiError
 
-    if "=" not in value:
-        return _optional_number("--covariate-caliper", value)
     out = {}
     for item in _split(value):
-        name, _, width = item.partition("=")
+        name, _, number = item.partition("=")
         try:
-            out[name.strip()] = float(width)
+            out[name.strip()] = float(number)
         except ValueError as exc:
-            raise NpcaiError(f"--covariate-caliper {item!r}: write covariate=SDs, e.g. age=0.25") from exc
+            raise NpcaiError(f"{option} {item!r}: write column=number, e.g. age=45") from exc
     return out
+
+
+def _covariate_calipers(value: str) -> float | dict | None:
+    if "=" not in value:
+        return _optional_number("--covariate-caliper", value)
+    return _named_numbers("--covariate-caliper", value)
 
 
 @app.command("match")

@@ -296,18 +296,27 @@ def run_risk_groups(table: pd.DataFrame, out, time: str, event: str, score: str,
 
 
 def run_subgroups(table: pd.DataFrame, out, time: str, event: str, by: str, factors: Sequence[str], *,
-                  reference: str | None = None, overwrite: bool = False) -> dict:
-    """Subgroup HRs of ``by`` with interaction p and a forest plot."""
+                  reference: str | None = None, cuts: dict | None = None, overwrite: bool = False) -> dict:
+    """Subgroup HRs of ``by`` with interaction p and a forest plot; ``factors`` may name the scan facts
+    that :func:`npcai.survival.io.load_table` joins from a cohort folder (centre, manufacturer,
+    field_strength_t, tumour_volume_ml, ...)."""
     from npcai.survival.figures import plot_forest
     from npcai.survival.groups import subgroup_hazard_ratios
+    from npcai.survival.io import SCAN_FACTS
 
     if not factors:
         raise NpcaiError("subgroups: give the factors that define subgroups (e.g. sex,age,centre)")
+    for f in factors:
+        if f not in table.columns and f in SCAN_FACTS:
+            raise NpcaiError(f"subgroups: no column {f!r}; scan facts are joined from a cohort folder (give the "
+                             "cohort, not a CSV table), and a cohort ingested before scanner facts were recorded "
+                             "needs re-ingesting")
     with atomic_output_dir(out, overwrite) as tmp:
-        tab = subgroup_hazard_ratios(table, time, event, by, factors, reference=reference)
+        tab = subgroup_hazard_ratios(table, time, event, by, factors, reference=reference, cuts=cuts)
         _write_csv(tab, tmp / "subgroups.csv")
         plot_forest(tmp / "forest.png", tab, title=f"{_label(time)}: {tab.attrs['comparison']} by subgroup")
-        return _summary(tmp, {"by": by, "comparison": tab.attrs["comparison"], "factors": list(factors)})
+        return _summary(tmp, {"by": by, "comparison": tab.attrs["comparison"], "factors": list(factors),
+                              "cuts": dict(cuts or {}), "n": int(tab.n.iloc[0])})
 
 
 def run_match(table: pd.DataFrame, out, treatment: str, covariates: Sequence[str], *,

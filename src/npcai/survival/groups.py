@@ -19,7 +19,7 @@ Examples:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,24 +134,38 @@ class RiskGroups:
         return np.where(high, "high", "low")
 
 
-def _subgroup_levels(data: pd.DataFrame, factor: str) -> tuple[pd.Series, str]:
-    """Subgroup labels of a factor: its values, or ``<= median`` / ``> median`` for a numeric column
-    with more than 5 values (the cut is reported in the label)."""
+def _subgroup_levels(data: pd.DataFrame, factor: str, cut: float | None = None) -> tuple[pd.Series, str]:
+    """Subgroup labels of a factor: its values, or ``<= cut`` / ``> cut`` for a numeric column cut at
+    ``cut`` (given) or at its median when it has more than 5 values (the cut is in the label)."""
     s = data[factor]
-    if pd.api.types.is_numeric_dtype(s) and s.nunique() > 5:
-        cut = float(s.median())
-        return pd.Series(np.where(s > cut, f"> {cut:g}", f"<= {cut:g}"), index=data.index), f"{factor} (median cut)"
-    return s.astype(str), factor
+    if cut is not None:
+        if not pd.api.types.is_numeric_dtype(s):
+            raise NpcaiError(f"subgroup analysis: a cut needs a numeric column; {factor!r} is not numeric")
+        name = f"{factor} (cut {cut:g})"
+    elif pd.api.types.is_numeric_dtype(s) and s.nunique() > 5:
+        cut, name = float(s.median()), f"{factor} (median cut)"
+    else:
+        return s.astype(str), factor
+    return pd.Series(np.where(s > cut, f"> {cut:g}", f"<= {cut:g}"), index=data.index), name
 
 
 def subgroup_hazard_ratios(data: pd.DataFrame, time: str, event: str, by: str, factors: Sequence[str], *,
-                           reference: str | None = None, ties: str = "efron") -> pd.DataFrame:
+                           reference: str | None = None, ties: str = "efron",
+                           cuts: Mapping[str, float] | None = None) -> pd.DataFrame:
     """HR of ``by`` (two values) within every subgroup of each factor, with interaction p.
+
+    A numeric factor is cut at ``cuts[factor]`` when given (e.g. ``{"age": 45}``), else at its
+    median when it has more than 5 values; other factors give one subgroup per value.
 
     Returns rows: factor, subgroup, n, events, hr, hr_low, hr_high, p, p_interaction (the
     Wald test of ``by x factor`` in ``by + factor + by:factor``; the same on all rows of a factor).
     Subgroups without events in both arms get NaN HRs and a ``note``.
     """
+    cuts = dict(cuts or {})
+    stray = [c for c in cuts if c not in factors]
+    if stray:
+        raise NpcaiError(f"subgroup analysis: a cut is given for {stray[0]!r}, which is not one of the factors "
+                         f"({', '.join(factors)})")
     data = complete_cases(data, [time, event, by] + list(factors), what="subgroup analysis")
     levels = sorted(data[by].astype(str).unique())
     if len(levels) != 2:
@@ -168,7 +182,7 @@ def subgroup_hazard_ratios(data: pd.DataFrame, time: str, event: str, by: str, f
                  "hr": r.hr, "hr_low": r.hr_low, "hr_high": r.hr_high, "p": r.p, "p_interaction": np.nan,
                  "note": ""})
     for f in factors:
-        labels, name = _subgroup_levels(d, f)
+        labels, name = _subgroup_levels(d, f, cuts.get(f))
         d["_sub"] = labels.to_numpy()
         try:
             full = CoxPH(ties=ties).fit(d, time, event, ["_arm", "_sub", "_arm:_sub"],
