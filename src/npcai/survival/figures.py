@@ -141,6 +141,18 @@ def _fmt_tick(v) -> str:
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:g}"
 
 
+def _fmt_decade(v) -> str:
+    """Compact tick labels of a log-scale axis: 0, 10, 100, 1k, 10k, 100k, 1M, 10M."""
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:g}{suffix}"
+    return f"{v:g}"
+
+
+_SCALE_NAMES = {"log": "log scale", "log1p": "log scale", "log2": "log scale", "log10": "log scale",
+                "sqrt": "square-root scale"}
+
+
 def _label_step(pos: np.ndarray, ticks: Sequence[str]) -> int:
     """Label every k-th tick so that labels (about 1.1 x-units per character) do not overlap."""
     if len(pos) < 2:
@@ -161,7 +173,11 @@ def plot_nomogram(out: str | os.PathLike, nom, *, survival_label: str = "surviva
     for ax_ in nom.axes_:
         name = labels.get(ax_.variable, ax_.variable)
         label = ax_.label.replace(ax_.variable, name, 1) if ax_.condition else name
-        rows.append((label, ax_.points, [_fmt_tick(v) for v in ax_.values]))
+        transform = getattr(ax_, "transform", None)
+        if transform:
+            label += f" ({_SCALE_NAMES[transform]})"
+        fmt = _fmt_decade if transform and transform != "sqrt" else _fmt_tick
+        rows.append((label, ax_.points, [fmt(v) for v in ax_.values]))
     total_ticks = nom.total_axis_
     # the total-points axis is drawn on its own scale: 0..max total maps to the same width
     tmax = total_ticks[-1]

@@ -126,17 +126,22 @@ def _f(transform: str | None, x: np.ndarray) -> np.ndarray:
 
 
 def _decade_ticks(lo: float, hi: float) -> list[float]:
-    """Ticks of a log-scale axis in the column's units: 0 when the data hold it (log1p), then the
-    powers of ten from just below the smallest positive value to just above the largest.
+    """Ticks of a log-scale axis in the column's units: the powers of ten from just below the
+    smallest positive value to just above the largest; with 0 in the data (``log1p``), 0 and
+    then the powers from 10 (evenly spaced on the log1p scale).
 
     Examples:
         >>> _decade_ticks(0, 2.8e6)
-        [0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0]
+        [0.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0, 1000000.0, 10000000.0]
+        >>> _decade_ticks(3.2, 450)
+        [1.0, 10.0, 100.0, 1000.0]
     """
-    pos_lo = lo if lo > 0 else 1.0
-    k0, k1 = math.floor(math.log10(pos_lo)), math.ceil(math.log10(max(hi, pos_lo)))
-    ticks = [10.0 ** k for k in range(k0, max(k1, k0 + 1) + 1)]
-    return ([0.0] if lo <= 0 else []) + ticks
+    if lo <= 0:
+        k0 = 1
+    else:
+        k0 = math.floor(math.log10(lo))
+    k1 = max(math.ceil(math.log10(hi)) if hi > 0 else k0, k0 + 1)
+    return ([0.0] if lo <= 0 else []) + [10.0 ** k for k in range(k0, k1 + 1)]
 
 
 def _plain(v):
