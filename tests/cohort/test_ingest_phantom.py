@@ -103,3 +103,14 @@ def test_ingest_records_each_scans_scanner_facts(small_cohort):
                                            "field_strength_t": want["tesla"]}
             seen.add(want["manufacturer"])
     assert len(seen) >= 2
+
+
+def test_scanner_facts_read_tesla_and_old_gauss_values():
+    from pydicom.dataset import Dataset
+
+    from npcai.cohort.dicom_series import scanner_facts
+
+    ds = Dataset()
+    ds.Manufacturer, ds.MagneticFieldStrength = "Philips Medical Systems", "15000"
+    assert scanner_facts(ds) == {"manufacturer": "Philips Medical Systems", "field_strength_t": 1.5}
+    assert scanner_facts(Dataset()) == {}

@@ -214,9 +214,13 @@ def _float(ds: Any, tag: str) -> float | None:
 def scanner_facts(ds: Any) -> dict[str, Any]:
     """Acquisition facts of a header that subgroup analyses use (no identifier among them):
     ``manufacturer`` (0008,0070), ``model`` (0008,1090) and ``field_strength_t`` (0018,0087,
-    tesla); absent tags are left out."""
+    tesla; a value above 100 is read as gauss, as some older exports write 15000 for 1.5 T);
+    absent tags are left out."""
+    tesla = _float(ds, "MagneticFieldStrength")
+    if tesla is not None and tesla > 100:
+        tesla = tesla / 10000.0
     facts = {"manufacturer": _str(ds, "Manufacturer"), "model": _str(ds, "ManufacturerModelName"),
-             "field_strength_t": _float(ds, "MagneticFieldStrength")}
+             "field_strength_t": tesla}
     return {k: v for k, v in facts.items() if v not in ("", None)}
 
 
