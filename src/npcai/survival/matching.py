@@ -14,8 +14,8 @@ nearest still-unmatched control among the *eligible* ones, or stays unmatched wh
    treated patient's (Austin 2011, Pharm Stat 10:150: the caliper that removes most bias
    with least loss), when it has the same T and N stage (the stage columns among the
    covariates, :data:`STAGE_COLUMNS`, as study 004), and when every other numeric covariate
-   is within 0.25 SD (Cochran & Rubin 1973: a 0.2-0.25 SD caliper on a covariate removes
-   ~95 % of its bias);
+   is within 0.25 SD (Cochran & Rubin 1973: a 0.2-0.25 SD caliper on a normal covariate
+   removes about 98 % of its bias);
 3. among the eligible controls, the nearest in the Mahalanobis distance of the covariates
    (Rubin & Thomas 2000: Mahalanobis matching within propensity calipers).
 
