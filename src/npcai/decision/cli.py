@@ -16,7 +16,9 @@ app = typer.Typer(help="Recommend a treatment with a finished decision study (re
                   no_args_is_help=True)
 
 #: one module per study's recommendation, each with ``register(app)``
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "npcai.decision.cli_residual",     # npcai recommend residual (study 002)
+]
 
 
 def register(root: typer.Typer) -> None:
