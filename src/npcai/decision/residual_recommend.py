@@ -80,6 +80,7 @@ class TruthScores:
             the lower true residual probability).
         agreement_dfs: recommendation vs ``best_treatment`` (higher true 5-year DFS).
         physician_agreement_residual: physicians' choices vs ``best_treatment_residual``.
+        physician_agreement_dfs: physicians' choices vs ``best_treatment``.
         policy_residual: mean true probability of non-residual tumour under each policy.
         policy_dfs: mean true 5-year DFS under each policy.
     """
@@ -87,6 +88,7 @@ class TruthScores:
     agreement_residual: Agreement
     agreement_dfs: Agreement
     physician_agreement_residual: Agreement
+    physician_agreement_dfs: Agreement
     policy_residual: PolicyValue
     policy_dfs: PolicyValue
 
@@ -242,8 +244,7 @@ def _patients(models: dict[str, TreatmentModel], cohort: Path, given: Sequence[s
         test += [p for p in split.index[split["split"] == "test"] if p not in test]
     if not test:
         raise NpcaiError(f"{cohort}: the models have no test patients to recommend for; give a cohort or patients")
-    return sorted(test), ("the test patients of both models (CCRT and IC+CCRT test sets; neither model trained "
-                          "on any of them)")
+    return sorted(test), "the test patients of both models (the CCRT and IC+CCRT test sets, on which neither trained)"
 
 
 def _predict(model: TreatmentModel, cohort: Path, patients: list[str]) -> tuple[pd.Series, dict]:
@@ -270,6 +271,7 @@ def _truth_scores(cohort: Path, patients: pd.DataFrame) -> TruthScores | None:
         agreement_residual=agreement_with_truth(rec, res.best),
         agreement_dfs=agreement_with_truth(rec, dfs.best),
         physician_agreement_residual=agreement_with_truth(phys, res.best),
+        physician_agreement_dfs=agreement_with_truth(phys, dfs.best),
         policy_residual=policy_value(rec, res.outcome_by_treatment, phys),
         policy_dfs=policy_value(rec, dfs.outcome_by_treatment, phys))
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from npcai.errors import NpcaiError
-from npcai.report.wording import Comparison, comparison_sentence, estimate_text, format_p
+from npcai.report.wording import Comparison, comparison_sentence, format_p
 
 __all__ = ["SECTION_TITLE", "summary_lines", "judgement_table", "tests_table", "truth_table",
-           "recommendation_section", "applies_to"]
+           "policy_figure", "recommendation_section", "applies_to"]
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,21 @@ def _rate_ci(rate, low, high) -> str:
     return f"{100 * rate:.2f}% (95% CI {100 * low:.1f}–{100 * high:.1f}%)"
 
 
+def _sentence(c: Comparison) -> str:
+    s = comparison_sentence(c)
+    return s[0].upper() + s[1:]
+
+
+def _agree(a) -> str:
+    if a.rate is None:
+        return "no patient"
+    return f"{a.agree}/{a.n} = {100 * a.rate:.1f}% (95% CI {100 * a.ci_low:.1f}–{100 * a.ci_high:.1f}%)"
+
+
 def summary_lines(result) -> list[str]:
     """Sentences that say what the judgement, the tests and the truth support."""
     c = result.comparison
-    lines = [f"{len(result.patients)} patients ({result.patient_set}): the model's recommendation was right in "
+    lines = [f"{len(result.patients)} patients, {result.patient_set}. The model's recommendation was right in "
              f"{c.model.right}, wrong in {c.model.wrong} and undecidable in {c.model.undecidable} "
              f"(correct rate {_rate_ci(c.model.rate, c.model.ci_low, c.model.ci_high)}); the physicians' decision "
              f"was right in {c.physician.right}, wrong in {c.physician.wrong} and undecidable in "
@@ -47,8 +58,8 @@ def summary_lines(result) -> list[str]:
              f"{_rate_ci(c.physician.rate, c.physician.ci_low, c.physician.ci_high)})."]
     p = c.paired
     if p.n and p.model_rate is not None:
-        lines.append(comparison_sentence(Comparison(
-            "The model's recommendation", "the physicians' decisions", p.model_rate, p.physician_rate,
+        lines.append(_sentence(Comparison(
+            "the model's recommendation", "the physicians' decisions", p.model_rate, p.physician_rate,
             p_value=p.p_exact, test=f"McNemar's exact test on the patients decidable for both "
                                     f"({p.model_only} model-only vs {p.physician_only} physician-only right)",
             metric="correct rate", n=p.n)))
@@ -61,16 +72,13 @@ def summary_lines(result) -> list[str]:
                      "the same patients, so McNemar's test above is the one to read.")
     if result.truth is not None:
         t = result.truth
-        lines.append("Against the phantom's truth: the recommendation named the regimen with the lower true residual "
-                     "probability for " + estimate_text(t.agreement_residual.rate, t.agreement_residual.ci_low,
-                                                         t.agreement_residual.ci_high, metric="a share of")
-                     + f" ({t.agreement_residual.agree}/{t.agreement_residual.n} patients; "
-                     f"{t.agreement_residual.n_undecided} IBT not scored); the physicians' choices for "
-                     + estimate_text(t.physician_agreement_residual.rate, t.physician_agreement_residual.ci_low,
-                                     t.physician_agreement_residual.ci_high, metric="a share of") + ".")
+        lines.append("Against the phantom's truth, the regimen with the lower true residual probability was "
+                     f"recommended for {_agree(t.agreement_residual)} of the patients with a decided recommendation "
+                     f"({t.agreement_residual.n_undecided} IBT not scored) and chosen by the physicians for "
+                     f"{_agree(t.physician_agreement_residual)}.")
         pv = t.policy_residual
-        lines.append(comparison_sentence(Comparison(
-            "The recommendation (IBT patients given the physician's choice)", "the physicians' choices",
+        lines.append(_sentence(Comparison(
+            "the recommendation (IBT patients given the physician's choice)", "the physicians' choices",
             pv.recommended.mean, pv.physician.mean, diff_low=pv.gain_over_physician.low,
             diff_high=pv.gain_over_physician.high, test="paired patient bootstrap, true counterfactual outcomes",
             metric="mean true probability of non-residual tumour", n=pv.n))
@@ -114,20 +122,15 @@ def truth_table(result) -> pd.DataFrame | None:
     if t is None:
         return None
 
-    def agree(a) -> str:
-        if a.rate is None:
-            return "–"
-        return f"{a.agree}/{a.n} = {100 * a.rate:.1f}% ({100 * a.ci_low:.1f}–{100 * a.ci_high:.1f}%)"
-
     def est(e) -> str:
         return f"{e.mean:.3f} ({e.low:.3f} to {e.high:.3f})"
 
     rows = [
         {"Measure": "Agreement with best_treatment_residual (lower true residual probability), Wilson 95% CI",
-         "Recommendation": agree(t.agreement_residual) + f"; {t.agreement_residual.n_undecided} IBT not scored",
-         "Physicians": agree(t.physician_agreement_residual), "Oracle": "100%"},
+         "Recommendation": _agree(t.agreement_residual) + f"; {t.agreement_residual.n_undecided} IBT not scored",
+         "Physicians": _agree(t.physician_agreement_residual), "Oracle": "100%"},
         {"Measure": "Agreement with best_treatment (higher true 5-year DFS), Wilson 95% CI",
-         "Recommendation": agree(t.agreement_dfs), "Physicians": "–", "Oracle": "100%"},
+         "Recommendation": _agree(t.agreement_dfs), "Physicians": _agree(t.physician_agreement_dfs), "Oracle": "100%"},
     ]
     for name, pv in (("true probability of non-residual tumour", t.policy_residual),
                      ("true 5-year DFS", t.policy_dfs)):
@@ -137,6 +140,38 @@ def truth_table(result) -> pd.DataFrame | None:
         rows.append({"Measure": f"Regret = oracle − policy, {name}", "Recommendation": est(pv.regret),
                      "Physicians": est(pv.physician_regret), "Oracle": "0"})
     return pd.DataFrame(rows)
+
+
+def policy_figure(truth):
+    """Mean true outcome under the physicians' choices, the recommendation and the oracle, with
+    bootstrap 95% CIs: one panel per outcome (probability of non-residual tumour, 5-year DFS)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    panels = (("Non-residual tumour", "Mean true probability of\nnon-residual tumour (%)", truth.policy_residual),
+              ("5-year DFS", "Mean true 5-year DFS (%)", truth.policy_dfs))
+    for ax, (title, ylabel, pv) in zip(axes, panels):
+        ests = [pv.physician, pv.recommended, pv.oracle]
+        names = ["Physicians'\nchoices", "Recommendation\n(IBT: physician)", "Oracle\n(best per patient)"]
+        x = range(len(ests))
+        means = [100 * e.mean for e in ests]
+        err = [[100 * (e.mean - e.low) for e in ests], [100 * (e.high - e.mean) for e in ests]]
+        ax.errorbar(x, means, yerr=err, fmt="o", capsize=5, color="black")
+        for i, m in zip(x, means):
+            ax.annotate(f"{m:.1f}", (i, m), textcoords="offset points", xytext=(8, -3), fontsize=8)
+        ax.set_xticks(list(x), names, fontsize=8)
+        ax.set_xlim(-0.5, len(ests) - 0.5)
+        ax.set_ylabel(ylabel)
+        g = pv.gain_over_physician
+        ax.set_title(f"{title} (n = {pv.n})\nrecommendation − physicians: {100 * g.mean:+.1f} "
+                     f"({100 * g.low:+.1f} to {100 * g.high:+.1f}) points", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Policy value on the phantom's test patients (paired bootstrap 95% CI)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _models_table(result) -> pd.DataFrame:
@@ -193,6 +228,12 @@ def recommendation_section(rep, out: Path, cohort_dir: Path, resolved, steps: pd
                  "IC+CCRT is only slightly better.")
         sec.table("Recommendation scored against the phantom's truth (test patients)", truth,
                   csv_name="recommendation_truth")
+        from npcai.report.figures import save_png
+
+        png = save_png(policy_figure(result.truth), Path(out) / "report" / "figures" / "recommendation_policy.png")
+        sec.figure("Mean true outcome if every test patient had the physicians' choice, the recommended regimen "
+                   "(IBT patients: the physician's choice) or their truly best regimen, with paired patient-bootstrap "
+                   "95% CIs.", png)
     for n in result.notes:
         sec.note(n)
     per_patient = result.patients.reset_index()
