@@ -121,3 +121,17 @@ def test_a_study_without_both_treatment_models_is_refused(residual_study, cli, t
     shutil.copytree(run, only / "runs" / run.name)
     r = cli("recommend", "residual", only, "--out", tmp_path / "rec")
     assert r.code == 2 and "no IC+CCRT-trained residual-tumour run" in r.stderr, r
+
+
+def test_models_of_another_endpoint_are_refused(residual_study, cli, tmp_path):
+    _, _, out = residual_study
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    for run in study_runs(out):
+        shutil.copytree(run, other / "runs" / run.name)
+    cfg_path = next((other / "runs").iterdir()) / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["options"]["endpoint"] = "pfs-median"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    r = cli("recommend", "residual", other, "--out", tmp_path / "rec")
+    assert r.code == 2 and "predicts 'pfs-median', not 'residual-tumour'" in r.stderr, r
