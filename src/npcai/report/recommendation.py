@@ -18,7 +18,7 @@ import pandas as pd
 from npcai.errors import NpcaiError
 from npcai.report.wording import Comparison, comparison_sentence, format_p
 
-__all__ = ["SECTION_TITLE", "summary_lines", "judgement_table", "tests_table", "truth_table",
+__all__ = ["SECTION_TITLE", "summary_lines", "judgement_table", "significance_table", "truth_table",
            "policy_figure", "recommendation_section", "applies_to"]
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def judgement_table(result) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def tests_table(result) -> pd.DataFrame:
+def significance_table(result) -> pd.DataFrame:
     """The seed's unpaired tests and the paired McNemar tests."""
     c, p = result.comparison, result.comparison.paired
 
@@ -217,7 +217,7 @@ def recommendation_section(rep, out: Path, cohort_dir: Path, resolved, steps: pd
               csv_name="recommendation_judgement")
     sec.table("Tests of the correct rates (the seed's P = 0.002 is reproduced by Pearson's chi-squared without "
               "continuity correction, p = 0.0019 on its counts; McNemar's test is the paired test)",
-              tests_table(result), csv_name="recommendation_tests")
+              significance_table(result), csv_name="recommendation_tests")
     sec.bullets(summary_lines(result))
     truth = truth_table(result)
     if truth is not None:
