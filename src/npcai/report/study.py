@@ -328,6 +328,10 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
                          "Oracle AUC (95% CI)": f"{best['auc']:.3f} (model)"})
         sec.table("Oracle AUC", pd.DataFrame(rows), csv_name="oracle")
 
+    from npcai.report.recommendation import recommendation_section   # study 002's Table 3 (residual studies)
+
+    recommendation_section(rep, out, Path(cohort_dir), resolved, steps)
+
     sec = rep.section("gradcam", "Grad-CAM")
     if analysis.montages:
         for i, (caption, path) in enumerate(analysis.montages):
