@@ -3,7 +3,8 @@
 Measured in one run on the same files: (1) ``pydicom.dcmread`` of every DICOM file (the
 floor any DICOM ingest pays), (2) the same plus decoding ``pixel_array``, (3) the full
 ``npcai.cohort.ingest.ingest`` (header scan, geometry checks, SimpleITK conversion,
-contour checks, compressed NIfTI writing, hashing). Reports slices/s and the ratios.
+contour checks, NIfTI writing, hashing) with one worker, with one worker per free core, and
+with one worker per free core writing uncompressed ``.nii``. Reports slices/s and the ratios.
 
 The default phantom export (120 patients, 256 px, 16 slices, T1c, pre only) is generated
 once into a cache folder (``--cache``, default /tmp/npcai-bench/phantom-default).
@@ -53,7 +54,12 @@ def main() -> None:
     for f in files:
         f.read_bytes()
 
-    t_read, t_decode, t_ingest = float("inf"), float("inf"), float("inf")
+    from npcai.threads import available_cores
+
+    cores = available_cores()
+    variants = [(1, True)] + ([(cores, True)] if cores > 1 else []) + [(cores, False)]
+    t_read, t_decode = float("inf"), float("inf")
+    t_ingest = {v: float("inf") for v in variants}
     report = {}
     for _ in range(args.repeat):
         t = time.perf_counter()
@@ -66,32 +72,36 @@ def main() -> None:
             _ = pydicom.dcmread(f).pixel_array
         t_decode = min(t_decode, time.perf_counter() - t)
 
-        tmp = Path(tempfile.mkdtemp(prefix="npcai-bench-ingest-"))
-        try:
-            t = time.perf_counter()
-            report = ingest(export / "dicom", clinical=export / "clinical.csv", out=tmp / "cohort",
-                            contours=export / "contours")
-            t_ingest = min(t_ingest, time.perf_counter() - t)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        for workers, compress in variants:
+            tmp = Path(tempfile.mkdtemp(prefix="npcai-bench-ingest-"))
+            try:
+                t = time.perf_counter()
+                report = ingest(export / "dicom", clinical=export / "clinical.csv", out=tmp / "cohort",
+                                contours=export / "contours", workers=workers, compress=compress)
+                t_ingest[workers, compress] = min(t_ingest[workers, compress], time.perf_counter() - t)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            assert report["slices"] == n, (report["slices"], n)
 
-    slices = report["slices"]
-    assert slices == n, (slices, n)
     result = {
         "export": str(export), "files": n, "patients": report["patients"], "scans": report["scans"],
+        "free_cores": cores,
         "pydicom_dcmread_slices_per_s": round(n / t_read, 1),
         "pydicom_dcmread_pixel_array_slices_per_s": round(n / t_decode, 1),
-        "npcai_ingest_slices_per_s": round(slices / t_ingest, 1),
-        "ingest_seconds": round(t_ingest, 2),
-        "ratio_ingest_vs_dcmread": round((slices / t_ingest) / (n / t_read), 3),
-        "ratio_ingest_vs_dcmread_pixel_array": round((slices / t_ingest) / (n / t_decode), 3),
+        "ingest": [],
     }
+    print(f"same {n} files, one run; bare pydicom.dcmread {n / t_read:.0f} slices/s, "
+          f"dcmread + pixel_array {n / t_decode:.0f} slices/s")
+    for (workers, compress), seconds in t_ingest.items():
+        rate = n / seconds
+        row = {"workers": workers, "compressed": compress, "seconds": round(seconds, 2),
+               "slices_per_s": round(rate, 1), "ratio_vs_dcmread": round(rate / (n / t_read), 3),
+               "ratio_vs_dcmread_pixel_array": round(rate / (n / t_decode), 3)}
+        result["ingest"].append(row)
+        print(f"npcai ingest --workers {workers}{'' if compress else ' --uncompressed'}: {rate:.0f} slices/s "
+              f"({seconds:.2f} s) = {row['ratio_vs_dcmread']:.2f} x dcmread, "
+              f"{row['ratio_vs_dcmread_pixel_array']:.2f} x dcmread + pixel_array")
     print(json.dumps(result, indent=1))
-    print(f"npcai ingest: {result['npcai_ingest_slices_per_s']} slices/s = "
-          f"{result['ratio_ingest_vs_dcmread']:.2f} x bare pydicom.dcmread "
-          f"({result['pydicom_dcmread_slices_per_s']} slices/s) and "
-          f"{result['ratio_ingest_vs_dcmread_pixel_array']:.2f} x dcmread + pixel_array "
-          f"({result['pydicom_dcmread_pixel_array_slices_per_s']} slices/s), same {n} files, one run")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ def ingest_command(
                                               "(<COHORT>.pseudonyms.csv): its patients keep their pseudonyms, "
                                               "new patients are appended."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing non-empty --out folder."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Processes reading and converting in "
+                                          "parallel (default: one per 100 files, at most one per free core); "
+                                          "the cohort is the same for any count."),
+    uncompressed: bool = typer.Option(False, "--uncompressed", help="Write .nii instead of .nii.gz: about 1.6x "
+                                      "the disk space, several times faster to ingest and to read."),
 ) -> None:
     """Ingest a hospital export (DICOM / NIfTI / NRRD / RTSTRUCT + clinical table) into a de-identified cohort."""
     from rich.console import Console
@@ -52,7 +57,8 @@ def ingest_command(
     with show_progress():
         report = ingest(export, clinical=clinical, out=out, contours=contours, images=images,
                         sequence_map=sequence_map, keep_ids=keep_ids, sheet=sheet, overwrite=overwrite,
-                        roi_map=roi_map, keep_columns=(keep_columns or "").split(","), pseudonyms=pseudonyms)
+                        roi_map=roi_map, keep_columns=(keep_columns or "").split(","), pseudonyms=pseudonyms,
+                        workers=workers, compress=not uncompressed)
     console = Console(soft_wrap=True)
     groups = ", ".join(f"{k}: {v}" for k, v in report["scans_per_group"].items())
     console.print(f"[bold]cohort[/bold] {report['out']}  ({report['modality']})")

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from npcai.cohort.deidentify import hash_uid, new_salt
+from npcai.cohort.parallel import iter_ordered_map
 from npcai.errors import NpcaiError
 from npcai.progress import track
 
@@ -232,7 +233,15 @@ def _is_candidate(path: Path) -> bool:
     return suffix in ("", ".dcm", ".dicom", ".ima") or suffix[1:].isdigit()
 
 
-def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None = None,
+def _read_header_or_none(path: Path):
+    """:func:`_read_header`, or None for a file that cannot be parsed (picklable, for worker processes)."""
+    try:
+        return _read_header(path)
+    except Exception:  # noqa: BLE001 - any parse failure means the file is unusable
+        return None
+
+
+def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None = None, workers: int | None = 1,
                     ) -> tuple[list[DicomSeries], list[RtStructFile], dict[str, Any]]:
     """Find, group, order and check every DICOM image series under ``root``.
 
@@ -241,6 +250,7 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
     and ``info`` with ``unreadable`` files (relative paths), ``ignored`` series descriptions
     (no recognised sequence) and ``non_image`` file counts. Series whose description matches
     no sequence are skipped with a warning; geometry problems raise :class:`NpcaiError`.
+    ``workers`` processes read the headers in parallel (same result for any count).
     """
     root = Path(root)
     if not root.is_dir():
@@ -259,12 +269,12 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
     unreadable: list[Path] = []
     non_image: dict[str, int] = defaultdict(int)
     no_geometry: list[Path] = []
-    for path in track(files, "Reading DICOM headers"):
-        try:
-            ds, truncated = _read_header(path)
-        except Exception:  # noqa: BLE001 - any parse failure means the file is unusable
+    headers = iter_ordered_map(_read_header_or_none, files, workers=workers, chunksize=64)
+    for path, header in track(zip(files, headers), "Reading DICOM headers", total=len(files)):
+        if header is None:
             unreadable.append(path)
             continue
+        ds, truncated = header
         modality = _str(ds, "Modality")
         if modality == "RTSTRUCT":
             rtstructs.append(_rtstruct_entry(ds, path, root))

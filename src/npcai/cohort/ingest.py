@@ -30,6 +30,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from npcai.cohort.contours import (align_label_map, find_volumes, mask_stats, re
 from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, load_pseudonym_map, new_salt, write_pseudonym_map
 from npcai.cohort.dicom_series import (DicomSeries, RtStructFile, SequenceMap, discover_series, find_rtstructs,
                                        read_series)
+from npcai.cohort.parallel import check_workers, iter_ordered_map
 from npcai.cohort.model import Cohort, Patient, Scan, pseudonym_map_path, scan_id
 from npcai.cohort.rtstruct import load_roi_map, rasterise_rtstruct
 from npcai.errors import NpcaiError
@@ -87,7 +89,8 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
            sequence_map: SequenceMap | Mapping[str, str] | str | os.PathLike | None = None,
            keep_ids: bool = False, sheet: str | None = None, overwrite: bool = False,
            roi_map: Mapping[str, int] | str | os.PathLike | None = None, keep_columns: Iterable[str] = (),
-           pseudonyms: str | os.PathLike | None = None) -> dict[str, Any]:
+           pseudonyms: str | os.PathLike | None = None, workers: int | None = None,
+           compress: bool = True) -> dict[str, Any]:
     """Turn an export (DICOM and/or NIfTI/NRRD volumes + contours + clinical table) into a cohort.
 
     Args:
@@ -110,6 +113,11 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
         keep_columns: clinical columns outside the schema to keep (others are dropped).
         pseudonyms: the pseudonym map of an earlier ingest of this export: its patients keep
             their pseudonyms (and the UID salt), new patients are numbered after them.
+        workers: processes reading DICOM headers and converting scans in parallel (default:
+            one per 100 files or scans, at most one per free core); the cohort written is
+            byte-for-byte the same for any count (``cohort.json``'s date aside).
+        compress: write gzip-compressed NIfTI (``.nii.gz``, default); False writes ``.nii``,
+            about 1.6 times the disk space and several times faster to write and to read.
 
     Returns:
         A report: counts (``patients``, ``scans``, ``masks``, ``slices``), ``scans_per_group``,
@@ -130,6 +138,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
 
     t0 = time.perf_counter()
     rep = _Report()
+    check_workers(workers)
     if export is None and images is None:
         raise NpcaiError("ingest: give an EXPORT folder with DICOM series, or --images DIR with NIfTI/NRRD volumes")
     out = check_output_path(out, [export, clinical, contours, images, pseudonyms,
@@ -160,7 +169,7 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     rtstructs: list[RtStructFile] = []
     info: dict[str, Any] = {"unreadable": [], "ignored_series": {}, "files": 0}
     if export is not None:
-        series, rtstructs, info = discover_series(export, sequence_map=seq_map)
+        series, rtstructs, info = discover_series(export, sequence_map=seq_map, workers=workers)
         if not series and images is None:
             raise NpcaiError(f"{export}: no MR/CT series with a recognised sequence; check --sequence-map "
                              f"(series seen: {', '.join(info['ignored_series']) or 'none'})")
@@ -219,30 +228,26 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        for src in track(todo, "Converting scans"):
+        suffix = ".nii.gz" if compress else ".nii"
+        sids = [scan_id(pseudonyms[src.hospital_id], src.timepoint, src.sequence) for src in todo]
+        jobs = [_ScanJob(load=src.load, image_path=tmp / "images" / f"{sid}{suffix}",
+                         mask_path=tmp / "masks" / f"{sid}{suffix}", contour=src.contour, rtstruct=src.rtstruct,
+                         rois=dict(rois), compress=compress) for src, sid in zip(todo, sids)]
+        converted = iter_ordered_map(_convert_scan, jobs, workers=workers)
+        for src, sid, done in track(zip(todo, sids, converted), "Converting scans", total=len(todo)):
             pid = pseudonyms[src.hospital_id]
-            sid = scan_id(pid, src.timepoint, src.sequence)
-            image = src.load()
             if src.path is not None:
                 src.source["file_sha256"] = file_sha256(src.path)
-            n_slices += image.GetSize()[2]
-            rel_img = f"images/{sid}.nii.gz"
-            _write(image, tmp / rel_img)
+            n_slices += done.size[2]
             scan = Scan(scan_id=sid, patient_id=pid, timepoint=src.timepoint, sequence=src.sequence,
-                        image=rel_img, size=list(image.GetSize()), spacing=[float(v) for v in image.GetSpacing()],
-                        origin=[float(v) for v in image.GetOrigin()],
-                        direction=[float(v) for v in image.GetDirection()], source=dict(src.source),
-                        image_sha256=file_sha256(tmp / rel_img))
-            mask = _load_mask(src, image, rois)
-            if mask is None:
+                        image=f"images/{sid}{suffix}", size=done.size, spacing=done.spacing, origin=done.origin,
+                        direction=done.direction, source=dict(src.source), image_sha256=done.image_sha256)
+            if done.mask_stats is None:
                 no_contour.append(sid)
             else:
-                mask_img, contour_source = mask
-                rel_mask = f"masks/{sid}.nii.gz"
-                _write(mask_img, tmp / rel_mask)
-                scan.mask = rel_mask
-                scan.mask_stats = mask_stats(mask_img)
-                scan.source["contour"] = contour_source
+                scan.mask = f"masks/{sid}{suffix}"
+                scan.mask_stats = done.mask_stats
+                scan.source["contour"] = done.contour_source
             patient = patients.setdefault(pid, Patient(patient_id=pid, centre=_centre(centres.get(src.hospital_id))))
             patient.scans.append(scan)
 
@@ -323,7 +328,7 @@ def _assign_timepoints(series: list[DicomSeries]) -> None:
 
 def _dicom_source(s: DicomSeries, salt: str) -> _Source:
     return _Source(hospital_id=s.hospital_id, timepoint=s.timepoint or "pre", sequence=s.sequence or "",
-                   name=s.name, load=lambda s=s: read_series(s),
+                   name=s.name, load=partial(read_series, s),
                    source={"kind": "dicom", "modality": s.modality, "series_uid_hash": hash_uid(s.series_uid, salt),
                            "study_uid_hash": hash_uid(s.study_uid, salt), "n_files": len(s.files),
                            "skipped_files": len(s.skipped_files), **({"scanner": s.scanner} if s.scanner else {})},
@@ -332,7 +337,7 @@ def _dicom_source(s: DicomSeries, salt: str) -> _Source:
 
 def _volume_source(key: tuple[str, str, str], path: Path) -> _Source:
     return _Source(hospital_id=key[0], timepoint=key[1], sequence=key[2], name=path.name,
-                   load=lambda p=path: read_volume(p), path=path,
+                   load=partial(read_volume, path), path=path,
                    source={"kind": "volume", "format": _format(path)})
 
 
@@ -382,7 +387,7 @@ def _attach_contours(by_key: dict[tuple[str, str, str], _Source], contours: str 
     return unmatched
 
 
-def _load_mask(src: _Source, image, rois: Mapping[str, int]):
+def _load_mask(src: _Source | _ScanJob, image, rois: Mapping[str, int]):
     if src.contour is not None:
         label = read_label_map(src.contour)
         resampled = not same_grid(label, image)
@@ -394,10 +399,50 @@ def _load_mask(src: _Source, image, rois: Mapping[str, int]):
     return None
 
 
-def _write(image, path: Path) -> None:
+@dataclass(frozen=True)
+class _ScanJob:
+    """What converting one scan needs (picklable: it may run in a worker process)."""
+
+    load: Callable[[], Any]
+    image_path: Path
+    mask_path: Path
+    contour: Path | None
+    rtstruct: Path | None
+    rois: Mapping[str, int]
+    compress: bool
+
+
+@dataclass(frozen=True)
+class _ConvertedScan:
+    size: list[int]
+    spacing: list[float]
+    origin: list[float]
+    direction: list[float]
+    image_sha256: str
+    mask_stats: dict[str, Any] | None
+    contour_source: dict[str, Any] | None
+
+
+def _convert_scan(job: _ScanJob) -> _ConvertedScan:
+    """Read one scan and its contour, write both as NIfTI; runs in the caller or in a worker process."""
+    image = job.load()
+    _write(image, job.image_path, compress=job.compress)
+    mask = _load_mask(job, image, job.rois)
+    stats = source = None
+    if mask is not None:
+        mask_img, source = mask
+        _write(mask_img, job.mask_path, compress=job.compress)
+        stats = mask_stats(mask_img)
+    return _ConvertedScan(size=list(image.GetSize()), spacing=[float(v) for v in image.GetSpacing()],
+                          origin=[float(v) for v in image.GetOrigin()],
+                          direction=[float(v) for v in image.GetDirection()],
+                          image_sha256=file_sha256(job.image_path), mask_stats=stats, contour_source=source)
+
+
+def _write(image, path: Path, *, compress: bool = True) -> None:
     import SimpleITK as sitk
 
-    sitk.WriteImage(image, str(path), useCompression=True)
+    sitk.WriteImage(image, str(path), useCompression=compress)
 
 
 def _centre(value) -> str | None:
