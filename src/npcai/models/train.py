@@ -74,6 +74,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         task: what is learnt (:mod:`npcai.models.tasks`): ``binary`` (a 0/1 endpoint) or
             ``survival`` (deep Cox on a time/event endpoint such as ``dfs``; patient unit).
+        stacked: survival task: one backbone over all sequences as channels instead of one
+            backbone per sequence (about 3x faster for three sequences).
         normalise: None (the ROI cache's own normalisation) or ``histogram``: Nyúl–Udupa
             landmarks learnt on this run's training patients only, the ROI rebuilt with them
             and the landmarks kept in the run (:func:`npcai.imaging.histogram.fit_run_histogram`).
@@ -109,6 +111,7 @@ class TrainConfig:
     stratify_centre: bool = True
     num_workers: int = 0
     task: str = "binary"
+    stacked: bool = False
     normalise: str | None = None
 
     def validate(self) -> "TrainConfig":
