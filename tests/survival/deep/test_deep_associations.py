@@ -73,5 +73,6 @@ def test_evaluate_writes_table_d1_and_the_phantom_truth(cli, train_cohort, small
     ph = m["cohorts"]["train"]["phantom"]
     assert ph["oracle_c_index"]["c_index"] == pytest.approx(
         harrell_c(train["time"], train["event"], truth["log_hazard_dfs"]).c_index)
+    assert "p" in ph["necrosis_interaction"] or "unavailable" in ph["necrosis_interaction"]
     assert ph["necrosis_auc"]["auc"] == pytest.approx(
         auc_ci(truth["necrosis"].astype(int), -train["predictive_score"]).auc)

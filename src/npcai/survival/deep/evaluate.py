@@ -71,29 +71,31 @@ def _hr_per_sd(d: pd.DataFrame, score: str) -> dict[str, Any]:
             "p": float(row["p"]), "sd": sd}
 
 
-def _interaction(d: pd.DataFrame) -> dict[str, Any]:
-    """Wald p of treatment x predictive score in ``Surv ~ treatment * predictive_score``."""
+def _interaction(d: pd.DataFrame, score: str = "predictive_score") -> dict[str, Any]:
+    """Wald p of treatment x score in ``Surv ~ treatment * score``."""
     from npcai.survival.cox import CoxPH
 
     if d["treatment"].nunique() < 2:
         return {"unavailable": "one treatment only in this cohort"}
-    data = d[["time", "event", "treatment", "predictive_score"]].astype(float)
+    data = d[["time", "event", "treatment", score]].astype(float)
     try:
-        fit = CoxPH().fit(data, "time", "event", ["treatment*predictive_score"], what="interaction model")
-        test = fit.term_test("treatment:predictive_score")
+        fit = CoxPH().fit(data, "time", "event", [f"treatment*{score}"], what="interaction model")
+        test = fit.term_test(f"treatment:{score}")
     except NpcaiError as exc:
         return {"unavailable": str(exc)}
     coef = fit.summary_.loc[[c for c in fit.summary_.index if ":" in str(c)][0]]
     return {"p": float(test.p_value), "chisq": float(test.chisq), "hr": float(coef["hr"]),
             "hr_low": float(coef["hr_low"]), "hr_high": float(coef["hr_high"]),
-            "model": "Surv(time, event) ~ treatment * predictive_score (Cox, Efron ties)"}
+            "model": f"Surv(time, event) ~ treatment * {score} (Cox, Efron ties)"}
 
 
 def phantom_truth_metrics(d: pd.DataFrame, truth: pd.DataFrame, endpoint: str) -> dict[str, Any]:
     """The phantom's ceiling and planted signal on the patients of ``d`` (indexed by patient_id).
 
     ``oracle_c_index``: Harrell's C (with CI) of the true log-hazard ``log_hazard_<endpoint>``;
-    ``necrosis_auc``: DeLong AUC (with CI) of ``-predictive_score`` for the true ``necrosis``.
+    ``necrosis_auc``: DeLong AUC (with CI) of ``-predictive_score`` for the true ``necrosis``;
+    ``necrosis_interaction``: the p_interaction the true necrosis itself reaches on these
+    patients (the ceiling of the predictive score's p_interaction).
     """
     from npcai.stats.auc import auc_ci
 
@@ -112,6 +114,7 @@ def phantom_truth_metrics(d: pd.DataFrame, truth: pd.DataFrame, endpoint: str) -
         except NpcaiError as exc:
             out["necrosis_auc"] = {"unavailable": str(exc)}
             return out
+        out["necrosis_interaction"] = _interaction(d.assign(necrosis=t["necrosis"].to_numpy(float)), "necrosis")
         out["necrosis_auc"] = {"auc": a.auc, "low": a.low, "high": a.high, "n": int(len(t)),
                                "n_necrosis": int(t["necrosis"].sum()),
                                "score": "-predictive_score (low = IC+CCRT lowers the hazard)"}

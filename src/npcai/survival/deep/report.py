@@ -71,11 +71,14 @@ def print_evaluation(con, m: dict[str, Any]) -> None:
     phantom = {name: c["phantom"] for name, c in cohorts.items() if "phantom" in c}
     if phantom:
         pt = Table(title="Phantom truth on the same patients")
-        for col in ("cohort", "C-index prognostic", "oracle C-index", "AUC of -predictive for necrosis"):
+        for col in ("cohort", "C-index prognostic", "oracle C-index", "AUC of -predictive for necrosis",
+                    "p interaction: predictive / true necrosis"):
             pt.add_column(col)
         for name, ph in phantom.items():
+            p_model, p_true = cohorts[name].get("interaction", {}), ph.get("necrosis_interaction", {})
             pt.add_row(name, _c(cohorts[name]["c_index_prognostic"]), _c(ph["oracle_c_index"]),
-                       _auc(ph.get("necrosis_auc")))
+                       _auc(ph.get("necrosis_auc")),
+                       " / ".join(f"{x['p']:.3g}" if "p" in x else "-" for x in (p_model, p_true)))
         con.print(pt)
     tables = {name: c["predictive_score_clinical"] for name, c in cohorts.items()
               if isinstance(c.get("predictive_score_clinical"), list)}
