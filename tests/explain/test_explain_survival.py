@@ -5,19 +5,9 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 
 from npcai.explain.survival import HEAD_GROUPS, SurvivalHeadCam, survival_groups
-
-
-@pytest.fixture(scope="module")
-def surv_run(train_cohort, tmp_path_factory, one_torch_thread):
-    from npcai.models.train import TrainConfig, train
-
-    cfg = TrainConfig(cohort=str(train_cohort), roi="pre", endpoint="dfs", task="survival", unit="patient",
-                      backbone="resnet18", pretrained=False, lr=1e-3, batch_size=8, bag_size=2, epochs=1, seed=1)
-    return train(cfg, tmp_path_factory.mktemp("survcam") / "run").run_dir
 
 
 def test_groups_are_the_ends_of_each_score():
@@ -42,7 +32,8 @@ def test_head_cam_is_the_gradient_of_the_patient_score():
         torch.testing.assert_close(out, -whole[index].expand(3))
 
 
-def test_explain_survival_run_draws_both_heads(cli, surv_run, tmp_path):
+def test_explain_survival_run_draws_both_heads(cli, survival_run, tmp_path):
+    surv_run = survival_run
     out = tmp_path / "cam"
     r = cli("explain", surv_run, "--out", out, "--top", "1", "--max-slices", "2")
     assert r.code == 0, r.stderr

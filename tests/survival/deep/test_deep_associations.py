@@ -35,27 +35,18 @@ def test_a_constant_factor_gets_no_test_and_says_why():
     assert np.isnan(table.loc["age", "p"]) and "constant" in table.loc["age", "note"]
 
 
-def test_evaluate_writes_table_d1_and_the_phantom_truth(cli, train_cohort, small_cohort, tmp_path, one_torch_thread):
+def test_evaluate_writes_table_d1_and_the_phantom_truth(cli, survival_run):
     """A survival run on the phantom: evaluate adds Table D1 (file and print), the oracle C-index
     on the same patients and the necrosis AUC of the predictive score."""
-    import shutil
-
-    from npcai.cohort.model import pseudonym_map_path
     from npcai.cohort.model import Cohort
     from npcai.cohort.phantom.truth import load_truth
-    from npcai.runs import read_predictions
+    from npcai.runs import read_predictions, read_run
     from npcai.stats.auc import auc_ci
     from npcai.stats.concordance import harrell_c
     from npcai.survival.deep.evaluate import ASSOCIATIONS_CSV
 
-    cohort = tmp_path / "cohort"                 # with its pseudonym map: the truth can be joined
-    shutil.copytree(train_cohort, cohort)
-    shutil.copy(pseudonym_map_path(small_cohort), pseudonym_map_path(cohort))
-    run = tmp_path / "run"
-    r = cli("train", cohort, "--roi", "pre", "--endpoint", "dfs", "--task", "survival", "--unit", "patient",
-            "--backbone", "resnet10t", "--stacked", "--no-pretrained", "--batch-size", "8", "--bag-size", "2",
-            "--epochs", "1", "--out", run, "--threads", "1")
-    assert r.code == 0, r.stderr
+    run = survival_run
+    cohort = read_run(run).cohort
     r = cli("evaluate", run)
     assert r.code == 0, r.stderr
     assert "Table D1" in r.stdout and "oracle C-index" in r.stdout and "Phantom truth" in r.stdout

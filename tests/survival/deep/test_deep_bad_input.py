@@ -55,14 +55,12 @@ def test_one_treatment_only_and_no_treatment_column(cli, cohort, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_cohort_lacking_the_runs_sequence(cli, train_cohort, tmp_path):
+def test_a_cohort_lacking_the_runs_sequence(cli, survival_run, tmp_path):
     """predict of a survival run on a cohort without the sequence its network reads."""
     from npcai.cohort.ingest import ingest
     from npcai.cohort.phantom import generate_phantom
 
-    run = tmp_path / "run"
-    r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "dfs", "--out", run, *SURV)
-    assert r.code == 0, r.stderr
+    run = survival_run
     generate_phantom(tmp_path / "export", patients=3, size=64, slices=4, seed=3, centres=1, sequences=("T2",))
     ingest(tmp_path / "export" / "dicom", clinical=tmp_path / "export" / "clinical.csv", out=tmp_path / "t2",
            contours=tmp_path / "export" / "contours")
