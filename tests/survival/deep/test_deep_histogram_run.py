@@ -57,6 +57,9 @@ def test_landmarks_learnt_on_training_patients_only_and_kept_with_the_run(hist_r
     normalisation = config.roi.params["normalisation"]
     assert normalisation.startswith("histogram:") and normalisation.endswith("#" + file_sha256(run / LANDMARKS)[:16])
     assert config.roi.name.startswith("pre-hist-")
+    from npcai.runs import load_run
+
+    assert load_run(run).roi.root.name == config.roi.name      # explain and serve open the run's own input
 
 
 def test_predict_on_a_moved_cohort_rebuilds_with_the_runs_landmarks(hist_run, cli, tmp_path):
