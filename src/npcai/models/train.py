@@ -660,7 +660,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     from npcai.models.curves import plot_training_curve
 
     plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch, monitor=task.monitor,
-                        title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}")
+                        title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}",
+                        **({"loss_label": task.loss_label} if hasattr(task, "loss_label") else {}))
     replace_output_dir(work, out)
     return TrainResult(out, int(best_epoch), val_score, summary.get("test_auc", float("nan")),
                        summary.get("n_test", 0), int(len(history)), summary)

@@ -114,6 +114,7 @@ class SurvivalTask(Task):
     """
 
     name = "survival"
+    loss_label = "Cox negative partial log-likelihood (per event)"
     monitor = "val_c_index"
     mode = "max"
     prediction_columns = PREDICTION_COLUMNS
