@@ -49,7 +49,7 @@ def _spearman(factor: str, score: np.ndarray, x: np.ndarray) -> dict:
 
     n = len(x)
     if n < 3 or np.unique(x).size < 2 or np.unique(score).size < 2:
-        return _row(factor, "Spearman", n, note="fewer than 3 patients or a constant value: no test")
+        return _row(factor, "Spearman", n, note="n < 3 or constant: no test")
     r = stats.spearmanr(score, x)
     return _row(factor, "Spearman", n, rho=float(r.statistic), p=float(r.pvalue))
 
@@ -60,7 +60,7 @@ def _kruskal(factor: str, score: np.ndarray, levels: np.ndarray) -> dict:
     n = len(levels)
     groups = [score[levels == v] for v in pd.unique(levels)]
     if len(groups) < 2 or np.unique(score).size < 2:
-        return _row(factor, "Kruskal-Wallis", n, note="one level (or a constant score) in this cohort: no test")
+        return _row(factor, "Kruskal-Wallis", n, note="one level or constant score: no test")
     r = stats.kruskal(*groups)
     return _row(factor, "Kruskal-Wallis", n, h=float(r.statistic), eps=float(r.statistic) / (n - 1),
                 p=float(r.pvalue))
