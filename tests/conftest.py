@@ -81,3 +81,29 @@ def train_cohort(small_cohort, tmp_path_factory) -> Path:
     build_roi(out, "pre", "bbox:5mm", size=32, min_component=(1, 1))
     build_roi(out, "post", "bbox:5mm", size=32, timepoint="post", slices="all", min_component=(1, 1))
     return out
+
+
+@pytest.fixture(scope="session")
+def survival_run(train_cohort, small_cohort, tmp_path_factory) -> Path:
+    """A tiny deep-survival run (1 epoch, stacked resnet10t) on a copy of ``train_cohort`` that
+    keeps its pseudonym map, so the phantom truth joins (shared by tests/survival and tests/explain)."""
+    import shutil
+
+    import torch
+
+    from npcai.cohort.model import pseudonym_map_path
+    from npcai.models.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("survival_run")
+    cohort = root / "cohort"
+    shutil.copytree(train_cohort, cohort)
+    shutil.copy(pseudonym_map_path(small_cohort), pseudonym_map_path(cohort))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = TrainConfig(cohort=str(cohort), roi="pre", endpoint="dfs", task="survival", unit="patient",
+                          backbone="resnet10t", stacked=True, pretrained=False, lr=1e-3, batch_size=8,
+                          bag_size=2, epochs=1, seed=1)
+        return train(cfg, root / "run").run_dir
+    finally:
+        torch.set_num_threads(before)

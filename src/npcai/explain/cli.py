@@ -44,8 +44,11 @@ def explain(
     from rich.table import Table
 
     from npcai.explain.explain import explain_run
+    from npcai.explain.survival import is_survival_run
     from npcai.progress import show_progress
 
+    if is_survival_run(run):
+        return _explain_survival(run, out, top=top, split=split, max_slices=max_slices, overwrite=overwrite)
     with show_progress():
         res = explain_run(run, out, patients=_split_list(patients) or None, top=top, split=split,
                           method=method, target=target, runs=_split_list(runs),
@@ -75,6 +78,41 @@ def explain(
             cells.append(f"{r.share_mean:.2f} ({r.uniform_mean:.2f})")
         label = {"far": "far (>20 mm)", "signal_band": "phantom signal band"}.get(region, region)
         table.add_row(label, *cells)
+    console.print(table)
+    console.print(f"  {res.out} ({len(res.files)} files)")
+
+
+_SHOW = [("px", "tumour"), ("px", "nodes"), ("px", "band_0_5px"), ("px", "band_5_10px"),
+         ("px", "band_10_20px"), ("px", "band_20_40px"), ("px", "band_gt40px"), ("mm", "far"),
+         ("signal", "signal_band")]
+
+
+def _explain_survival(run: Path, out: Path, *, top: int, split: str, max_slices: Optional[int],
+                      overwrite: bool) -> None:
+    """A survival run: Grad-CAM of the prognostic and predictive heads (study 004 Fig. D7)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from npcai.explain.survival import explain_survival_run
+    from npcai.progress import show_progress
+
+    with show_progress():
+        res = explain_survival_run(run, out, top=top, split=split, max_slices=max_slices or None,
+                                   overwrite=overwrite)
+    console = Console()
+    console.print(f"Grad-CAM of both heads on {split} patients; layers {', '.join(res.target_layers)}; groups: "
+                  + "; ".join(f"{k} {len(v)}" for k, v in res.groups.items()))
+    table = Table(title="Mean share of CAM energy over patients (uniform attention)")
+    table.add_column("region")
+    for key in res.groups:
+        table.add_column(key, justify="right")
+    by_key = res.summary.set_index(["run", "scale", "region"])
+    for scale, region in _SHOW:
+        if not (res.summary["region"] == region).any():
+            continue
+        cells = [f"{by_key.loc[(k, scale, region)].share_mean:.2f} ({by_key.loc[(k, scale, region)].uniform_mean:.2f})"
+                 if (k, scale, region) in by_key.index else "-" for k in res.groups]
+        table.add_row({"far": "far (>20 mm)", "signal_band": "phantom signal band"}.get(region, region), *cells)
     console.print(table)
     console.print(f"  {res.out} ({len(res.files)} files)")
 

@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +55,12 @@ from npcai.errors import NpcaiError
 from npcai.imaging.normalise import body_mask
 
 __all__ = ["HistogramStandardiser", "HISTOGRAM_FORMAT", "fit_cohort_standardisers", "save_standardisers",
-           "load_standardisers", "read_split_patients"]
+           "load_standardisers", "read_split_patients", "standardisers_json", "RunHistogram",
+           "fit_run_histogram", "LANDMARKS_DIR"]
 
 HISTOGRAM_FORMAT = "npcai-histogram/1"
+#: where a run's landmarks live inside the cohort (beside the ROI caches built with them)
+LANDMARKS_DIR = ".landmarks"
 DECILES = tuple(range(10, 100, 10))
 
 
@@ -213,16 +218,19 @@ def fit_cohort_standardisers(cohort_dir: str | Path, patients: Iterable[str], se
     """One standardiser per sequence, learnt on the scans of ``patients`` (the training patients).
 
     Foregrounds are the Otsu body masks. A patient lacking a sequence is skipped for that
-    sequence; a sequence that no listed patient has is an error.
+    sequence; a sequence that no listed patient has is an error. ``timepoint`` is ``pre``,
+    ``post`` or ``both`` (one reference per sequence from the scans of both timepoints, as
+    the ROI normalisation looks the reference up by sequence).
     """
     from npcai.cohort.model import Cohort
 
     cohort = Cohort.load(cohort_dir)
     wanted = list(dict.fromkeys(patients))
+    timepoints = ("pre", "post") if timepoint == "both" else (timepoint,)
     out = {}
     for seq in sequences:
         scans = [s for pid in wanted for s in cohort.patient(pid).scans
-                 if s.sequence == seq and s.timepoint == timepoint]
+                 if s.sequence == seq and s.timepoint in timepoints]
         if not scans:
             raise NpcaiError(f"{cohort.root}: none of the {len(wanted)} training patients has a {timepoint} "
                              f"{seq} scan; histogram landmarks for {seq} cannot be learnt")
@@ -249,14 +257,19 @@ def read_split_patients(path: str | Path, split: str = "train") -> list[str]:
     return patients
 
 
+def standardisers_json(standardisers: Mapping[str, HistogramStandardiser]) -> str:
+    """The JSON text of ``{sequence: standardiser}`` (format :data:`HISTOGRAM_FORMAT`)."""
+    doc = {"format": HISTOGRAM_FORMAT, "method": "nyul-udupa",
+           "sequences": {seq: std.to_dict() for seq, std in standardisers.items()}}
+    return json.dumps(doc, indent=2) + "\n"
+
+
 def save_standardisers(path: str | Path, standardisers: Mapping[str, HistogramStandardiser]) -> Path:
     """Write ``{sequence: standardiser}`` as JSON (atomically); returns the path."""
     from npcai.fsutil import atomic_write_text
 
-    doc = {"format": HISTOGRAM_FORMAT, "method": "nyul-udupa",
-           "sequences": {seq: std.to_dict() for seq, std in standardisers.items()}}
     path = Path(path)
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, standardisers_json(standardisers))
     return path
 
 
@@ -274,3 +287,78 @@ def load_standardisers(path: str | Path) -> dict[str, HistogramStandardiser]:
                          "fit the histogram landmarks again")
     return {str(seq): HistogramStandardiser.from_dict(d, source=f"{path} [{seq}]")
             for seq, d in doc["sequences"].items()}
+
+
+# ---------------------------------------------------------------------------- inside a training run
+@dataclass
+class RunHistogram:
+    """Histogram standardisation learnt inside one training run (:func:`fit_run_histogram`).
+
+    Attributes:
+        roi: the run's input: the base ROI cache rebuilt with these landmarks
+            (``COHORT/roi/<base>-hist-<sha>``).
+        standardisers: ``{sequence: HistogramStandardiser}`` learnt on the training patients.
+        path: the landmarks JSON the ROI was built from (``COHORT/roi/.landmarks/<base>-<sha>.json``);
+            the run keeps its own byte-identical copy (:data:`npcai.runs.LANDMARKS`).
+        sha256: SHA-256 of that JSON (its first 16 hex digits are recorded in the ROI's
+            normalisation ``histogram:PATH#SHA16``).
+        patients: the training patients the landmarks were learnt on.
+        base_roi: the name of the ROI cache whose parameters (but not normalisation) are kept.
+    """
+
+    roi: Any
+    standardisers: dict[str, HistogramStandardiser]
+    path: Path
+    sha256: str
+    patients: list[str]
+    base_roi: str
+
+    def record(self) -> dict[str, Any]:
+        """What a run's config records about it (no patient identifier)."""
+        return {"method": "nyul-udupa", "fitted_on": "train split", "n_patients": len(self.patients),
+                "n_volumes": {seq: int(std.n_volumes_) for seq, std in self.standardisers.items()},
+                "sha256": self.sha256, "base_roi": self.base_roi, "roi": self.roi.root.name}
+
+
+def fit_run_histogram(cohort_dir: str | Path, roi, train_patients: Iterable[str]) -> RunHistogram:
+    """Learn Nyúl–Udupa landmarks on a run's training patients and rebuild its ROI with them.
+
+    The landmarks of every sequence of ``roi`` are learnt from the training patients' scans
+    only (validation and test patients never contribute), written content-addressed to
+    ``COHORT/roi/.landmarks/`` and the ROI cache is rebuilt with the same parameters and
+    ``normalise = histogram:LANDMARKS`` (reused when it exists with the same inputs).
+
+    Args:
+        cohort_dir: the run's cohort.
+        roi: the run's :class:`~npcai.imaging.roi_cache.RoiDataset` (its normalisation is replaced).
+        train_patients: the patients of the run's training split.
+
+    Raises:
+        NpcaiError: the ROI was already built with histogram landmarks, or no training patient
+            has a sequence.
+    """
+    import hashlib
+
+    from npcai.fsutil import atomic_write_text
+    from npcai.imaging.roi_cache import RoiDataset, build_roi, roi_dir
+    from npcai.runs.folder import RoiSpec
+
+    patients = sorted(dict.fromkeys(train_patients))
+    spec = RoiSpec.of(roi)
+    if str(spec.params.get("normalisation", "")).startswith("histogram"):
+        raise NpcaiError(f"ROI dataset {roi.root.name}: already built with histogram landmarks "
+                         f"({spec.params['normalisation']}); a run learning its own landmarks needs a ROI "
+                         "built with robust normalisation")
+    stds = fit_cohort_standardisers(cohort_dir, patients, list(spec.params.get("sequences", ["T1c"])),
+                                    timepoint=spec.params.get("timepoint", "pre"))
+    text = standardisers_json(stds)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    path = roi_dir(cohort_dir, LANDMARKS_DIR) / f"{roi.root.name}-{sha[:16]}.json"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    name = f"{roi.root.name}-hist-{sha[:10]}"
+    kwargs = spec.build_kwargs()
+    kwargs["normalise"] = f"histogram:{path.resolve()}"
+    build_roi(cohort_dir, name, **kwargs)
+    return RunHistogram(RoiDataset.open(cohort_dir, name), stds, path.resolve(), sha, patients, roi.root.name)

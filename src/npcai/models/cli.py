@@ -12,7 +12,7 @@ from npcai.errors import NpcaiError
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
                   "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
                   "test_fraction", "split_from", "where", "test_where", "folds", "fold_seed", "aggregate", "pooling", "bag_size", "augment",
-                  "num_workers", "task")
+                  "num_workers", "task", "stacked", "normalise")
 
 
 def _set_threads(threads: int | None, *, recorded: int | None = None) -> int:
@@ -87,6 +87,13 @@ def register(app: typer.Typer) -> None:
         task: Optional[str] = typer.Option(None, "--task", help="binary (default: a 0/1 endpoint) or survival "
                                            "(deep Cox on a time/event endpoint such as dfs, pfs, os, dmfs; "
                                            "--unit patient; prognostic and predictive heads)."),
+        stacked: Optional[bool] = typer.Option(None, "--stacked/--per-sequence", help="Survival task: one "
+                                               "backbone over all sequences as channels, or one backbone per "
+                                               "sequence (default, study 004)."),
+        normalise: Optional[str] = typer.Option(None, "--normalise", help="histogram: learn Nyúl–Udupa "
+                                                "landmarks on this run's training patients only, rebuild the "
+                                                "ROI with them and keep them in the run (predict applies the "
+                                                "same). Default: the ROI cache's own normalisation."),
         config: Optional[Path] = typer.Option(None, "--config", help="Reproduce a run: read options from its "
                                               "config.yaml (options given here override)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoints/last.ckpt "
@@ -108,8 +115,9 @@ def register(app: typer.Typer) -> None:
         for k in ("cohort", "split_from"):
             if given[k] is not None:
                 given[k] = str(given[k])
-        if given["task"] is None:          # default binary; a --config run keeps its own task
-            del given["task"]
+        for key in ("task", "stacked"):    # defaults of TrainConfig; a --config run keeps its own
+            if given[key] is None:
+                del given[key]
         if weights is not None and pretrained is not None:
             raise NpcaiError("pass exactly one of --pretrained, --weights PATH, --no-pretrained")
         recorded_threads = None

@@ -74,6 +74,11 @@ class TrainConfig:
         num_workers: DataLoader worker processes.
         task: what is learnt (:mod:`npcai.models.tasks`): ``binary`` (a 0/1 endpoint) or
             ``survival`` (deep Cox on a time/event endpoint such as ``dfs``; patient unit).
+        stacked: survival task: one backbone over all sequences as channels instead of one
+            backbone per sequence (about 3x faster for three sequences).
+        normalise: None (the ROI cache's own normalisation) or ``histogram``: Nyúl–Udupa
+            landmarks learnt on this run's training patients only, the ROI rebuilt with them
+            and the landmarks kept in the run (:func:`npcai.imaging.histogram.fit_run_histogram`).
     """
 
     cohort: str
@@ -106,6 +111,8 @@ class TrainConfig:
     stratify_centre: bool = True
     num_workers: int = 0
     task: str = "binary"
+    stacked: bool = False
+    normalise: str | None = None
 
     def validate(self) -> "TrainConfig":
         """Check option values; raise :class:`NpcaiError` naming the bad option."""
@@ -133,6 +140,8 @@ class TrainConfig:
             (not (self.folds and self.test_where), "folds with a test filter: cross-validate inside one "
              "cohort, or use the test filter with a single split (not both)"),
             (not (self.pretrained and self.weights), "pass either --pretrained or --weights PATH, not both"),
+            (self.normalise in (None, "histogram"), f"--normalise {self.normalise!r}: the one value is histogram "
+             "(landmarks learnt on the run's training patients); omit it to keep the ROI cache's normalisation"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -242,6 +251,15 @@ def _prepare(cfg: TrainConfig, cohort, roi, task=None, given_split: pd.Series | 
     index["label"] = labels.reindex(index["patient_id"]).to_numpy()
     index["split"] = split.reindex(index["patient_id"]).to_numpy()
     return _Prepared(labels, split, excluded, index, ep)
+
+
+def _run_histogram(cfg: TrainConfig, cohort, roi, task, prep: _Prepared):
+    """Step 1b (``normalise: histogram``): landmarks learnt on the training split only, the ROI
+    rebuilt with them; the patients keep their split."""
+    from npcai.imaging.histogram import fit_run_histogram
+
+    hist = fit_run_histogram(cfg.cohort, roi, prep.split.index[prep.split == "train"])
+    return hist.roi, _prepare(cfg, cohort, hist.roi, task, prep.split), hist
 
 
 @dataclass
@@ -618,13 +636,18 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         raise NpcaiError("folds: a cross-validated run is trained by npcai.models.folds.train_folds")
     task = task if task is not None else make_task(cfg)
     prep = _prepare(cfg, cohort, roi, task, split)
+    hist = None
+    if cfg.normalise == "histogram":
+        roi, prep, hist = _run_histogram(cfg, cohort, roi, task, prep)
     geo = _geometry(cfg, roi)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_network(cfg, geo.n_chans)     # a bad backbone or weights file fails before OUT is touched
     work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     module, data = _selection_stage(cfg, task, model, roi, prep, geo)
     config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu", split_given=split is not None)
-    write_run(work, config=config_doc)   # provenance first: --resume checks it
+    if hist is not None:
+        config_doc["histogram"] = hist.record()
+    write_run(work, config=config_doc, landmarks=hist.path if hist else None)   # provenance first: --resume checks it
     trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks)
     best_epoch, history, val_score = _select_best(task, model, module, ckpt_cb, work, out)
     pred_slices, pred_patients = _predict_all(task, model, roi, prep, geo)
@@ -637,7 +660,8 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     from npcai.models.curves import plot_training_curve
 
     plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch, monitor=task.monitor,
-                        title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}")
+                        title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}",
+                        **({"loss_label": task.loss_label} if hasattr(task, "loss_label") else {}))
     replace_output_dir(work, out)
     return TrainResult(out, int(best_epoch), val_score, summary.get("test_auc", float("nan")),
                        summary.get("n_test", 0), int(len(history)), summary)

@@ -15,7 +15,8 @@ from npcai._lazy import lazy_exports
 _FOLDER = "npcai.runs.folder"
 _EXPORTS = {
     **{name: _FOLDER for name in (
-        "RUN_FORMAT", "KINDS", "CONFIG", "SPLIT", "PATIENTS", "SLICES", "SUMMARY", "HISTORY",
+        "RUN_FORMAT", "KINDS", "CONFIG", "SPLIT", "PATIENTS", "SLICES", "SUMMARY", "HISTORY", "LANDMARKS",
+        "run_landmarks",
         "ROI_SPEC_KEYS", "RoiSpec", "RunConfig", "Predictions", "RunFolder", "RunSummary",
         "package_versions", "partial_dir", "cohort_id", "read_config", "read_split", "read_predictions",
         "read_summary", "read_history", "read_run", "write_run", "write_yaml", "write_json", "write_csv",

@@ -16,6 +16,9 @@
       training_curve.png          (train)
       summary.json                counts per split and label, excluded patients, best epoch, ...
       metrics.json, figures/      written by ``npcai evaluate`` (:mod:`npcai.stats.evaluate`)
+      histogram_landmarks.json    (train with normalise histogram) the Nyúl–Udupa landmarks learnt on
+                                  the training patients (:mod:`npcai.imaging.histogram`); prediction
+                                  on any cohort rebuilds the ROI with exactly these
 
 A prediction folder (``npcai predict RUN COHORT --out PRED``) has the same layout with
 ``kind: predictions``, ``split = external`` and no checkpoints; its config names the source
@@ -48,7 +51,8 @@ import yaml
 from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_write_text, file_sha256
 
-__all__ = ["RUN_FORMAT", "KINDS", "CONFIG", "SPLIT", "PATIENTS", "SLICES", "SUMMARY", "HISTORY",
+__all__ = ["RUN_FORMAT", "KINDS", "CONFIG", "SPLIT", "PATIENTS", "SLICES", "SUMMARY", "HISTORY", "LANDMARKS",
+           "run_landmarks",
            "RoiSpec", "RunConfig", "Predictions", "RunFolder", "package_versions", "partial_dir",
            "cohort_id", "read_config", "read_split", "read_predictions", "read_summary", "read_history",
            "read_run", "write_run", "write_yaml", "write_json", "write_csv", "check_cohort", "check_roi",
@@ -60,6 +64,7 @@ RUN_FORMAT = "npcai-run/1"
 KINDS = ("train", "ensemble", "predictions", "cv")
 CONFIG, SPLIT, SUMMARY, HISTORY = "config.yaml", "split.csv", "summary.json", "history.csv"
 PATIENTS, SLICES = "predictions_patients.csv", "predictions_slices.csv"
+LANDMARKS = "histogram_landmarks.json"
 _PATIENT_COLUMNS = ("patient_id", "split", "label", "prob")
 _SURVIVAL_PATIENT_COLUMNS = ("patient_id", "split", "label", "prognostic_score", "predictive_score",
                              "log_hazard_ccrt", "log_hazard_ic_ccrt")   # + time, event, treatment when known
@@ -492,13 +497,23 @@ class RunSummary:
         return None if value is None else float(value)
 
 
+def run_landmarks(run_dir: str | Path) -> Path | None:
+    """The histogram landmarks a run learnt on its training patients (None when it learnt none)."""
+    path = Path(run_dir) / LANDMARKS
+    return path if path.is_file() else None
+
+
 def write_run(folder: str | Path, *, config: dict[str, Any] | None = None, split: pd.DataFrame | None = None,
               slices: pd.DataFrame | None = None, patients: pd.DataFrame | None = None,
-              history: pd.DataFrame | None = None, summary: dict[str, Any] | None = None) -> Path:
+              history: pd.DataFrame | None = None, summary: dict[str, Any] | None = None,
+              landmarks: str | Path | None = None) -> Path:
     """Write the given parts of a run folder (each file atomically; config.yaml last, so a
-    folder whose config and predictions both exist is complete)."""
+    folder whose config and predictions both exist is complete). ``landmarks``: a histogram
+    landmarks file whose byte-identical copy the run keeps (:data:`LANDMARKS`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if landmarks is not None:
+        atomic_write_text(folder / LANDMARKS, Path(landmarks).read_text())
     for name, df in ((SPLIT, split), (SLICES, slices), (PATIENTS, patients), (HISTORY, history)):
         if df is not None:
             write_csv(folder / name, df)

@@ -94,7 +94,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> LoadedRun:
     if cfg.cohort_path is None or cfg.roi_name is None:
         raise NpcaiError(f"{run_dir / 'config.yaml'}: names no cohort or ROI dataset; train the run again")
     check_cohort(cfg, cfg.cohort_path, f"run {run_dir.name}")
-    roi = RoiDataset.open(cfg.cohort_path, cfg.roi_name)
+    # the ROI the run recorded: a run that learnt histogram landmarks trained on a rebuilt cache
+    roi = RoiDataset.open(cfg.cohort_path, cfg.roi.name if cfg.roi is not None else cfg.roi_name)
     check_roi(cfg, roi, f"run {run_dir.name}")
     model, patient_model = load_network(cfg, checkpoint)
     return LoadedRun(run_dir, cfg, split, model, patient_model, roi)

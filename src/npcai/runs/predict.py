@@ -92,8 +92,40 @@ def check_inputs(config: RunConfig, cohort, patients: Sequence[str]) -> None:
                              f"{mask} masks")
 
 
-def _spec_hash(spec: RoiSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.params, sort_keys=True).encode()).hexdigest()[:10]
+def _spec_hash(spec: RoiSpec, normalise: str = "") -> str:
+    params = spec.params if not normalise.startswith("histogram") else {**spec.params, "normalisation": normalise}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _histogram_digest(normalisation) -> str | None:
+    """The landmarks digest of a ``histogram:PATH#SHA16`` normalisation (None for other methods)."""
+    text = str(normalisation or "")
+    return text.rsplit("#", 1)[-1] if text.startswith("histogram:") and "#" in text else None
+
+
+def _same_param(key: str, built, recorded) -> bool:
+    """Histogram normalisations are the same when their landmarks are (the file may have moved)."""
+    if key == "normalisation" and _histogram_digest(recorded) is not None:
+        return _histogram_digest(built) == _histogram_digest(recorded)
+    return built == recorded
+
+
+def _build_kwargs(config: RunConfig) -> dict[str, Any]:
+    """The ROI build arguments of a run; a run that learnt histogram landmarks is rebuilt with its
+    own copy of them (:data:`npcai.runs.folder.LANDMARKS`), which must be the recorded ones."""
+    from npcai.fsutil import file_sha256
+    from npcai.runs.folder import run_landmarks
+
+    kwargs = config.roi.build_kwargs()
+    recorded = _histogram_digest(kwargs.get("normalise"))
+    own = run_landmarks(config.path)
+    if recorded is None or own is None:
+        return kwargs
+    if file_sha256(own)[:16] != recorded:
+        raise NpcaiError(f"{own}: these histogram landmarks are not the ones run {config.path.name} was trained "
+                         f"with (recorded {recorded}); restore the run's file or train again")
+    kwargs["normalise"] = f"histogram:{own.resolve()}"
+    return kwargs
 
 
 def _roi_for(config: RunConfig, cohort_dir: Path, same_cohort: bool):
@@ -108,10 +140,11 @@ def _roi_for(config: RunConfig, cohort_dir: Path, same_cohort: bool):
             return roi
         log.info("ROI dataset %s was rebuilt since run %s; building the run's input again",
                  spec.name, config.path.name)
-    name = f"run-{spec.name}-{_spec_hash(spec)}"
-    build_roi(cohort_dir, name, **spec.build_kwargs())
+    kwargs = _build_kwargs(config)
+    name = f"run-{spec.name}-{_spec_hash(spec, kwargs['normalise'] if 'normalise' in kwargs else '')}"
+    build_roi(cohort_dir, name, **kwargs)
     roi = RoiDataset.open(cohort_dir, name)
-    differs = [k for k in ROI_SPEC_KEYS if k in spec.params and roi.params.get(k) != spec.params[k]]
+    differs = [k for k in ROI_SPEC_KEYS if k in spec.params and not _same_param(k, roi.params.get(k), spec.params[k])]
     if differs:
         raise NpcaiError(f"ROI dataset {roi.root}: {differs[0]} is {roi.params.get(differs[0])!r} but run "
                          f"{config.path.name} recorded {spec.params[differs[0]]!r}; the ROI cannot be rebuilt "

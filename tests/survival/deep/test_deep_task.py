@@ -80,3 +80,17 @@ def test_predict_and_summarise():
         harrell_c(test.time, test.event, test.prognostic_score).c_index)
     none = SurvivalTask().summarise(table.assign(event=0))
     assert none["test_c_index"] == {"unavailable": "no event among the test patients"}
+
+
+def test_network_per_sequence_or_stacked_from_the_run_options():
+    """``stacked`` in the run options: one backbone over the channels instead of one per channel."""
+    from npcai.models.train import TrainConfig, build_network
+
+    cfg = TrainConfig(cohort="c", roi="r", endpoint="dfs", task="survival", unit="patient", backbone="resnet10t",
+                      pretrained=False)
+    per_sequence = build_network(cfg, 3)
+    stacked = build_network(TrainConfig(**{**cfg.__dict__, "stacked": True}), 3)
+    assert len(per_sequence.backbones) == 3 and not per_sequence.stacked
+    assert len(stacked.backbones) == 1 and stacked.stacked
+    x = torch.zeros(2, 3, 3, 32, 32)
+    assert per_sequence(x).shape == stacked(x).shape == (2, 2)

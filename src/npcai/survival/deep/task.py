@@ -114,6 +114,7 @@ class SurvivalTask(Task):
     """
 
     name = "survival"
+    loss_label = "Cox negative partial log-likelihood (per event)"
     monitor = "val_c_index"
     mode = "max"
     prediction_columns = PREDICTION_COLUMNS
@@ -170,11 +171,13 @@ class SurvivalTask(Task):
 
     def network(self, options: dict[str, Any], in_chans: int, *, pretrained: bool,
                 weights: str | None) -> torch.nn.Module:
-        """One backbone per input channel (sequence), attention MIL, shared trunk, two heads."""
+        """One backbone per input channel (sequence), or one over all channels with the
+        ``stacked`` option; attention MIL, shared trunk, two heads."""
         from npcai.survival.deep.network import create_survival_network
 
         return create_survival_network(options["backbone"], sequences=[f"ch{i}" for i in range(in_chans)],
-                                       pretrained=pretrained, weights=weights, dropout=float(options["dropout"]))
+                                       stacked=bool(options.get("stacked", False)), pretrained=pretrained,
+                                       weights=weights, dropout=float(options["dropout"]))
 
     def log_hazard(self, scores: torch.Tensor, treatment: torch.Tensor) -> torch.Tensor:
         """The fitted log-hazard: ``g + (T - 1/2) f``, or ``g`` without the predictive head."""
