@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "npcai.studies.cli",          # npcai study run
     "npcai.serve.cli",            # npcai serve
     "npcai.survival.cli",         # npcai survival km|cox|stepwise|nomogram|calibrate|risk-groups|subgroups|match|cindex
+    "npcai.decision.cli",         # npcai recommend residual|...
 ]
 
 
