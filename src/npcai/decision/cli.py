@@ -16,7 +16,7 @@ app = typer.Typer(help="Recommend a treatment with a finished decision study (re
                   no_args_is_help=True)
 
 #: one module per study's recommendation, each with ``register(app)``
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = ["npcai.decision.cli_decision"]
 
 
 def register(root: typer.Typer) -> None:

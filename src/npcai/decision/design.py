@@ -85,6 +85,7 @@ class DecisionPreset(_Model):
     training: dict[str, Any] = Field(default_factory=dict)
     split: dict[str, Any] = Field(default_factory=dict)
     roi: dict[str, Any] = Field(default_factory=dict)
+    matching: dict[str, Any] = Field(default_factory=dict)
     decision: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -132,7 +133,7 @@ class DecisionStudy(_Model):
             p = presets[preset]
             if p["backbone"]:
                 data["backbone"] = p["backbone"]
-            for key in ("training", "split", "roi", "decision"):
+            for key in ("training", "split", "roi", "matching", "decision"):
                 data[key].update(copy.deepcopy(p[key]))
         if backbone:
             data["backbone"] = backbone

@@ -43,7 +43,8 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_write_text, check_output_path, mark_output
 
 __all__ = ["DecisionResult", "DecisionAnalysis", "run_decision_study", "resolve_decision_study",
-           "decision_table", "analyse_decision", "match_treatments", "COHORT_ORDER", "DEEP_RUN"]
+           "decision_table", "analyse_decision", "match_treatments", "standardise_scores", "write_model",
+           "COHORT_ORDER", "DEEP_RUN", "SCORE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,7 @@ class DecisionAnalysis:
     truth: pd.DataFrame | None
     truth_value: pd.DataFrame | None
     figures: dict[str, Path]
+    score_scaling: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
 
@@ -348,6 +350,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
         notes.append(f"{int((~complete).sum())} patient(s) without a value of a model covariate were left out of "
                      "every model and statistic (complete-case analysis).")
     table = table[complete]
+    table, scaling = standardise_scores(table, table["cohort"] == "Training")
     cohorts = {c: table[table["cohort"] == c] for c in cohorts}
     train = cohorts["Training"]
 
@@ -404,6 +407,10 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
     for u in spec.nomogram_times:
         per = {}
         for c, d in cohorts.items():
+            if len(d) < 20 or d["event"].sum() < 5:
+                notes.append(f"Calibration at {u:g} months in the {c.lower()} cohort not computed: {len(d)} patients, "
+                             f"{int(d['event'].sum())} events (at least 20 patients and 5 events are needed).")
+                continue
             try:
                 cal = calibrate_survival(cptdn.model, d, u, m=min(spec.calibration_group_size, max(2, len(d) // 3)),
                                          n_boot=spec.calibration_boot if c == "Training" else 0)
@@ -517,10 +524,40 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
         cptdn=cptdn, comparison=comparison, coefficients=coefficients, cindex=cidx, nomogram=nom, patients=patients,
         risk_threshold=rg.threshold_, risk_groups=risk_groups, calibration=calibration, preferred=preferred,
         second_endpoints=second, subgroups_risk=sub_risk, subgroups_treatment=sub_treat, benefit=benefit,
-        deep_metrics=deep, truth=truth, truth_value=truth_value, figures=figures, notes=notes)
+        deep_metrics=deep, truth=truth, truth_value=truth_value, figures=figures, score_scaling=scaling,
+        notes=notes)
     analysis.findings = _findings(analysis, spec)
     _ = model_risk  # (kept importable for users of this module)
     return analysis
+
+
+#: the deep scores entering the CPTDN (standardised on the training cohort)
+SCORE_COLUMNS = ("prognostic_score", "predictive_score")
+
+
+def standardise_scores(table: pd.DataFrame, training: pd.Series | np.ndarray,
+                       scaling: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """The deep scores as z-scores of the training cohort (raw values kept as ``<score>_raw``).
+
+    A network's scores can have a tiny spread (e.g. -0.12 +- 0.002 after a short training), which
+    makes ``treatment`` and ``treatment x score`` nearly collinear in a Cox model; per-SD units
+    also make the nomogram readable. ``scaling`` ({score: [mean, sd]}, from ``cptdn.json``)
+    applies a fitted study's standardisation to new patients.
+    """
+    out = table.copy()
+    if scaling is None:
+        scaling = {}
+        for c in SCORE_COLUMNS:
+            x = table.loc[np.asarray(training, bool), c].astype(float)
+            sd = float(x.std(ddof=1))
+            if not np.isfinite(sd) or sd <= 0:
+                raise NpcaiError(f"deep run: the {c} is the same for every training patient; the network learnt "
+                                 "nothing to combine in a nomogram (train longer or check the run)")
+            scaling[c] = [float(x.mean()), sd]
+    for c, (m, sd) in scaling.items():
+        out[f"{c}_raw"] = out[c]
+        out[c] = (out[c].astype(float) - m) / sd
+    return out, scaling
 
 
 def _subgroup_factors(d: pd.DataFrame, wanted: list[str]) -> tuple[list[str], list[str]]:
@@ -573,7 +610,9 @@ def _as_dict(obj) -> dict:
     if dataclasses.is_dataclass(obj):
         out = {}
         for k, v in dataclasses.asdict(obj).items():
-            if isinstance(v, (int, float, str, np.integer, np.floating)) or v is None:
+            if isinstance(v, dict) and k != "by_best":       # a nested estimate: mean, low, high
+                out.update({f"{k}_{kk}": vv for kk, vv in v.items()})
+            elif isinstance(v, (int, float, str, bool, np.integer, np.floating)) or v is None:
                 out[k] = v
         return out
     return dict(obj)
@@ -710,7 +749,7 @@ def write_model(folder: Path, a: DecisionAnalysis, resolved: ResolvedDecisionStu
            "horizon": s.decision.horizon, "thresholds": s.decision.thresholds, "terms": a.cptdn.terms,
            "variables": sorted({v for t in a.cptdn.terms for v in t.split(":")}),
            "coefficients": {k: float(v) for k, v in a.cptdn.model.coef_.items()},
-           "risk_threshold_points": a.risk_threshold, "deep_run": str(Path("runs") / DEEP_RUN),
+           "risk_threshold_points": a.risk_threshold, "score_scaling": a.score_scaling, "deep_run": str(Path("runs") / DEEP_RUN),
            "deep_run_config_sha256": _sha(run_dir / "config.yaml"), "cohort_id": cfg.cohort_id,
            "derived": {"ebv_dna_high": "ebv_dna >= 4000 copies/mL", "tumour_volume": "pre-treatment tumour mask, mL"}}
     atomic_write_text(folder / "cptdn.json", json.dumps(doc, indent=1, default=float))
