@@ -686,19 +686,17 @@ def run_decision_study(study: str | Path | ResolvedDecisionStudy, *, out: str | 
     inside = cohort is not None and (out / "study.yaml").is_file() and \
         Path(cohort).resolve() == (out / "cohort").resolve()
     check_output_path(out, [None if inside else cohort, export, clinical, contours, weights])
-    clinical_file = _check_sources(cohort, export, clinical)
-    if cohort is not None:            # refuse a cohort that cannot run the study before creating OUT
-        from npcai.cohort.model import Cohort
+    from npcai.cohort.model import Cohort
 
-        match_treatments(Cohort.load(cohort).clinical(), resolved)
+    clinical_file = _check_sources(cohort, export, clinical)
+    # refuse a cohort that cannot run the study before creating OUT
+    matching = match_treatments(Cohort.load(cohort).clinical(), resolved) if cohort is not None else None
     out.mkdir(parents=True, exist_ok=True)
     mark_output(out)
     atomic_write_text(out / "study.yaml", yaml.safe_dump(resolved.to_dict(), sort_keys=False))
     cohort_dir = _cohort(out, cohort, export, clinical_file, contours)
-
-    from npcai.cohort.model import Cohort
-
-    matching = match_treatments(Cohort.load(cohort_dir).clinical(), resolved)
+    if matching is None:
+        matching = match_treatments(Cohort.load(cohort_dir).clinical(), resolved)
     _write_matching(out / "matching", matching)
     roi_name = resolved.roi_cache_name()
     params = resolved.roi_params()
