@@ -358,7 +358,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
     cptdn = fit_cptdn(train, "time", "event", clinical=candidates)
     comparison = fit_comparison_models(train, "time", "event", clinical=candidates)
     models = {"CPTDN": cptdn, **comparison}
-    coefficients = pd.concat([m.coefficients() for m in models.values()], ignore_index=True)
+    coefficients = pd.concat([m.coefficients() for m in models.values() if m.model is not None], ignore_index=True)
     cidx = cindex_table(models, cohorts, "time", "event")
 
     nom = Nomogram(spec.nomogram_times).fit(cptdn.model, train)
@@ -510,7 +510,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
 
     truth, truth_value = (None, None)
     if cohort_dir is not None:
-        truth, truth_value, tnotes = _truth_scores(cohort_dir, table, recs, patients)
+        truth, truth_value, tnotes = _truth_scores(cohort_dir, table, recs, patients, spec.n_boot)
         notes.extend(tnotes)
         if truth is not None:
             tt = patients.set_index("patient_id").join(_load_truth(cohort_dir)[["dfs5_ccrt", "dfs5_ic_ccrt",
@@ -578,7 +578,7 @@ def _load_truth(cohort_dir: Path):
     return load_truth(cohort_dir)
 
 
-def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: pd.DataFrame):
+def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: pd.DataFrame, n_boot: int = 200):
     """Agreement with the phantom's best treatment and the policy value (mean true 5-year DFS)."""
     truth = _load_truth(cohort_dir)
     if truth is None:
@@ -599,7 +599,7 @@ def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: p
             a = agreement_with_truth(rec.reindex(idx), tr["best_treatment"])
             rows.append({"threshold_pp": t, "cohort": c, **_as_dict(a)})
             outcome = {CONTROL: tr["dfs5_ccrt"], EXPERIMENTAL: tr["dfs5_ic_ccrt"]}
-            v = policy_value(rec.reindex(idx), outcome, table.loc[idx, "treatment"])
+            v = policy_value(rec.reindex(idx), outcome, table.loc[idx, "treatment"], n_boot=max(n_boot, 200))
             vrows.append({"threshold_pp": t, "cohort": c, **_as_dict(v)})
     return pd.DataFrame(rows), pd.DataFrame(vrows), []
 
