@@ -198,7 +198,7 @@ def _scan_facts(cohort_dir: Path) -> pd.DataFrame:
         r = rows.setdefault(scan.patient_id, {})
         vol = (getattr(scan, "mask_stats", None) or {}).get("volume_tumour_ml")
         if vol is not None and "tumour_volume" not in r:
-            r["tumour_volume"] = float(vol)
+            r["tumour_volume"] = round(float(vol), 1)
         src = scan.source or {}
         for key, col in (("field_strength", "field_strength"), ("manufacturer", "manufacturer"),
                          ("magnetic_field_strength", "field_strength")):
@@ -471,7 +471,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
         try:
             sub_risk = subgroup_hazard_ratios(tests, "time", "event", "risk_group", factors, reference="low")
             figures["subgroups_risk"] = F.forest(fig_dir / "figD3_subgroups_risk.png", sub_risk,
-                                                 "CPTDN high vs low risk by subgroup, internal + external test")
+                                                 "CPTDN high vs low risk, test cohorts")
         except NpcaiError as exc:
             notes.append(f"Subgroup analysis of the risk groups not computed: {exc}")
         for level, label in PREFERRED_LABELS.items():
@@ -483,8 +483,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
                 continue
             sub_treat[label] = tab
             figures[f"subgroups_{label}"] = F.forest(fig_dir / f"figD6_subgroups_{label}.png", tab,
-                                                     f"{EXPERIMENTAL} vs {CONTROL} in the {label} group by subgroup, "
-                                                     "internal + external test")
+                                                     f"{label} group, test cohorts")
 
     # --- C-for-benefit of the predicted DFS difference
     ben_rows = []

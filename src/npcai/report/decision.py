@@ -337,6 +337,10 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
                                  _pct(r, lo, hi) for r, lo, hi in zip(t["rate"], t["ci_low"], t["ci_high"])],
                              "n": t["n"]})
         sec.table("Agreement with the true best treatment", disp, csv_name="truth_agreement")
+        side = _seed_vs_truth(a)
+        if side is not None:
+            sec.table("Seed-style judgement (hazard ratios inside the preferred groups) next to the truth-based one",
+                      side, csv_name="seed_vs_truth")
         v = a.truth_value
         if v is not None and len(v):
             disp = pd.DataFrame({"Threshold (pp)": v["threshold_pp"].map(lambda x: f"{x:g}"), "Cohort": v["cohort"],
@@ -363,6 +367,29 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
         if not n.startswith(("Clinical factor", "Subgroup")):
             sec.note(n)
     return write_report(rep, rdir)
+
+
+def _seed_vs_truth(a) -> pd.DataFrame | None:
+    """Per threshold and cohort: HR in each preferred group, agreement with the truth, regret."""
+    if a.truth is None or not len(a.preferred):
+        return None
+    rows = []
+    for (t, c), g in a.preferred.groupby(["threshold_pp", "cohort"], sort=False):
+        g = g.set_index("group")
+        tr = a.truth[(a.truth["threshold_pp"] == t) & (a.truth["cohort"] == c)]
+        v = a.truth_value[(a.truth_value["threshold_pp"] == t) & (a.truth_value["cohort"] == c)] \
+            if a.truth_value is not None else pd.DataFrame()
+        row = {"Threshold (pp)": f"{t:g}", "Cohort": c}
+        for grp in ("ICT-preferred", "CCRT-preferred"):
+            r = g.loc[grp] if grp in g.index else None
+            row[f"HR {grp} (want {'< 1' if grp.startswith('ICT') else '> 1'})"] = \
+                (_ci(r["hr"], r["hr_low"], r["hr_high"], 2) or "n/a") if r is not None else "n/a"
+        row["Agreement with truth"] = _pct(tr["rate"].iloc[0], tr["ci_low"].iloc[0], tr["ci_high"].iloc[0]) \
+            if len(tr) else ""
+        row["Regret (true 5-year DFS)"] = _ci(v["regret_mean"].iloc[0], v["regret_low"].iloc[0],
+                                              v["regret_high"].iloc[0]) if len(v) else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _table1(a) -> pd.DataFrame | None:

@@ -65,12 +65,13 @@ def cindex_bars(out: str | os.PathLike, table: pd.DataFrame) -> Path:
         n = d.groupby("group")["n"].first().reindex(groups)
         ax.set_xticklabels([f"{g}\n(n = {int(k)})" for g, k in zip(groups, n)])
         ax.set_title(c)
-        ax.set_ylim(0.3, 1.0)
+        ax.set_ylim(0.0, 1.0)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("Harrell's C-index (95% CI)")
-    axes[0][-1].legend(fontsize=8, loc="upper right")
-    fig.suptitle("Prognostic performance by treatment group (seed 004, Fig. 3)")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(models), fontsize=9, frameon=False)
+    fig.suptitle("Prognostic performance by treatment group (seed 004, Fig. 3); dashed: 0.5 (chance)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return save_figure(fig, out, dpi=130)
 
 
@@ -84,6 +85,7 @@ def _km_panel(ax, cmp, title: str, note: str, survival_label: str) -> None:
     if cmp is None:
         ax.text(0.5, 0.5, "not estimable" + (f":\n{note[:80]}" if note else ""), ha="center", va="center",
                 transform=ax.transAxes, fontsize=8, wrap=True)
+        ax.set_xticks([])
         return
     for i, (name, km) in enumerate(cmp.curves.items()):
         tab = km.table_
@@ -165,6 +167,9 @@ def difference_vs_truth(out: str | os.PathLike, patients: pd.DataFrame) -> Path:
                    label=f"{c} (n = {len(g)})")
     ax.axhline(0, color="0.5", lw=0.8)
     ax.axvline(0, color="0.5", lw=0.8)
+    lim = [float(np.nanmin([true.min(), patients["difference_pp"].min()])),
+           float(np.nanmax([true.max(), patients["difference_pp"].max()]))]
+    ax.plot(lim, lim, ls=":", color="0.4", lw=1, label="predicted = true")
     ok = np.isfinite(true) & np.isfinite(patients["difference_pp"])
     r = float(np.corrcoef(true[ok], patients["difference_pp"][ok])[0, 1]) if ok.sum() > 2 else float("nan")
     ax.set_xlabel("True 5-year DFS difference, IC+CCRT - CCRT (percentage points)")
