@@ -83,8 +83,10 @@ def _km_panel(ax, cmp, title: str, note: str, survival_label: str) -> None:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.25)
     if cmp is None:
-        ax.text(0.5, 0.5, "not estimable" + (f":\n{note[:80]}" if note else ""), ha="center", va="center",
-                transform=ax.transAxes, fontsize=8, wrap=True)
+        import textwrap
+
+        text = "not estimable" + (":\n" + textwrap.fill(textwrap.shorten(note, 110), 42) if note else "")
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=7.5)
         ax.set_xticks([])
         return
     for i, (name, km) in enumerate(cmp.curves.items()):
