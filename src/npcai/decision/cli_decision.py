@@ -33,6 +33,14 @@ def run_decision_cli(console, study: str, *, cohort, export, clinical, contours,
                       f"{'+'.join(s.roi.sequences)} {s.roi.variant} at {s.training.size or 224} px, at most "
                       f"{s.training.epochs} epochs), matching on {', '.join(s.matching.covariates)}, external test "
                       f"{s.split.test_where!r}, thresholds {', '.join(f'{t:g}' for t in s.decision.thresholds)} pp")
+        if cohort is not None:
+            from npcai.cohort.model import Cohort
+            from npcai.decision.study004 import match_treatments
+
+            m = match_treatments(Cohort.load(cohort).clinical(), resolved)
+            console.print(f"matching: {m.eligible} eligible, {len(m.patients)} matched ("
+                          + ", ".join(f"{k} {v}" for k, v in m.per_treatment.items()) + "); excluded: "
+                          + ("; ".join(f"{n} {k}" for k, n in m.excluded.items()) or "none"))
         return
     with show_progress():
         result = run_decision_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
