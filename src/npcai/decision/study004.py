@@ -361,7 +361,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
     coefficients = pd.concat([m.coefficients() for m in models.values() if m.model is not None], ignore_index=True)
     cidx = cindex_table(models, cohorts, "time", "event")
 
-    nom = Nomogram(spec.nomogram_times).fit(cptdn.model, train)
+    nom = Nomogram(spec.nomogram_times, axes=_integer_axes(train, cptdn.terms)).fit(cptdn.model, train)
     figures["nomogram"] = F.nomogram_figure(fig_dir / "fig2a_nomogram.png", nom)
     figures["cindex"] = F.cindex_bars(fig_dir / "fig3_cindex.png", cidx)
 
@@ -530,6 +530,19 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
     return analysis
 
 
+def _integer_axes(train: pd.DataFrame, terms: list[str]) -> dict[str, list]:
+    """Nomogram ticks of the whole-number variables (T and N stage, 0/1 flags): their values, not
+    pretty(range) fractions."""
+    out = {}
+    for v in {x for t in terms for x in t.split(":")}:
+        col = v[2:-1] if v.startswith("C(") else v
+        if col in train and pd.api.types.is_numeric_dtype(train[col]):
+            x = train[col].dropna()
+            if len(x) and (x == x.round()).all() and x.nunique() <= 10:
+                out[col] = list(range(int(x.min()), int(x.max()) + 1))
+    return out
+
+
 #: the deep scores entering the CPTDN (standardised on the training cohort)
 SCORE_COLUMNS = ("prognostic_score", "predictive_score")
 
@@ -590,13 +603,22 @@ def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: p
     rows, vrows = [], []
     groups = [(c, table.index[table["cohort"] == c]) for c in COHORT_ORDER if (table["cohort"] == c).any()]
     groups.append(("Internal + external test", table.index[table["cohort"].isin(["Internal test", "External test"])]))
+    for c, idx in groups:             # baselines: the physicians' choices and one treatment for everyone
+        if not len(idx):
+            continue
+        tr = truth.reindex(idx)
+        for name, rec in (("physicians' choices", table.loc[idx, "treatment"]),
+                          (f"always {CONTROL}", pd.Series(CONTROL, index=idx)),
+                          (f"always {EXPERIMENTAL}", pd.Series(EXPERIMENTAL, index=idx))):
+            a = agreement_with_truth(rec, tr["best_treatment"])
+            rows.append({"policy": name, "threshold_pp": np.nan, "cohort": c, **_as_dict(a)})
     for t, rec in recs.items():
         for c, idx in groups:
             if not len(idx):
                 continue
             tr = truth.reindex(idx)
             a = agreement_with_truth(rec.reindex(idx), tr["best_treatment"])
-            rows.append({"threshold_pp": t, "cohort": c, **_as_dict(a)})
+            rows.append({"policy": f"CPTDN, difference > {t:g} pp", "threshold_pp": t, "cohort": c, **_as_dict(a)})
             outcome = {CONTROL: tr["dfs5_ccrt"], EXPERIMENTAL: tr["dfs5_ic_ccrt"]}
             v = policy_value(rec.reindex(idx), outcome, table.loc[idx, "treatment"], n_boot=max(n_boot, 200))
             vrows.append({"threshold_pp": t, "cohort": c, **_as_dict(v)})

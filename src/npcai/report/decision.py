@@ -122,7 +122,9 @@ def _cindex_display(c: pd.DataFrame) -> pd.DataFrame:
         row = {"Model": m}
         for coh in dict.fromkeys(c["cohort"]):
             r = c[(c["model"] == m) & (c["cohort"] == coh) & (c["group"] == "All")].iloc[0]
-            row[f"{coh} (n = {r['n']}, {r['events']} events)"] = _ci(r["c_index"], r["low"], r["high"]) or r["note"]
+            row[f"{coh} (n = {r['n']}, {r['events']} events)"] = \
+                (_ci(r["c_index"], r["low"], r["high"]) + (" (no term selected)" if r["note"] else "")).strip() \
+                if _f(r["c_index"]) else r["note"]
         out.append(row)
     _ = t
     return pd.DataFrame(out)
@@ -194,10 +196,14 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
                      "Patients": len(d)})
     sec.table("Patients at each step", pd.DataFrame(rows), csv_name="cohorts")
     if matching.balance is not None:
-        b = matching.balance.copy()
-        for col in b.columns:
-            if col != "covariate":
-                b[col] = b[col].map(lambda v: _f(v, 3))
+        bal = matching.balance
+        b = pd.DataFrame({"Covariate": bal["covariate"]})
+        for tag, name in (("before", "before"), ("after", "after")):
+            b[f"Mean IC+CCRT {name}"] = bal[f"mean_treated_{tag}"].map(lambda v: _f(v, 2))
+            b[f"Mean CCRT {name}"] = bal[f"mean_control_{tag}"].map(lambda v: _f(v, 2))
+            b[f"SMD {name}"] = bal[f"smd_{tag}"].map(lambda v: _f(v, 3))
+            b[f"p {name}"] = bal[f"p_{tag}"].map(_p)
+        atomic_csv(rdir / "tables" / "matching_balance_full.csv", bal)
         sec.table("Balance of the treatment groups before and after matching (SMD: standardised mean difference; "
                   "seed 004 Table A1)", b, csv_name="matching_balance")
     t1 = _table1(a)
@@ -280,8 +286,13 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
         pt[col] = pt[col].map(lambda v: _f(v, 1))
     atomic_csv(rdir / "tables" / "patients.csv", a.patients)
     test_rows = pt[pt["cohort"] != "Training"]
+    show = {"patient_id": "Patient", "cohort": "Cohort", "received": "Received", "dfs_ccrt": "5-y DFS CCRT",
+            "dfs_ic_ccrt": "5-y DFS IC+CCRT", "difference_pp": "Difference (pp)"}
+    show.update({c: f"Recommended (> {c.split('_')[1][:-2]} pp)" for c in pt.columns if c.startswith("recommended_")})
+    if "true_best" in pt:
+        show["true_best"] = "True best (phantom)"
     sec.table(f"Per-patient recommendation, test patients (pseudonyms; first 25 of {len(test_rows)}; every patient "
-              "in tables/patients.csv)", test_rows.head(25))
+              "with more columns in tables/patients.csv)", test_rows[list(show)].rename(columns=show).head(25))
 
     sec = rep.section("second", "Second endpoints")
     if len(a.second_endpoints):
@@ -330,9 +341,10 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
                  "Agreement: the share of patients whose recommended treatment is the truly best one (Wilson 95% CI). "
                  "Policy value: the mean true 5-year DFS if every patient received the recommended treatment, next "
                  "to the physicians' actual choices and the oracle (each patient's best); regret = oracle - "
-                 "recommendation (paired bootstrap 95% CI). Compare with the seed-style hazard ratios above.")
+                 "recommendation (paired bootstrap 95% CI). Compare with the seed-style hazard ratios above. The "
+                 "physicians' choices and the two one-treatment-for-all policies are the baselines.")
         t = a.truth
-        disp = pd.DataFrame({"Threshold (pp)": t["threshold_pp"].map(lambda v: f"{v:g}"), "Cohort": t["cohort"],
+        disp = pd.DataFrame({"Policy": t["policy"], "Cohort": t["cohort"],
                              "Agreement with the best treatment (95% CI)": [
                                  _pct(r, lo, hi) for r, lo, hi in zip(t["rate"], t["ci_low"], t["ci_high"])],
                              "n": t["n"]})
@@ -400,7 +412,8 @@ def _table1(a) -> pd.DataFrame | None:
             if c in a.table.columns]
     d = a.table[cols + ["cohort"]].copy()
     try:
-        t = table1(d, by="cohort")
+        t = table1(d, by="cohort", group_order=[c for c in ("Training", "Validation", "Internal test", "External test")
+                                                if (d["cohort"] == c).any()])
     except NpcaiError as exc:
         log.warning("Table 1 by cohort not made: %s", exc)
         return None
