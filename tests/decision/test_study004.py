@@ -79,6 +79,9 @@ def test_decision_study_end_to_end(tiny_study):
     doc = json.loads((out / "model" / "cptdn.json").read_text())
     assert doc["format"] == "npcai-cptdn/1" and set(doc["score_scaling"]) == {"prognostic_score", "predictive_score"}
     assert any("field_strength" in n for n in a.notes)     # a subgroup factor the cohort lacks is named
+    # truth scores next to their baselines (physicians, one treatment for all), at each threshold
+    assert {"physicians' choices", "always CCRT", "always IC+CCRT", "CPTDN, difference > 2 pp"} <= set(a.truth["policy"])
+    assert (a.truth["n"] > 0).all() and a.truth["rate"].between(0, 1).all()
 
 
 def test_rerun_reuses_the_deep_run(tiny_study):

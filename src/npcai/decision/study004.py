@@ -612,6 +612,10 @@ def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: p
                           (f"always {EXPERIMENTAL}", pd.Series(EXPERIMENTAL, index=idx))):
             a = agreement_with_truth(rec, tr["best_treatment"])
             rows.append({"policy": name, "threshold_pp": np.nan, "cohort": c, **_as_dict(a)})
+            if name.startswith("always"):
+                outcome = {CONTROL: tr["dfs5_ccrt"], EXPERIMENTAL: tr["dfs5_ic_ccrt"]}
+                v = policy_value(rec, outcome, table.loc[idx, "treatment"], n_boot=max(n_boot, 200))
+                vrows.append({"policy": name, "threshold_pp": np.nan, "cohort": c, **_as_dict(v)})
     for t, rec in recs.items():
         for c, idx in groups:
             if not len(idx):
@@ -621,7 +625,7 @@ def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: p
             rows.append({"policy": f"CPTDN, difference > {t:g} pp", "threshold_pp": t, "cohort": c, **_as_dict(a)})
             outcome = {CONTROL: tr["dfs5_ccrt"], EXPERIMENTAL: tr["dfs5_ic_ccrt"]}
             v = policy_value(rec.reindex(idx), outcome, table.loc[idx, "treatment"], n_boot=max(n_boot, 200))
-            vrows.append({"threshold_pp": t, "cohort": c, **_as_dict(v)})
+            vrows.append({"policy": f"CPTDN, difference > {t:g} pp", "threshold_pp": t, "cohort": c, **_as_dict(v)})
     return pd.DataFrame(rows), pd.DataFrame(vrows), []
 
 
@@ -672,12 +676,20 @@ def _findings(a: DecisionAnalysis, spec) -> list[str]:
             out.append(f"{r.cohort}, {r.group} (difference > {t0:g} pp): HR {EXPERIMENTAL} vs {CONTROL} "
                        f"{_fmt_ci(r.hr, r.hr_low, r.hr_high)}, log-rank {format_p(r.p_logrank)} (n = {r.n}).")
     if a.truth is not None and len(a.truth):
-        tt = a.truth[(a.truth["threshold_pp"] == t0) & (a.truth["cohort"] == "Internal + external test")]
-        for r in tt.itertuples():
-            rate = getattr(r, "rate", np.nan)
-            if rate is not None and np.isfinite(rate):
-                out.append(f"Phantom truth: the recommendation (> {t0:g} pp) agrees with the best treatment for "
-                           f"{rate:.0%} (95% CI {r.ci_low:.0%}-{r.ci_high:.0%}) of the test patients.")
+        tests = a.truth[a.truth["cohort"] == "Internal + external test"].set_index("policy")
+        key = f"CPTDN, difference > {t0:g} pp"
+        if key in tests.index and tests.loc[key, "rate"] is not None:
+            r = tests.loc[key]
+            line = (f"Phantom truth: the recommendation (> {t0:g} pp) agrees with the best treatment for "
+                    f"{r['rate']:.0%} (95% CI {r['ci_low']:.0%}-{r['ci_high']:.0%}) of the test patients")
+            base = tests[tests.index.str.startswith(("always", "physicians"))]
+            parts = [f"{name} {b['rate']:.0%} ({b['ci_low']:.0%}-{b['ci_high']:.0%})" for name, b in base.iterrows()]
+            best = base["rate"].astype(float).idxmax() if len(base) else None
+            if best is not None:
+                overlap = base.loc[best, "ci_low"] <= r["ci_high"] and r["ci_low"] <= base.loc[best, "ci_high"]
+                line += ("; baselines: " + ", ".join(parts)
+                         + (f" — not clearly better than {best} (confidence intervals overlap)." if overlap else "."))
+            out.append(line)
     return out
 
 

@@ -355,7 +355,7 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
                       side, csv_name="seed_vs_truth")
         v = a.truth_value
         if v is not None and len(v):
-            disp = pd.DataFrame({"Threshold (pp)": v["threshold_pp"].map(lambda x: f"{x:g}"), "Cohort": v["cohort"],
+            disp = pd.DataFrame({"Policy": v["policy"], "Cohort": v["cohort"],
                                  "n": v["n"],
                                  "Recommendation": [_ci(m, lo, hi) for m, lo, hi in zip(
                                      v["recommended_mean"], v["recommended_low"], v["recommended_high"])],
