@@ -82,6 +82,7 @@ def test_decision_study_end_to_end(tiny_study):
     # truth scores next to their baselines (physicians, one treatment for all), at each threshold
     assert {"physicians' choices", "always CCRT", "always IC+CCRT", "CPTDN, difference > 2 pp"} <= set(a.truth["policy"])
     assert (a.truth["n"] > 0).all() and a.truth["rate"].between(0, 1).all()
+    assert a.oracle is not None and a.oracle["oracle_c_index"].between(0, 1).all()
 
 
 def test_rerun_reuses_the_deep_run(tiny_study):

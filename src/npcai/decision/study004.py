@@ -277,6 +277,7 @@ class DecisionAnalysis:
     truth: pd.DataFrame | None
     truth_value: pd.DataFrame | None
     figures: dict[str, Path]
+    oracle: pd.DataFrame | None = None           # phantom: C-index of the true log-hazard vs the CPTDN
     score_scaling: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
@@ -507,7 +508,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
         for c, d in cohorts.items():
             deep[c] = survival_cohort_metrics(d.assign(treatment=(d["treatment"] == EXPERIMENTAL).astype(int)))
 
-    truth, truth_value = (None, None)
+    truth, truth_value, oracle = (None, None, None)
     if cohort_dir is not None:
         truth, truth_value, tnotes = _truth_scores(cohort_dir, table, recs, patients, spec.n_boot)
         notes.extend(tnotes)
@@ -517,13 +518,15 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
             patients = tt.rename(columns={"dfs5_ccrt": "true_dfs5_ccrt", "dfs5_ic_ccrt": "true_dfs5_ic_ccrt",
                                           "best_treatment": "true_best"}).reset_index()
             figures["truth_difference"] = F.difference_vs_truth(fig_dir / "truth_difference.png", patients)
+            oracle = _oracle_cindex(_load_truth(cohort_dir), cohorts, cidx)
 
     analysis = DecisionAnalysis(
         table=table, cohorts=cohorts, candidates=candidates, dropped_candidates=dropped, screening=screening,
         cptdn=cptdn, comparison=comparison, coefficients=coefficients, cindex=cidx, nomogram=nom, patients=patients,
         risk_threshold=rg.threshold_, risk_groups=risk_groups, calibration=calibration, preferred=preferred,
         second_endpoints=second, subgroups_risk=sub_risk, subgroups_treatment=sub_treat, benefit=benefit,
-        deep_metrics=deep, truth=truth, truth_value=truth_value, figures=figures, score_scaling=scaling,
+        deep_metrics=deep, truth=truth, truth_value=truth_value, oracle=oracle, figures=figures,
+        score_scaling=scaling,
         notes=notes)
     analysis.findings = _findings(analysis, spec)
     _ = model_risk  # (kept importable for users of this module)
@@ -627,6 +630,25 @@ def _truth_scores(cohort_dir: Path, table: pd.DataFrame, recs: dict, patients: p
             v = policy_value(rec.reindex(idx), outcome, table.loc[idx, "treatment"], n_boot=max(n_boot, 200))
             vrows.append({"policy": f"CPTDN, difference > {t:g} pp", "threshold_pp": t, "cohort": c, **_as_dict(v)})
     return pd.DataFrame(rows), pd.DataFrame(vrows), []
+
+
+def _oracle_cindex(truth: pd.DataFrame, cohorts: dict, cidx: pd.DataFrame) -> pd.DataFrame | None:
+    """Phantom: Harrell's C of the true DFS log-hazard (under the received treatment) next to the CPTDN's."""
+    from npcai.stats.concordance import harrell_c
+
+    if "log_hazard_dfs" not in truth.columns:
+        return None
+    rows = []
+    for c, d in cohorts.items():
+        if not int(d["event"].sum()):
+            continue
+        o = harrell_c(d["time"].to_numpy(float), d["event"].to_numpy(int),
+                      truth["log_hazard_dfs"].reindex(d.index).to_numpy(float), what=f"oracle C-index ({c})")
+        m = cidx[(cidx["cohort"] == c) & (cidx["group"] == "All") & (cidx["model"] == "CPTDN")].iloc[0]
+        rows.append({"cohort": c, "n": len(d), "events": int(d["event"].sum()), "oracle_c_index": o.c_index,
+                     "oracle_low": o.low, "oracle_high": o.high, "cptdn_c_index": m["c_index"], "cptdn_low": m["low"],
+                     "cptdn_high": m["high"]})
+    return pd.DataFrame(rows)
 
 
 def _as_dict(obj) -> dict:

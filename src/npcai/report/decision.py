@@ -368,6 +368,15 @@ def build_decision_report(out: Path, cohort_dir: Path, resolved, a, matching, *,
                                      v["gain_over_physician_mean"], v["gain_over_physician_low"],
                                      v["gain_over_physician_high"])]})
             sec.table("Mean true 5-year DFS under each policy", disp, csv_name="truth_policy_value")
+        if a.oracle is not None and len(a.oracle):
+            o = a.oracle
+            disp = pd.DataFrame({"Cohort": o["cohort"], "n": o["n"], "Events": o["events"],
+                                 "Oracle C-index (true log-hazard)": [_ci(v, lo, hi) for v, lo, hi in zip(
+                                     o["oracle_c_index"], o["oracle_low"], o["oracle_high"])],
+                                 "CPTDN C-index": [_ci(v, lo, hi) for v, lo, hi in zip(
+                                     o["cptdn_c_index"], o["cptdn_low"], o["cptdn_high"])]})
+            sec.table("The best achievable C-index on the same patients (the phantom's true DFS log-hazard) next to the "
+                      "CPTDN's", disp, csv_name="oracle_cindex")
         if "truth_difference" in fig:
             sec.figure("Predicted vs true 5-year DFS difference per patient.", fig["truth_difference"])
 

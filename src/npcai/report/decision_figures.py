@@ -34,7 +34,7 @@ def nomogram_figure(out: str | os.PathLike, nom) -> Path:
     """The CPTDN nomogram with one Predictive-score axis per treatment (Fig. 2a)."""
     from npcai.survival.figures import plot_nomogram
 
-    labels = {"prognostic_score": "Prognostic-score", "predictive_score": "Predictive-score",
+    labels = {"prognostic_score": "Prognostic-score (SD)", "predictive_score": "Predictive-score (SD)",
               "treatment": "Treatment", "ebv_dna_high": "pre-EBV DNA >= 4000", "tumour_volume": "Tumour volume (mL)",
               "age": "Age (years)", "t_stage": "T stage", "n_stage": "N stage", "sex": "Sex"}
     return plot_nomogram(out, nom, survival_label="DFS", labels=labels,
