@@ -56,11 +56,12 @@ def load_decision_model(study_dir: str | Path):
     except json.JSONDecodeError as exc:
         raise NpcaiError(f"{model_dir}: unreadable model file ({exc}); re-run the study") from exc
     run_dir = study_dir / doc.get("deep_run", "runs/deep_survival")
-    if not (run_dir / "config.yaml").is_file():
-        raise NpcaiError(f"{run_dir}: the study's deep survival run is missing; re-run the study")
     from npcai.fsutil import file_sha256
+    from npcai.runs import CONFIG, is_finished
 
-    if doc.get("deep_run_config_sha256") and file_sha256(run_dir / "config.yaml") != doc["deep_run_config_sha256"]:
+    if not is_finished(run_dir):
+        raise NpcaiError(f"{run_dir}: the study's deep survival run is missing or unfinished; re-run the study")
+    if doc.get("deep_run_config_sha256") and file_sha256(run_dir / CONFIG) != doc["deep_run_config_sha256"]:
         raise NpcaiError(f"{run_dir}: the deep run changed after the CPTDN was fitted on its scores; re-run the study")
     return nom, doc, run_dir
 

@@ -789,7 +789,7 @@ MODEL_FORMAT = "npcai-cptdn/1"
 def write_model(folder: Path, a: DecisionAnalysis, resolved: ResolvedDecisionStudy, run_dir: Path) -> None:
     """``OUT/model/``: the CPTDN nomogram (``nomogram.json``) and ``cptdn.json`` (what
     :func:`npcai.decision.apply.recommend_cohort` needs besides the deep run)."""
-    from npcai.runs import read_config
+    from npcai.runs import CONFIG, read_config
 
     folder.mkdir(parents=True, exist_ok=True)
     s = resolved.study
@@ -803,7 +803,7 @@ def write_model(folder: Path, a: DecisionAnalysis, resolved: ResolvedDecisionStu
            "variables": sorted({v for t in a.cptdn.terms for v in t.split(":")}),
            "coefficients": {k: float(v) for k, v in a.cptdn.model.coef_.items()},
            "risk_threshold_points": a.risk_threshold, "score_scaling": a.score_scaling, "deep_run": str(Path("runs") / DEEP_RUN),
-           "deep_run_config_sha256": _sha(run_dir / "config.yaml"), "cohort_id": cfg.cohort_id,
+           "deep_run_config_sha256": _sha(run_dir / CONFIG), "cohort_id": cfg.cohort_id,
            "derived": {"ebv_dna_high": "ebv_dna >= 4000 copies/mL", "tumour_volume": "pre-treatment tumour mask, mL"}}
     atomic_write_text(folder / "cptdn.json", json.dumps(doc, indent=1, default=float))
 
