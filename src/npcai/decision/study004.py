@@ -323,8 +323,7 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
     """Every statistic of study 004 on the decision table (:func:`decision_table`); figures into ``fig_dir``."""
     from npcai.report import decision_figures as F
     from npcai.decision.benefit import c_for_benefit_survival
-    from npcai.decision.cptdn import (cindex_table, fit_comparison_models, fit_cptdn, model_risk,
-                                      univariate_screening)
+    from npcai.decision.cptdn import cindex_table, fit_comparison_models, fit_cptdn, univariate_screening
     from npcai.decision.recommend_dfs import (PREFERRED_LABELS, dfs_under_each_treatment,
                                               preferred_group_survival, recommend_by_difference)
     from npcai.survival.calibration import calibrate_survival
@@ -529,7 +528,6 @@ def analyse_decision(table: pd.DataFrame, resolved: ResolvedDecisionStudy, fig_d
         score_scaling=scaling,
         notes=notes)
     analysis.findings = _findings(analysis, spec)
-    _ = model_risk  # (kept importable for users of this module)
     return analysis
 
 

@@ -116,7 +116,6 @@ def decision_methods(resolved, matching, a, cohort_dir: Path, train_seconds: flo
 
 
 def _cindex_display(c: pd.DataFrame) -> pd.DataFrame:
-    t = c[c["group"] == "All"].pivot(index="model", columns="cohort", values="c_index")
     out = []
     for m in dict.fromkeys(c["model"]):
         row = {"Model": m}
@@ -126,7 +125,6 @@ def _cindex_display(c: pd.DataFrame) -> pd.DataFrame:
                 (_ci(r["c_index"], r["low"], r["high"]) + (" (no term selected)" if r["note"] else "")).strip() \
                 if _f(r["c_index"]) else r["note"]
         out.append(row)
-    _ = t
     return pd.DataFrame(out)
 
 
