@@ -90,3 +90,9 @@ def test_ordering_text_against_a_number_says_so(clin):
         filter_mask(clin, "treatment > 3")
     with pytest.raises(NpcaiError, match="column 't_stage' holds numbers"):
         filter_mask(clin, 't_stage > "3"')
+
+
+def test_the_patient_id_index_can_be_filtered(clin):
+    # clinical.csv is indexed by patient_id: a study selects its matched patients by pseudonym
+    assert _ids(clin, 'patient_id in ["P0002", "P0004"] and t_stage >= 2') == ["P0002"]
+    assert _ids(clin, 'patient_id != "P0001"') == ["P0002", "P0003", "P0004", "P0005"]

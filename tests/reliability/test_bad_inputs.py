@@ -397,6 +397,15 @@ CASES = [
     Case("study-epochs", "study run peritumoral --cohort {cohort} --epochs 0 --out {tmp}/s", "--epochs"),
     Case("study-export-missing", "study run peritumoral --export {tmp}/noexport --out {tmp}/s", "noexport"),
     Case("study-no-input", "study run peritumoral --out {tmp}/s", "cohort"),
+    Case("study-decision-folds", "study run decision --cohort {cohort} --folds 3 --out {tmp}/s", "--folds"),
+    Case("study-decision-no-treatment", "study run decision --cohort {cohort} --out {tmp}/s",
+         ("clinical.csv", "'treatment'"),
+         _edit("cohort", "clinical.csv", lambda t: "\n".join(
+             ",".join(c for i, c in enumerate(row.split(",")) if i != t.splitlines()[0].split(",").index("treatment"))
+             for row in t.splitlines()) + "\n")),
+    # --- npcai recommend
+    Case("recommend-decision-not-a-study", "recommend decision {cohort} --cohort {cohort} --out {tmp}/r",
+         "not a finished decision study"),
 ]
 
 

@@ -9,8 +9,8 @@ from npcai.studies.runner import plan_study
 from npcai.studies.schema import STUDY_DIR, Study, list_studies, load_study
 
 
-def test_four_studies_are_shipped():
-    assert list_studies() == ["metastasis", "peritumoral", "prepost", "residual"]
+def test_five_studies_are_shipped():
+    assert list_studies() == ["decision", "metastasis", "peritumoral", "prepost", "residual"]
 
 
 @pytest.mark.parametrize("name", ["metastasis", "peritumoral", "prepost", "residual"])
@@ -108,8 +108,11 @@ def test_unknown_study_and_preset(tmp_path):
 
 
 def test_study_dir_has_only_valid_yaml():
+    from npcai.decision.design import is_decision_study, load_decision_study
+
     for path in STUDY_DIR.glob("*.yaml"):
-        assert load_study(path).name == path.stem
+        load = load_decision_study if is_decision_study(path) else load_study
+        assert load(path).name == path.stem
 
 
 def test_cli_list_and_dry_run(cli):

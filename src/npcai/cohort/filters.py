@@ -198,6 +198,8 @@ def filter_mask(table: pd.DataFrame, where: str | Filter) -> pd.Series:
         NpcaiError: a refused filter (grammar shown), or an unknown column (available ones listed).
     """
     flt = where if isinstance(where, Filter) else parse_filter(where)
+    if table.index.name in flt.columns and table.index.name not in table.columns:
+        table = table.assign(**{table.index.name: table.index})   # e.g. patient_id in [...] on clinical.csv
     missing = [c for c in flt.columns if c not in table.columns]
     if missing:
         raise NpcaiError(f"patient filter {flt.text!r}: no column {missing[0]!r} in the clinical table; "

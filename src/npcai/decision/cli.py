@@ -18,6 +18,7 @@ app = typer.Typer(help="Recommend a treatment with a finished decision study (re
 #: one module per study's recommendation, each with ``register(app)``
 SUBCOMMAND_MODULES: list[str] = [
     "npcai.decision.cli_residual",     # npcai recommend residual (study 002)
+    "npcai.decision.cli_decision",     # npcai recommend decision (study 004)
 ]
 
 

@@ -21,7 +21,7 @@ def _split_list(text: Optional[str]) -> list[str] | None:
 @study_app.command("run")
 def run(
     study: str = typer.Argument(..., help="peritumoral (seed 000), prepost (001), residual (002), "
-                                          "metastasis (003), or the path of a study YAML."),
+                                          "metastasis (003), decision (004), or the path of a study YAML."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="An ingested cohort folder (npcai ingest)."),
     export: Optional[Path] = typer.Option(None, "--export", help="A hospital export to ingest first "
                                                                 "(into OUT/cohort); use with --clinical."),
@@ -78,6 +78,20 @@ def run(
     from npcai.studies.runner import plan_study, resolve_study, run_study
 
     console = Console()
+    from npcai.decision.design import is_decision_study
+
+    if is_decision_study(study):
+        from npcai.decision.cli_decision import run_decision_cli
+
+        unsupported = {"--folds": folds, "--rois": rois}
+        if executor != "local":
+            unsupported["--executor"] = executor
+        run_decision_cli(console, study, cohort=cohort, export=export, clinical=clinical, contours=contours,
+                         out=out, preset=preset, backbones=_split_list(backbones), epochs=epochs, size=size,
+                         sequences=_split_list(sequences), pretrained=pretrained, weights=weights, resume=resume,
+                         threads=threads, dry_run=dry_run, endpoint=endpoint,
+                         unsupported={k: v for k, v in unsupported.items() if v})
+        return
     resolved = resolve_study(study, preset, backbones=_split_list(backbones), epochs=epochs,
                              pretrained=pretrained, size=size, folds=folds, rois=_split_list(rois),
                              endpoint=endpoint, sequences=_split_list(sequences))
@@ -144,8 +158,10 @@ def list_() -> None:
     table = Table(title="Shipped studies")
     for col in ("study", "seed", "endpoint", "title", "runs (paper / fast)"):
         table.add_column(col)
+    from npcai.decision.design import is_decision_study, load_decision_study
+
     for name in list_studies():
-        s = load_study(name)
+        s = load_decision_study(name) if is_decision_study(name) else load_study(name)
         counts = " / ".join(str(len(s.resolve(p).steps())) if p in s.presets else "–" for p in ("paper", "fast"))
         table.add_row(name, s.seed_paper or "", s.endpoint, s.title, counts)
     Console().print(table)

@@ -415,6 +415,9 @@ def load_study(study: str | Path) -> Study:
     data = read_user_yaml(path, what="study file", example="'name: my_study'")
     if not isinstance(data, dict):
         raise NpcaiError(f"{path}: a study file must be a mapping with name, endpoint, rois, backbones")
+    if data.get("kind") == "decision":
+        raise NpcaiError(f"{path}: a decision study (kind: decision); read it with "
+                         "npcai.decision.design.load_decision_study or run it with npcai study run")
     try:
         return Study(**data)
     except ValidationError as exc:
