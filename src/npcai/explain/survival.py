@@ -93,9 +93,12 @@ class SurvivalExplainResult:
 
 
 def is_survival_run(run_dir: str | Path) -> bool:
-    """True for a run trained with the survival task."""
-    from npcai.runs import read_config
+    """True for a run trained with the survival task (False for anything else, which the
+    classifier path then checks and refuses with its own message)."""
+    from npcai.runs import is_finished, read_config
 
+    if not is_finished(run_dir):
+        return False
     return read_config(run_dir).raw.get("task") == "survival"
 
 
