@@ -236,7 +236,7 @@ class ClinicalModel:
         if len(np.unique(y)) < 2:
             raise NpcaiError(f"clinical baseline: the {len(y)} patients with complete covariates all have label "
                              f"{int(y[0]) if len(y) else '?'}; a logistic model needs both classes")
-        opts = {"C": 1.0 / self.penalty} if self.penalty > 0 else {"penalty": None}
+        opts = {"C": 1.0 / self.penalty if self.penalty > 0 else np.inf}
         reg = LogisticRegression(solver="lbfgs", tol=1e-10, max_iter=10_000, **opts).fit(z, y)
         beta_std = reg.coef_[0]
         self.coef_std_ = pd.Series(beta_std, index=self.terms_)
