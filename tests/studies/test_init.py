@@ -96,7 +96,7 @@ def test_missing_design_sequence_and_endpoint_are_replaced_by_what_the_cohort_ha
     _edit_clinical(cohort, lambda c: c.drop(columns=["pfs_months", "pfs_event"]))
     draft = draft_study(cohort, "peritumoral")
     assert all(r["sequences"] == ["T2"] for r in draft.data["rois"])
-    assert "the design's T1c is missing for most patients" in draft.comments["rois"][0]
+    assert "the design's T1c is missing for 16 of 16 patients" in draft.comments["rois"][0]
     assert draft.data["endpoint"] == "distant-metastasis"
     assert "pfs-median is not available" in draft.comments["endpoint"][0]
 

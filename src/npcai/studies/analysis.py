@@ -521,7 +521,7 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
                 out += _comparison_lines(_per_backbone(g, preds, a, b, label[a], label[b]), label[a], label[b],
                                          multi)
     else:
-        for _, row in r.iterrows():
+        for _, row in r[~r["source"].isin(("baseline", "combined"))].iterrows():     # those: _baseline_lines
             if pd.notna(row["auc"]):
                 out.append(f"{row['model']}: test {estimate_text(row['auc'], row['auc_low'], row['auc_high'])}.")
     if s.layout == "units":

@@ -210,7 +210,7 @@ def fit_study_baselines(clinical: pd.DataFrame, resolved: ResolvedStudy, steps: 
     runs = [st for st in steps if st["source"] == "run"]
     labelled = pd.concat([preds[st["step"]]["patient_id"] for st in runs]).unique() if runs else []
     if s.baseline == []:
-        return StudyBaselines([], [], notes=["The study's baseline: [] turns the clinical baseline off."])
+        return StudyBaselines([], [], notes=["No clinical baseline: the study's baseline: list is empty."])
     covariates, dropped = _covariates(resolved, clinical, labelled)
     out = StudyBaselines([], covariates, dropped)
     if dropped:

@@ -146,7 +146,7 @@ def _choose_sequences(design: Study, cohort) -> tuple[list[str], list[str]]:
     kept = [s for s in wanted if counts.get(s, 0) >= MIN_SEQUENCE_SHARE * n]
     if not kept:
         kept = [max(counts, key=lambda s: (counts[s], s))]
-        why = f"the design's {', '.join(wanted)} {'is' if len(wanted) == 1 else 'are'} missing for most patients"
+        why = "the design's " + ", ".join(f"{s} is missing for {n - counts.get(s, 0)} of {n} patients" for s in wanted)
     else:
         why = "the design's sequence" + ("s" if len(kept) > 1 else "")
     lines = [f"{'+'.join(kept)} ({why}); patients with each at {'/'.join(timepoints)}: "
