@@ -286,15 +286,18 @@ class ClinicalModel:
                              "coef_per_sd": self.coef_std_.to_numpy(), "mean": self.mean_.to_numpy(),
                              "sd": self.scale_.to_numpy()})
 
-    def describe(self) -> str:
-        """How the model was fitted, for the methods and the table notes."""
+    def describe(self, labels: dict[str, str] | None = None) -> str:
+        """How the model was fitted, for the methods and the table notes (``labels``: how to
+        name covariates, default their column names)."""
         self._check_fitted()
+        labels = labels or {}
         if self.kind == "logistic":
             how = (f"logistic regression, ridge penalty {self.penalty:g} on standardised covariates"
                    if self.penalty > 0 else "unpenalised logistic regression")
         else:
             how = "Cox regression (Efron ties, unpenalised)"
         coded = [TRANSFORMS[c][0] for c in self.covariates if c in TRANSFORMS]
-        return (f"{how} on {', '.join(self.covariates)}" + (f" ({'; '.join(coded)})" if coded else "")
+        return (f"{how} on {', '.join(labels.get(c, c) for c in self.covariates)}"
+                + (f" ({'; '.join(coded)})" if coded else "")
                 + f"; {self.n_fit_} patients fitted ({self.n_events_} {'label 1' if self.kind == 'logistic' else 'events'}), "
                 f"{self.n_missing_} left out for a missing value")

@@ -53,6 +53,9 @@ COVARIATE_LABELS = {"age": "age", "sex": "sex", "t_stage": "T", "n_stage": "N", 
                     "ebv_dna": "EBV DNA", "grade": "grade"}
 
 
+_SCORE_LABELS = {"image_score": "logit(image probability)", "clinical_score": "the clinical baseline's linear predictor"}
+
+
 def baseline_key(subset: str, kind: str) -> str:
     """The key of a baseline's predictions in the study analysis (as a run's
     ``subset__roi__backbone__unit``)."""
@@ -261,7 +264,7 @@ def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, 
             continue
         comb_fit += comb.n_fit_
         comb_missing += comb.n_missing_
-        comb_describe = comb.describe()
+        comb_describe = comb.describe(_SCORE_LABELS)
         comb_coef.append(comb.coefficients().assign(fold=k))
         comb_parts.append(_evaluated_rows(pred, prob, k, cv))
     where = "in each fold, " if cv else ""
