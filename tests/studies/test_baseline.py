@@ -156,3 +156,22 @@ def test_study_baseline_option_names_covariates_or_turns_it_off():
         _fit(clin, preds, steps, _resolved(baseline=["age", "grade"]))
     none = _fit(clin.drop(columns=["age", "sex", "t_stage", "n_stage"]).assign(x=1), preds, steps)
     assert none.models == [] and "No clinical baseline" in none.notes[0]
+
+
+def test_survival_study_gets_a_cox_baseline_fitted_on_training_patients_and_no_combined_model():
+    from npcai.survival.cox import CoxPH
+
+    clin, preds, steps = _cohort()
+    rng = np.random.default_rng(4)
+    for k, p in preds.items():
+        preds[k] = p.drop(columns="prob").assign(time=rng.exponential(30, len(p)).round(1) + 0.1, event=p["label"])
+    study = load_study("peritumoral")
+    resolved = _resolved(training=study.training.model_copy(update={"task": "survival"}))
+    found = _fit(clin, {k: preds[KEYS[0]] for k in KEYS}, steps, resolved)
+    (clinical,) = found.models
+    assert "Cox regression" in clinical.description and "Cox model" in found.notes[0]
+    train = preds[KEYS[0]].query("split == 'train'").set_index("patient_id")
+    data = clin.loc[train.index].assign(sex_m=(clin.loc[train.index, "sex"] == "M").astype(float)).join(train)
+    ref = CoxPH().fit(data, "time", "event", ["age", "sex_m", "t_stage", "n_stage"])
+    coef = clinical.coefficients.set_index("term")["coef"]
+    np.testing.assert_allclose(coef[["age", "t_stage", "n_stage"]], ref.coef_[["age", "t_stage", "n_stage"]], rtol=1e-8)

@@ -125,8 +125,8 @@ def _fit_clinical(clinical: pd.DataFrame, pred: pd.DataFrame, covariates: list[s
     """Fit on ``pred``'s training rows only; returns the model and its linear predictor for
     every row of ``pred`` (NaN where a covariate is missing)."""
     train = pred[pred["split"] == "train"]
-    model = ClinicalModel(covariates, kind=kind).fit(clinical.reindex(train["patient_id"]),
-                                                     train.set_index("patient_id")["label"])
+    outcome = train.set_index("patient_id")[["time", "event"] if kind == "cox" else "label"]
+    model = ClinicalModel(covariates, kind=kind).fit(clinical.reindex(train["patient_id"]), outcome)
     lp = model.linear_predictor(clinical.reindex(pred["patient_id"]))
     return model, pd.Series(lp.to_numpy(), index=pred.index)
 
@@ -152,6 +152,8 @@ def _prob(lp: pd.Series) -> pd.Series:
 def _val_auc(pred: pd.DataFrame) -> float:
     from npcai.stats.auc import roc_auc
 
+    if "prob" not in pred:
+        return float("nan")
     val = pred[pred["split"] == "val"]
     try:
         return roc_auc(val["label"], val["prob"]) if val["label"].nunique() == 2 else float("nan")
@@ -215,7 +217,11 @@ def fit_study_baselines(clinical: pd.DataFrame, resolved: ResolvedStudy, steps: 
     if s.baseline == []:
         return StudyBaselines([], [], notes=["No clinical baseline: the study's baseline: list is empty."])
     covariates, dropped = _covariates(resolved, clinical, labelled)
+    kind = "cox" if s.training.task == "survival" else "logistic"
     out = StudyBaselines([], covariates, dropped)
+    if kind == "cox":
+        out.notes.append("Survival endpoint: the clinical baseline is a Cox model (its score is the linear "
+                         "predictor); the combined model is made for binary endpoints only.")
     if dropped:
         out.notes.append("Clinical covariates left out of the default baseline: "
                          + "; ".join(f"{c} ({why})" for c, why in dropped.items()) + ".")
@@ -229,16 +235,16 @@ def fit_study_baselines(clinical: pd.DataFrame, resolved: ResolvedStudy, steps: 
             continue
         try:
             out.models += _subset_baselines(clinical, sub.name, sub_runs, preds, covariates, bool(s.split.folds),
-                                            names or {})
+                                            names or {}, kind)
         except NpcaiError as exc:
             out.notes.append(f"Subset {sub.label or sub.name}: no clinical baseline ({exc}).")
     return out
 
 
 def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, covariates: list[str],
-                      cv: bool, names: dict[str, str]) -> list[BaselineModel]:
+                      cv: bool, names: dict[str, str], kind: str = "logistic") -> list[BaselineModel]:
     first = runs[0]
-    image_key = _choose_image_model(runs, preds, cv)
+    image_key = _choose_image_model(runs, preds, cv) if kind == "logistic" else None
     image_name = next((st for st in runs if st["step"] == image_key), None)
     folds = _fold_preds(first["run"]) if cv else [(0, preds[first["step"]])]
     image_folds = dict(_fold_preds(image_name["run"])) if cv and image_name else {}
@@ -248,12 +254,12 @@ def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, 
     comb_error = None
     for k, pred in folds:
         pred = pred[pred["label"].notna()].reset_index(drop=True)
-        model, lp = _fit_clinical(clinical, pred, covariates, "logistic")
+        model, lp = _fit_clinical(clinical, pred, covariates, kind)
         clin_fit += model.n_fit_
         clin_missing += model.n_missing_
         describe = model.describe()
         clin_coef.append(model.coefficients().assign(fold=k))
-        clin_parts.append(_evaluated_rows(pred, _prob(lp), k, cv))
+        clin_parts.append(_evaluated_rows(pred, _prob(lp) if kind == "logistic" else lp, k, cv))
         if image_key is None:
             continue
         image = image_folds.get(k) if cv else preds[image_key]
@@ -272,7 +278,8 @@ def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, 
                      f"{where}{clin_fit} training patient{'s' if clin_fit != 1 else ''}"
                      + (" (summed over folds)" if cv else ""), clin_fit, clin_missing, None, clin_coef)]
     if image_key is None:
-        log.warning("subset %s: no combined model (no image run has a validation AUC)", subset)
+        if kind == "logistic":
+            log.warning("subset %s: no combined model (no image run has a validation AUC)", subset)
     elif comb_error is not None or not comb_parts:
         log.warning("subset %s: no combined model: %s", subset, comb_error)
     else:
