@@ -97,7 +97,10 @@ def run(
             table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
         console.print(table)
         if pre is not None:
+            from npcai.studies.preflight import baseline_plan
+
             _print_preflight(console, resolved, pre)
+            console.print(baseline_plan(resolved, cohort))
         return
     from npcai.studies.executors import SlurmOptions, parse_executor
 
