@@ -297,7 +297,7 @@ class ClinicalModel:
         else:
             how = "Cox regression (Efron ties, unpenalised)"
         coded = [TRANSFORMS[c][0] for c in self.covariates if c in TRANSFORMS]
-        return (f"{how} on {', '.join(labels.get(c, c) for c in self.covariates)}"
+        return (f"{how}: {', '.join(labels.get(c, c) for c in self.covariates)}"
                 + (f" ({'; '.join(coded)})" if coded else "")
                 + f"; {self.n_fit_} patients fitted ({self.n_events_} {'label 1' if self.kind == 'logistic' else 'events'}), "
                 f"{self.n_missing_} left out for a missing value")

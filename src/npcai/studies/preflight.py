@@ -108,8 +108,9 @@ def baseline_plan(resolved: ResolvedStudy, cohort_dir: str | Path) -> str:
         if missing:
             raise NpcaiError(f"{cohort_dir}/clinical.csv: study {s.name}: baseline covariate {missing[0]!r} is not a "
                              f"column (present: {', '.join(clinical.columns)}); edit the study's baseline:")
-        what = ", ".join(s.baseline) if s.baseline else "none (baseline: [])"
-        return f"clinical baseline and combined model on: {what} (the study's baseline:); {tnm}"
+        if not s.baseline:
+            return f"clinical baseline and combined model: none (the study's baseline: is empty); {tnm}"
+        return f"clinical baseline and combined model on: {', '.join(s.baseline)} (the study's baseline:); {tnm}"
     labelled = endpoint_labels(clinical, s.endpoint).labels.index
     choice = default_covariates(clinical, labelled)
     left = "; ".join(f"{c}: {why}" for c, why in choice.dropped.items())
