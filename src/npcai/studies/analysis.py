@@ -215,8 +215,7 @@ def _add_baselines(analysis: StudyAnalysis, clinical: pd.DataFrame, resolved: Re
     r = analysis.results
     names = dict(zip(r["run"].map(lambda p: Path(str(p)).name), r["model"]))
     base = fit_study_baselines(clinical, resolved, steps, analysis.predictions, names)
-    analysis.baselines = base
-    analysis.notes += base.notes
+    analysis.baselines = base            # its notes are shown beside the main table
     multi = len(resolved.study.subsets) > 1
     rows = []
     for m in base.models:
