@@ -260,9 +260,10 @@ def draft_study(cohort_dir: str | Path, design: str) -> StudyDraft:
     comments: dict[str, list[str]] = {}
 
     data["name"] = _study_name(design, cohort_dir)
-    data["title"] = f"{base.title} ({cohort_dir.name})"
     endpoint, comments["endpoint"] = _choose_endpoint(base, clinical)
     data["endpoint"] = endpoint
+    data["title"] = (f"{base.title} ({cohort_dir.name})" if endpoint == base.endpoint else
+                     f"Design of seed {base.seed_paper} ({design}) on {cohort_dir.name}: endpoint {endpoint}")
     sequences, comments["rois"] = _choose_sequences(base, cohort)
     for roi in data["rois"]:
         roi["sequences"] = list(sequences)
