@@ -107,7 +107,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
 
 def _baseline_methods(s, analysis) -> str:
     """The methods' sentences on the clinical baseline and the combined model (only what ran)."""
-    base = getattr(analysis, "baselines", None)
+    base = analysis.baselines
     if base is None or not base.models:
         return ""
     clinical = next((m for m in base.models if m.kind == "clinical"), None)
@@ -217,7 +217,7 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
 def _baseline_section(sec, s, analysis) -> None:
     """The clinical baseline and combined model beside the main table: how each was fitted,
     its AUC, and its paired DeLong test against every image model on the same patients."""
-    base = getattr(analysis, "baselines", None)
+    base = analysis.baselines
     if base is None:
         return
     for note in base.notes:
@@ -312,7 +312,7 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
     if "all_models" in tables:   # the generic layout's main table already lists every model
         sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
     atomic_csv(rdir / "tables" / "results.csv", res)
-    if getattr(analysis, "baselines", None) is not None and analysis.baselines.models:
+    if analysis.baselines is not None and analysis.baselines.models:
         atomic_csv(rdir / "tables" / "baseline_predictions.csv", analysis.baselines.predictions_table())
         atomic_csv(rdir / "tables" / "baseline_coefficients.csv", analysis.baselines.coefficients_table())
 
