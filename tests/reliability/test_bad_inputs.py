@@ -397,6 +397,10 @@ CASES = [
     Case("study-epochs", "study run peritumoral --cohort {cohort} --epochs 0 --out {tmp}/s", "--epochs"),
     Case("study-export-missing", "study run peritumoral --export {tmp}/noexport --out {tmp}/s", "noexport"),
     Case("study-no-input", "study run peritumoral --out {tmp}/s", "cohort"),
+    Case("study-init-exists", "study init {cohort} --out {x}", "mine.yaml", setup=_file("mine.yaml", "mine\n")),
+    Case("study-init-design", "study init {cohort} --design nosuchdesign --out {tmp}/s.yaml", "nosuchdesign"),
+    Case("study-init-cohort-missing", "study init {tmp}/nocohort --out {tmp}/s.yaml", "nocohort"),
+    Case("study-init-into-cohort", "study init {cohort} --out {cohort}/study.yaml --force", "cohort"),
 ]
 
 
