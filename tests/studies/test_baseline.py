@@ -175,3 +175,6 @@ def test_survival_study_gets_a_cox_baseline_fitted_on_training_patients_and_no_c
     ref = CoxPH().fit(data, "time", "event", ["age", "sex_m", "t_stage", "n_stage"])
     coef = clinical.coefficients.set_index("term")["coef"]
     np.testing.assert_allclose(coef[["age", "t_stage", "n_stage"]], ref.coef_[["age", "t_stage", "n_stage"]], rtol=1e-8)
+    no_times = {k: p.drop(columns=["time", "event"]) for k, p in preds.items()}
+    found = _fit(clin, no_times, steps, resolved)
+    assert found.models == [] and "no survival time and event" in found.notes[-1]

@@ -253,6 +253,8 @@ def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, 
     describe = comb_describe = ""
     comb_error = None
     for k, pred in folds:
+        if kind == "cox" and not {"time", "event"} <= set(pred.columns):
+            raise NpcaiError("the runs' patient predictions carry no survival time and event for a Cox baseline")
         pred = pred[pred["label"].notna()].reset_index(drop=True)
         model, lp = _fit_clinical(clinical, pred, covariates, kind)
         clin_fit += model.n_fit_
