@@ -91,6 +91,30 @@ def test_nrrd_contour_without_timepoint_and_unmatched_files(export, tmp_path, cl
     np.testing.assert_array_equal(c.read_mask(c.scan("P0001_pre_T1c")), h.blob_mask())
 
 
+def test_time_pointed_contour_name_wins_over_the_implied_pre(export, tmp_path, cli):
+    """H100_T1c (timepoint implied: pre) and H100_pre_T1c claim one scan: the explicitly
+    time-pointed file is used, and one info line says which file was used and which ignored."""
+    other = h.blob_mask()
+    other[1:] = 0
+    other[1, 10:20, 10:20] = 1                                  # a different contour in the implied-pre file
+    h.write_label(export / "contours" / "H100_T1c.nii.gz", other, SPACING, ORIGIN)
+    r = _ingest(cli, export, tmp_path / "c")
+    assert r.code == 0, r
+    text = " ".join(r.stderr.split())                          # the console wraps long lines
+    assert text.count("explicitly time-pointed name wins") == 1
+    assert "using H100_pre_T1c.nii.gz, ignoring H100_T1c.nii.gz" in text
+    c = Cohort.load(tmp_path / "c")
+    np.testing.assert_array_equal(c.read_mask(c.scan("P0001_pre_T1c")), h.blob_mask())
+    assert "H100" not in (tmp_path / "c" / "cohort.json").read_text()
+
+
+def test_two_contours_with_the_same_name_pattern_are_still_refused(export, tmp_path, cli):
+    h.write_label(export / "contours" / "H100_pre_T1c.nrrd", h.blob_mask(), SPACING, ORIGIN)
+    r = _ingest(cli, export, tmp_path / "c")
+    assert r.code == 2 and "both claim H100 pre T1c" in r.stderr
+    _assert_nothing_written(tmp_path / "c")
+
+
 def test_parse_volume_name():
     assert parse_volume_name("H_01_post_T2.nrrd") == ("H_01", "post", "T2")
     assert parse_volume_name("abc_t1c.nii") == ("abc", "pre", "T1c")

@@ -388,6 +388,10 @@ CASES = [
     Case("explain-no-checkpoint", "explain {run} --out {tmp}/x", "best.ckpt"),
     # --- npcai study
     Case("study-unknown", "study run nosuchstudy --cohort {cohort} --out {tmp}/s", "nosuchstudy"),
+    Case("study-init-exists", "study init {cohort} --out {x}", "mine.yaml", setup=_file("mine.yaml", "mine\n")),
+    Case("study-init-design", "study init {cohort} --design nosuchdesign --out {tmp}/s.yaml", "nosuchdesign"),
+    Case("study-init-cohort-missing", "study init {tmp}/nocohort --out {tmp}/s.yaml", "nocohort"),
+    Case("study-init-into-cohort", "study init {cohort} --out {cohort}/study.yaml --force", "cohort"),
     Case("study-yaml-garbage", "study run {x} --cohort {cohort} --out {tmp}/s", "mine.yaml",
          _file("mine.yaml", "name: [unclosed\n")),
     Case("study-yaml-extra-key", "study run {x} --cohort {cohort} --out {tmp}/s", "mine.yaml",

@@ -62,7 +62,9 @@ def test_tiny_study_end_to_end(tiny_study, cli, open_in_chromium):
     assert "auc_vs_expansion.png" in figures and any(f.startswith("roc_") for f in figures)
     assert any(f.startswith("gradcam_") for f in figures)
     results = pd.read_csv(out / "report" / "tables" / "results.csv")
-    assert set(results["source"]) >= {"run", "tnm"}
+    assert set(results["source"]) >= {"run", "tnm", "baseline", "combined"}     # clinical baseline + combined model
+    assert {"baselines.csv", "baseline_delong.csv", "baseline_predictions.csv"} <= tables
+    assert "Clinical baseline and combined model" in html
     runs = results[results["source"] == "run"]
     assert len(runs) == 2 and runs["n_test"].nunique() == 1        # one shared split
     splits = [pd.read_csv(out / "runs" / f"all__{n}__resnet18__image" / "split.csv") for n in ("segmented", "expand2")]
@@ -130,6 +132,8 @@ def test_cross_validated_study_shares_folds_and_reports_pooled_auc(tiny_study, c
         assert int(row["Folds"]) == 3
         res = results[(results["roi_label"] == name) & (results["source"] == "run")].iloc[0]
         assert res["n_test"] == len(p) and res["auc"] == pytest.approx(ref.auc)
+    base = results[results["source"] == "baseline"].iloc[0]
+    assert base["n_test"] == len(folds[0]) and base["n_folds"] == 3     # out of fold, on the same folds
     delong = pd.read_csv(out / "report" / "tables" / "delong.csv")
     first = delong.iloc[0]
     assert first["Paired test patients"] == len(folds[0])

@@ -63,3 +63,17 @@ def test_dry_run_prints_the_preflight(cli, small_cohort):
     r = cli("study", "run", "peritumoral", "--preset", "fast", "--dry-run", "--cohort", small_cohort,
             "--sequences", "T2")
     assert r.code == 2 and "needs sequence T2" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+def test_dry_run_names_the_clinical_baseline_covariates(small_cohort, cli):
+    from npcai.studies.preflight import baseline_plan
+
+    resolved = resolve_study("peritumoral", "fast")
+    line = baseline_plan(resolved, small_cohort)
+    assert line.startswith("clinical baseline and combined model on: age, sex, t_stage, n_stage, stage, ebv_dna")
+    assert line.endswith("TNM baseline: yes")
+    named = resolved.study.model_copy(update={"baseline": ["age", "grade"]}).resolve()
+    with pytest.raises(NpcaiError, match="baseline covariate 'grade' is not a column"):
+        baseline_plan(named, small_cohort)
+    r = cli("study", "run", "peritumoral", "--preset", "fast", "--cohort", small_cohort, "--dry-run")
+    assert r.code == 0 and "clinical baseline and combined model on: age" in " ".join(r.stdout.split())

@@ -9,7 +9,12 @@ refused too: it almost always means a wrong export, and a silent empty mask woul
 into a "no tumour" patient downstream.
 
 Volume and contour files are named ``<id>_<sequence>`` or ``<id>_<timepoint>_<sequence>``
-(``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``); see :func:`parse_volume_name`.
+(``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``); see :func:`parse_volume_name`. A name
+without a timepoint means ``pre``, so ``H001_T1c`` and ``H001_pre_T1c`` claim the same scan.
+For contours (``find_volumes(..., prefer_timepointed=True)``, as ingest reads them) the
+**explicitly time-pointed name wins** and the other file is ignored, with one info line per
+scan naming both files; two files that still claim one scan (e.g. ``.nii.gz`` and ``.nrrd``
+with the same name) are refused.
 
 Examples:
     >>> parse_volume_name("H001_post_T1c.nii.gz")
@@ -31,7 +36,7 @@ from npcai.cohort.model import LABELS
 from npcai.errors import NpcaiError
 
 __all__ = [
-    "VOLUME_SUFFIXES", "parse_volume_name", "find_volumes", "read_volume", "read_label_map",
+    "VOLUME_SUFFIXES", "parse_volume_name", "has_timepoint", "find_volumes", "read_volume", "read_label_map",
     "align_label_map", "same_grid", "mask_stats", "clean_image",
 ]
 
@@ -64,16 +69,27 @@ def parse_volume_name(name: str | os.PathLike) -> tuple[str, str, str] | None:
     return m.group("id"), (m.group("tp") or "pre").lower(), _SEQ[m.group("seq").lower()]
 
 
-def find_volumes(folder: str | os.PathLike, what: str) -> dict[tuple[str, str, str], Path]:
+def has_timepoint(name: str | os.PathLike) -> bool:
+    """Whether a volume file name states its timepoint (``<id>_pre_T1c``), rather than
+    implying ``pre`` (``<id>_T1c``)."""
+    stem = _stem(Path(name))
+    m = _NAME_RX.match(stem) if stem is not None else None
+    return bool(m and m.group("tp"))
+
+
+def find_volumes(folder: str | os.PathLike, what: str, *,
+                 prefer_timepointed: bool = False) -> dict[tuple[str, str, str], Path]:
     """All volume files in ``folder`` keyed by ``(hospital_id, timepoint, sequence)``.
 
-    Files that do not follow the naming rule are listed in a warning; two files claiming
-    the same key are an error naming both.
+    Files that do not follow the naming rule are listed in a warning. Two files claiming the
+    same key are an error naming both, except with ``prefer_timepointed`` when exactly one of
+    them states its timepoint (``<id>_pre_<seq>`` beside ``<id>_<seq>``): that one is used,
+    and one info line names the file used and the file ignored.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NpcaiError(f"{folder}: {what} folder not found; check the path")
-    found: dict[tuple[str, str, str], Path] = {}
+    claims: dict[tuple[str, str, str], list[Path]] = {}
     odd: list[str] = []
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name.startswith(".") or _stem(p) is None:
@@ -82,10 +98,20 @@ def find_volumes(folder: str | os.PathLike, what: str) -> dict[tuple[str, str, s
         if key is None:
             odd.append(p.name)
             continue
-        if key in found:
-            raise NpcaiError(f"{folder}: {found[key].name} and {p.name} both claim {key[0]} {key[1]} {key[2]}; "
+        claims.setdefault(key, []).append(p)
+    found: dict[tuple[str, str, str], Path] = {}
+    for key, paths in claims.items():
+        if len(paths) > 1 and prefer_timepointed:
+            explicit = [p for p in paths if has_timepoint(p.name)]
+            if len(explicit) == 1:
+                ignored = [p.name for p in paths if p is not explicit[0]]
+                log.info("%s: %s %s: using %s, ignoring %s (an explicitly time-pointed name wins)",
+                         folder.name, what, " ".join(key[1:]), explicit[0].name, ", ".join(ignored))
+                paths = explicit
+        if len(paths) > 1:
+            raise NpcaiError(f"{folder}: {paths[0].name} and {paths[1].name} both claim {key[0]} {key[1]} {key[2]}; "
                              "keep one")
-        found[key] = p
+        found[key] = paths[0]
     if odd:
         log.warning("%s: ignored %d %s file(s) not named <id>_<sequence> or <id>_<timepoint>_<sequence> "
                     "(sequence T1, T2, T1c or CT): %s", folder, len(odd), what, ", ".join(odd[:5]))

@@ -352,7 +352,7 @@ def _attach_contours(by_key: dict[tuple[str, str, str], _Source], contours: str 
     unmatched: list[str] = []
     if contours is not None:
         folder = Path(contours)
-        for key, path in find_volumes(folder, "contour").items():
+        for key, path in find_volumes(folder, "contour", prefer_timepointed=True).items():
             if key in by_key:
                 by_key[key].contour = path
             else:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from npcai.report import figures as F
 from npcai.report.html import Report, write_report
-from npcai.report.tables import cv_table, fmt, main_tables
+from npcai.report.tables import BASELINE_SOURCES, baseline_table, cv_table, fmt, main_tables
 
 __all__ = ["build_report", "methods_text", "package_versions"]
 
@@ -47,6 +47,7 @@ def _roi_json(cohort_dir: Path, cache: str) -> dict:
 def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
     """The methods paragraphs, generated from the resolved study and what the runs recorded."""
     from npcai.cohort.model import Cohort
+    from npcai.studies.analysis import has_tnm
 
     s = resolved.study
     cohort = Cohort.load(cohort_dir)
@@ -97,11 +98,33 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         "paired DeLong tests between models on the same test patients; Harrell's C-index with 95% CI against the "
         "survival endpoint where the cohort has one"
         + ("; TNM stage as an ordinal score for the baseline." if s.tnm_baseline and "stage" in cohort.clinical().columns
-           else "."))
+           and has_tnm(cohort.clinical()) else ".") + _baseline_methods(s, analysis))
     vers = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     paras.append(f"Preset: {resolved.preset or 'none (the YAML as written)'}. {resolved.preset_description} "
                  f"Software: {vers}.")
     return paras
+
+
+def _baseline_methods(s, analysis) -> str:
+    """The methods' sentences on the clinical baseline and the combined model (only what ran)."""
+    base = analysis.baselines
+    if base is None or not base.models:
+        return ""
+    clinical = next((m for m in base.models if m.kind == "clinical"), None)
+    combined = next((m for m in base.models if m.kind == "combined"), None)
+    where = " within each fold" if s.split.folds else ""
+    text = ""
+    if clinical is not None:
+        text += (f" Clinical baseline{where}: {clinical.description.split('; ')[0]}, fitted on the training "
+                 "patients only; patients missing a covariate were left out (complete cases) of the fit and of "
+                 "the evaluation, and are counted in the baseline table.")
+    if combined is not None:
+        text += (f" Combined model{where}: logistic regression (ridge penalty 1 on standardised scores) of the label "
+                 "on logit(image probability) of the image model with the highest validation AUC and the clinical "
+                 "baseline's linear predictor, fitted on the validation patients only (the training patients' image "
+                 "scores are in-sample for the network); its threshold is fixed on those same validation patients. "
+                 "Test patients were used in no fit.")
+    return text
 
 
 def _split_text(s, per_split: str) -> str:
@@ -152,14 +175,14 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
     for _, r in res.iterrows():
         if r["source"] == "tnm" and r["roi"] != "stage":
             continue
-        if s.layout == "expansion":
-            key = (r["subset"], r["backbone"] if r["source"] != "tnm" else None)
+        if r["source"] in ("tnm",) + BASELINE_SOURCES:       # scores that join every group of their subset
+            key = (r["subset"], None)
         elif s.layout == "metastasis":
-            key = (r["subset"], r["group"] if r["source"] != "tnm" else None)
+            key = (r["subset"], r["group"])
         elif s.layout == "units":
-            key = (r["subset"], r["unit"] if r["source"] != "tnm" else None)
+            key = (r["subset"], r["unit"])
         else:
-            key = (r["subset"], r["backbone"] if r["source"] != "tnm" else None)
+            key = (r["subset"], r["backbone"])
         groups.setdefault(key, []).append(r)
     # TNM (key with None) joins every group of its subset
     tnm = {k[0]: v for k, v in groups.items() if k[1] is None}
@@ -173,10 +196,11 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
             if pred is None:
                 continue
             test = pred[pred["split"].isin(("test", "oof"))]
+            test = test.dropna(subset=["prob"])        # a baseline cannot score a patient missing a covariate
             curves.append({"label": r["roi_label"] if r["source"] != "tnm" else r["model"],
                            "y_true": test["label"].to_numpy(), "y_score": test["prob"].to_numpy(),
                            "auc": r["auc"], "low": r["auc_low"], "high": r["auc_high"],
-                           "ls": "--" if r["source"] == "tnm" else "-"})
+                           "ls": "--" if r["source"] == "tnm" else ":" if r["source"] in BASELINE_SOURCES else "-"})
         if not curves:
             continue
         sub = rows[0]["subset_label"]
@@ -188,6 +212,38 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
         name = f"roc_{key[0]}_{key[1]}".replace(" ", "-").replace("/", "-")
         figs.append((title, F.save_png(F.roc_figure(curves, title), _fig_path(out, name))))
     return figs
+
+
+def _baseline_section(sec, s, analysis) -> None:
+    """The clinical baseline and combined model beside the main table: how each was fitted,
+    its AUC, and its paired DeLong test against every image model on the same patients."""
+    base = analysis.baselines
+    if base is None:
+        return
+    for note in base.notes:
+        sec.note(note)
+    if not base.models:
+        return
+    who = _evaluated(s)
+    sec.text(f"Clinical baseline and combined model on the same {who}: the clinical covariates alone, fitted on "
+             "the training patients, and the image score combined with them, fitted on the validation patients; "
+             f"each is tested against every image model with the paired DeLong test on the {who} both score.")
+    sec.table("Clinical baseline and combined model", baseline_table(analysis.results, base.models),
+              csv_name="baselines")
+    d = analysis.baseline_tests
+    if len(d):
+        d = d.copy()
+        if "Difference low" in d:
+            d.insert(d.columns.get_loc("Difference") + 1, "Difference 95% CI",
+                     [f"{fmt(lo)} to {fmt(hi)}" for lo, hi in zip(d.pop("Difference low"), d.pop("Difference high"))])
+        for c in ("AUC A", "AUC B", "Difference", "z"):
+            if c in d:
+                d[c] = d[c].map(fmt)
+        if "p (DeLong, paired)" in d:
+            d["p (DeLong, paired)"] = d["p (DeLong, paired)"].map(lambda p: "–" if pd.isna(p) else
+                                                                  ("<0.001" if p < 0.001 else f"{p:.3f}"))
+        sec.table(f"Paired DeLong tests: clinical baseline and combined model (A) against every image model (B) on "
+                  f"the same {who}", d, csv_name="baseline_delong")
 
 
 def _pred_for(analysis, row) -> pd.DataFrame | None:
@@ -252,9 +308,13 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
     if "confusion" in tables:
         sec.table("Table 2 layout: confusion matrices of the models and TNM staging in the test cohort "
                   "(threshold fixed on validation patients)", tables["confusion"], csv_name="confusion")
+    _baseline_section(sec, s, analysis)
     if "all_models" in tables:   # the generic layout's main table already lists every model
         sec.table("All models: test-patient metrics", tables["all_models"], csv_name="all_models")
     atomic_csv(rdir / "tables" / "results.csv", res)
+    if analysis.baselines is not None and analysis.baselines.models:
+        atomic_csv(rdir / "tables" / "baseline_predictions.csv", analysis.baselines.predictions_table())
+        atomic_csv(rdir / "tables" / "baseline_coefficients.csv", analysis.baselines.coefficients_table())
 
     if s.split.folds:
         sec = rep.section("cv", "Cross-validation")

@@ -14,6 +14,9 @@ layout                table
 ``generic``           one row per model
 ====================  ===========================================================================
 
+Every layout also lists the clinical baseline and the combined model (``source`` ``baseline``
+and ``combined``, :mod:`npcai.studies.baseline`) on the same test patients, after the image models.
+
 Examples:
     >>> import pandas as pd
     >>> rows = pd.DataFrame([dict(model="a", roi="seg", roi_label="Segmented", backbone="resnet18",
@@ -28,7 +31,11 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "main_tables", "cv_table", "backbone_average", "fmt", "fmt_ci", "fmt_pct"]
+__all__ = ["RESULT_COLUMNS", "BASELINE_SOURCES", "main_tables", "cv_table", "baseline_table", "backbone_average",
+           "fmt", "fmt_ci", "fmt_pct"]
+
+#: results-row sources of the models fitted on clinical covariates (not image runs, not TNM scores)
+BASELINE_SOURCES = ("baseline", "combined")
 
 #: columns of the runner's results table (one row per model evaluated on the test patients)
 RESULT_COLUMNS = [
@@ -98,7 +105,23 @@ def _expansion(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
                         "AUC": fmt(r["auc"]), "95% CI": _ci_only(r),
                         "aAUC (SD)": _aauc_text(a["aauc"], a["sd"]) if i == 0 else ""})
             rows.append(row)
+    for _, r in _baselines(results).iterrows():
+        row = {"Dataset": r["model"], "Model": _baseline_model(r)}
+        if multi_subset:
+            row = {"Subset": r["subset_label"], **row}
+        row.update({"Sensitivity": fmt(r["sensitivity"]), "Specificity": fmt(r["specificity"]),
+                    "F1 score": fmt(r["f1"]), "Precision": fmt(r["precision"]), "AUC": fmt(r["auc"]),
+                    "95% CI": _ci_only(r), "aAUC (SD)": ""})
+        rows.append(row)
     return {"main": pd.DataFrame(rows)}
+
+
+def _baselines(results: pd.DataFrame) -> pd.DataFrame:
+    return results[results["source"].isin(BASELINE_SOURCES)]
+
+
+def _baseline_model(r) -> str:
+    return "logistic (clinical)" if r["source"] == "baseline" else "logistic (image + clinical)"
 
 
 def _ci_only(r) -> str:
@@ -136,8 +159,8 @@ def _units(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         a = avg.loc[(subset, unit)]
         rows.append({"Model": "", "Unit": "", "Network": "aAUC (SD)", "ACC": "", "Se": "", "Sp": "",
                      "AUC": _aauc_text(a["aauc"], a["sd"]), "95% CI": "", "Test patients (residual)": ""})
-    tnm = results[results["source"] == "tnm"]
-    for _, r in tnm.iterrows():
+    others = results[results["source"].isin(("tnm",) + BASELINE_SOURCES)]
+    for _, r in others.iterrows():
         rows.append({"Model": r["subset_label"], "Unit": "", "Network": r["model"],
                      "ACC": fmt(r["accuracy"]), "Se": fmt(r["sensitivity"]), "Sp": fmt(r["specificity"]),
                      "AUC": fmt(r["auc"]), "95% CI": _ci_only(r),
@@ -165,8 +188,8 @@ def _metastasis(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         for k in kinds:
             row[f"Accuracy (%) {k}"] = fmt_pct(grp.loc[grp["kind"] == k, "accuracy"].mean())
         rows.append(row)
-    for _, r in results[results["source"] == "tnm"].iterrows():
-        row = {"Dataset": r["model"], "Model": "–"}
+    for _, r in results[results["source"].isin(("tnm",) + BASELINE_SOURCES)].iterrows():
+        row = {"Dataset": r["model"], "Model": "–" if r["source"] == "tnm" else _baseline_model(r)}
         for i, k in enumerate(kinds):
             row[f"AUC {k}"] = fmt_ci(r["auc"], r["auc_low"], r["auc_high"]) if i == 0 else ""
         for i, k in enumerate(kinds):
@@ -203,6 +226,30 @@ def cv_table(results: pd.DataFrame) -> pd.DataFrame:
                      "Pooled out-of-fold AUC (95% CI)": fmt_ci(r["auc"], r["auc_low"], r["auc_high"]),
                      "Per-fold AUC, mean ± SD": folds or "–",
                      "Folds": str(int(r["n_folds"])) if not _nan(r["n_folds"]) and r["source"] != "tnm" else "–"})
+    return pd.DataFrame(rows)
+
+
+def baseline_table(results: pd.DataFrame, models) -> pd.DataFrame:
+    """The clinical baseline and combined model rows with how each was fitted: model, fitted on,
+    evaluated patients (label 1), patients without a prediction, AUC (95% CI), C-index.
+
+    Args:
+        results: the study's results rows.
+        models: the :class:`npcai.studies.baseline.BaselineModel` list (same subsets and kinds).
+    """
+    results = results.reindex(columns=RESULT_COLUMNS)
+    rows = []
+    for m in models:
+        src = "baseline" if m.kind == "clinical" else "combined"
+        r = results[(results["source"] == src) & (results["subset"] == m.subset)]
+        if r.empty:
+            continue
+        r = r.iloc[0]
+        rows.append({"Model": r["model"], "Fitted on": m.fitted_on, "How": m.description,
+                     "Evaluated patients (label 1)": f"{fmt(r['n_test'])} ({fmt(r['n_pos'])})",
+                     "Without a prediction (missing covariate)": str(m.n_unscored),
+                     "AUC (95% CI)": fmt_ci(r["auc"], r["auc_low"], r["auc_high"]),
+                     "C-index (95% CI)": fmt_ci(r["c_index"], r["c_low"], r["c_high"])})
     return pd.DataFrame(rows)
 
 

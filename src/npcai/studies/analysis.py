@@ -49,6 +49,8 @@ class StudyAnalysis:
     tnm_predictions: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    baselines: Any = None                         # npcai.studies.baseline.StudyBaselines
+    baseline_tests: pd.DataFrame = field(default_factory=pd.DataFrame)   # baselines vs every image model
 
 
 def read_predictions(run_dir: str | Path) -> pd.DataFrame:
@@ -173,6 +175,7 @@ def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStu
     if s.tnm_baseline:
         tnm_rows = _tnm_rows(clinical, preds, first, subsets, survival, analysis.tnm_predictions)
         analysis.results = pd.concat([analysis.results, tnm_rows], ignore_index=True).reindex(columns=RESULT_COLUMNS)
+    _add_baselines(analysis, clinical, resolved, steps, survival)
     analysis.delong = _delong_table(resolved, steps, preds, clinical)
     analysis.table1 = _table1(cohort_dir, clinical, preds, first)
     analysis.oracle = _oracle(cohort_dir, resolved, preds, first)
@@ -203,9 +206,79 @@ def _split_table(steps, preds, subsets) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _tnm_rows(clinical, preds, first, subsets, survival, store: dict) -> pd.DataFrame:
-    """TNM staging as an ordinal score on each subset's test patients (threshold from validation)."""
+def _add_baselines(analysis: StudyAnalysis, clinical: pd.DataFrame, resolved: ResolvedStudy,
+                   steps: list[dict[str, Any]], survival) -> None:
+    """The clinical baseline and combined model of every subset (:mod:`npcai.studies.baseline`):
+    results rows, predictions (keyed like runs) and paired DeLong tests against every image model."""
+    from npcai.studies.baseline import fit_study_baselines
+
+    r = analysis.results
+    names = dict(zip(r["run"].map(lambda p: Path(str(p)).name), r["model"]))
+    base = fit_study_baselines(clinical, resolved, steps, analysis.predictions, names)
+    analysis.baselines = base            # its notes are shown beside the main table
+    multi = len(resolved.study.subsets) > 1
     rows = []
+    for m in base.models:
+        sub = next(x for x in resolved.study.subsets if x.name == m.subset)
+        analysis.predictions[m.key] = m.predictions
+        row = {"model": (f"{sub.label or sub.name}: " if multi else "") + m.name,
+               "source": "baseline" if m.kind == "clinical" else "combined", "subset": m.subset,
+               "subset_label": sub.label or sub.name, "roi": m.kind, "roi_label": m.name, "kind": m.kind,
+               "backbone": "–", "unit": "patient", "run": ""}
+        row.update(model_metrics(m.predictions.dropna(subset=["prob"]), survival))
+        rows.append(row)
+    if rows:
+        analysis.results = pd.concat([analysis.results, pd.DataFrame(rows)],
+                                     ignore_index=True).reindex(columns=RESULT_COLUMNS)
+    analysis.baseline_tests = _baseline_tests(base, steps, analysis.predictions, names, resolved)
+
+
+def _baseline_tests(base, steps, preds, names: dict[str, str], resolved: ResolvedStudy) -> pd.DataFrame:
+    """Paired DeLong tests of each baseline against every image model (and the combined model
+    against the clinical baseline) on the evaluated patients both score."""
+    from npcai.stats.auc import delong_test
+
+    rows = []
+    for m in base.models:
+        others = [(names.get(st["step"], st["step"]), preds[st["step"]]) for st in steps
+                  if st["subset"] == m.subset and st["source"] in ("run", "ensemble")]
+        if m.kind == "combined":
+            clin = [b for b in base.models if b.subset == m.subset and b.kind == "clinical"]
+            others = [(b.name, b.predictions) for b in clin] + others
+        for other_name, other in others:
+            a = m.predictions[m.predictions["split"].isin(EVALUATED)].dropna(subset=["prob"])
+            b = other[other["split"].isin(EVALUATED)]
+            both = a.merge(b, on="patient_id", suffixes=("_a", "_b"))
+            row = {"Subset": m.subset, "Model A": m.name, "Model B": other_name, "Paired test patients": len(both)}
+            if len(both) < len(b):
+                row["Note"] = f"{len(b) - len(both)} of {len(b)} evaluated patients lack a baseline prediction"
+            try:
+                d = delong_test(both["label_a"], both["prob_a"], both["prob_b"])
+                row.update({"AUC A": d.auc1, "AUC B": d.auc2, "Difference": d.auc1 - d.auc2,
+                            "Difference low": d.diff_low, "Difference high": d.diff_high,
+                            "z": d.statistic, "p (DeLong, paired)": d.p_value})
+            except NpcaiError as exc:
+                row["Note"] = str(exc)
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df) and len(resolved.study.subsets) == 1:
+        df = df.drop(columns="Subset")
+    return df
+
+
+def has_tnm(clinical: pd.DataFrame) -> bool:
+    """Whether the cohort is staged: both T and N stage columns with values (the TNM baseline
+    appears only then)."""
+    cols = {"t_stage", "n_stage"}
+    return cols <= set(clinical.columns) and not clinical[sorted(cols)].isna().all().any()
+
+
+def _tnm_rows(clinical, preds, first, subsets, survival, store: dict) -> pd.DataFrame:
+    """TNM staging as an ordinal score on each subset's test patients (threshold from validation),
+    only where the cohort has both T and N stage."""
+    rows = []
+    if not has_tnm(clinical):
+        return pd.DataFrame(rows)
     for sub, key in first.items():
         p = preds[key][["patient_id", "split", "label"]]
         for col, name in (("stage", "TNM stage"), ("t_stage", "T stage"), ("n_stage", "N stage")):
@@ -254,7 +327,7 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFra
                     ka, kb = by_key.get((sub.name, a, bb, unit)), by_key.get((sub.name, b, bb, unit))
                     if ka and kb:
                         test(preds[ka], preds[kb], label[a], label[b], ctx)
-                if s.tnm_baseline and "stage" in clinical.columns:
+                if s.tnm_baseline and "stage" in clinical.columns and has_tnm(clinical):
                     for name in [r.name for r in s.rois] + [e.name for e in s.ensembles]:
                         k = by_key.get((sub.name, name, bb, unit))
                         if not k:
@@ -447,52 +520,60 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
                 out += _comparison_lines(_per_backbone(g, preds, a, b, label[a], label[b]), label[a], label[b],
                                          multi)
     else:
-        for _, row in r.iterrows():
+        for _, row in r[~r["source"].isin(("baseline", "combined"))].iterrows():     # those: _baseline_lines
             if pd.notna(row["auc"]):
                 out.append(f"{row['model']}: test {estimate_text(row['auc'], row['auc_low'], row['auc_high'])}.")
     if s.layout == "units":
         u = runs.groupby(["subset_label", "unit"], sort=False)["auc"]
         out.append("By unit: " + "; ".join(f"{a} {b}: {average_auc_text(v)}" for (a, b), v in u) + ".")
+    out += _baseline_lines(analysis, multi=len(s.subsets) > 1)
     if analysis.oracle:
         for sub, o in analysis.oracle["subsets"].items():
             out.append(f"Oracle ceiling on the same test patients ({sub}): "
                        f"{estimate_text(o['auc'], o.get('low'), o.get('high'))}.")
     return out
-    mean = runs.groupby("roi", sort=False)["auc"].mean().dropna()
-    label = {x.name: x.display for x in s.rois}
-    if mean.empty:
-        out.append("No test AUC could be computed (too few test patients of each class); "
-                   "use a larger cohort or a larger test fraction.")
-    if s.layout == "expansion":
-        kinds = {x.name: x.kind for x in s.rois}
-        expanded = [n for n in mean.index if kinds.get(n) == "expanded"]
-        tumour = [n for n in mean.index if kinds.get(n) == "tumour-only"]
-        whole = [n for n in mean.index if kinds.get(n) == "whole-slice"]
-        if expanded:
-            best = mean[expanded].idxmax()
-            out.append(f"Best expanded ROI: {label[best]} with aAUC {mean[best]:.3f}.")
-            for ref, what in ((tumour, "tumour-only"), (whole, "whole-slice")):
-                if ref:
-                    v = mean[ref[0]]
-                    verdict = "beats" if mean[best] > v else ("ties with" if mean[best] == v else "does NOT beat")
-                    out.append(f"It {verdict} the {what} ROI ({label[ref[0]]}: aAUC {v:.3f}).")
-    elif s.layout == "metastasis":
-        kind_of = {x.name: x.kind for x in s.rois}
-        for group in dict.fromkeys(x.group for x in s.rois if x.group):
-            g = runs[runs["group"] == group].groupby("kind")["auc"].mean().dropna()
-            if len(g) == 2:
-                parts = ", ".join(f"{k} {v:.3f}" for k, v in g.items())
-                out.append(f"{group}: mean AUC {parts}.")
-    else:
-        for _, row in r.iterrows():
-            if pd.notna(row["auc"]):
-                out.append(f"{row['model']}: test AUC {row['auc']:.3f}"
-                           + (f" ({row['auc_low']:.3f}–{row['auc_high']:.3f})" if pd.notna(row["auc_low"]) else "")
-                           + ".")
-    if s.layout == "units":
-        u = runs.groupby(["subset_label", "unit"], sort=False)["auc"].mean()
-        out.append("aAUC by unit: " + "; ".join(f"{a} {b}: {v:.3f}" for (a, b), v in u.items()) + ".")
-    if analysis.oracle:
-        for sub, o in analysis.oracle["subsets"].items():
-            out.append(f"Oracle ceiling on the same test patients ({sub}): AUC {o['auc']:.3f}.")
-    return out
+
+
+def _baseline_lines(analysis: StudyAnalysis, *, multi: bool) -> list[str]:
+    """The clinical baseline's and the combined model's estimates, and what their paired tests
+    support: the image model chosen on validation patients against the clinical baseline, and
+    the combined model against the clinical baseline."""
+    from npcai.report.wording import Comparison, comparison_sentence, estimate_text
+
+    base = analysis.baselines
+    if base is None or not base.models:
+        return []
+    r = analysis.results.set_index("model", drop=False)
+    tests = analysis.baseline_tests
+    lines = []
+    for m in base.models:
+        row = r[(r["source"] == ("baseline" if m.kind == "clinical" else "combined")) & (r["subset"] == m.subset)]
+        if row.empty:
+            continue
+        row = row.iloc[0]
+        prefix = f"{row['subset_label']}: " if multi else ""
+        scored = f"{int(row['n_test'])} patients" + (f"; {m.n_unscored} without a complete covariate set left out"
+                                                     if m.n_unscored else "")
+        lines.append(f"{prefix}{m.name}, fitted on {m.fitted_on}: "
+                     f"{estimate_text(row['auc'], row['auc_low'], row['auc_high'])} ({scored}).")
+        if m.kind != "combined" or not len(tests):
+            continue
+        clinical = next((b for b in base.models if b.subset == m.subset and b.kind == "clinical"), None)
+        image_name = next((n for n, run in zip(r["model"], r["run"]) if Path(str(run)).name == m.image_model), None)
+        if clinical is None:
+            continue
+        sub_tests = tests[tests["Subset"] == m.subset] if "Subset" in tests else tests
+        # baseline_tests rows: A = the baseline model, B = the model it is tested against
+        for a_name, b_name, flip in ((clinical.name, image_name, True), (m.name, clinical.name, False)):
+            t = sub_tests[(sub_tests["Model A"] == a_name) & (sub_tests["Model B"] == b_name)]
+            if t.empty or pd.isna(t.iloc[0].get("AUC A")):
+                continue
+            t = t.iloc[0]
+            c = Comparison.from_row(t)
+            if flip:             # the image model first: the difference changes sign
+                c = Comparison(b_name, a_name, c.value_b, c.value_a, p_value=c.p_value,
+                               diff_low=None if c.diff_high is None else -c.diff_high,
+                               diff_high=None if c.diff_low is None else -c.diff_low, n=c.n)
+            lead = "Image model chosen on the validation patients against the clinical baseline: " if flip else ""
+            lines.append(prefix + lead + comparison_sentence(c))
+    return lines

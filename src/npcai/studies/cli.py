@@ -1,4 +1,4 @@
-"""``npcai study run|list``: run a seed study's design on a cohort and write its report."""
+"""``npcai study run|init|list``: run a seed study's design on a cohort and write its report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +9,8 @@ import typer
 __all__ = ["register"]
 
 study_app = typer.Typer(help="Run the seed studies' designs (peritumoral, prepost, residual, metastasis) "
-                             "and write a paper-like HTML report.", no_args_is_help=True)
+                             "and write a paper-like HTML report; `study init` fits a design to a cohort.",
+                        no_args_is_help=True)
 
 
 def _split_list(text: Optional[str]) -> list[str] | None:
@@ -110,7 +111,10 @@ def run(
             table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
         console.print(table)
         if pre is not None:
+            from npcai.studies.preflight import baseline_plan
+
             _print_preflight(console, resolved, pre)
+            console.print(baseline_plan(resolved, cohort))
         return
     from npcai.studies.executors import SlurmOptions, parse_executor
 
@@ -145,6 +149,29 @@ def _print_preflight(console, resolved, pre) -> None:
     console.print(table)
     for subset, reasons in pre.groupby("subset", sort=False)["excluded"].first().items():
         console.print(f"subset {subset}: excluded (no label): {reasons}")
+
+
+@study_app.command("init")
+def init(
+    cohort: Path = typer.Argument(..., help="An ingested cohort folder (npcai ingest)."),
+    design: str = typer.Option("peritumoral", "--design", help="The shipped design to start from: peritumoral "
+                               "(seed 000), metastasis (003), residual (002) or prepost (001)."),
+    out: Path = typer.Option(..., "--out", help="The study YAML to write (e.g. my_study.yaml)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file (never an input)."),
+) -> None:
+    """Write a study YAML fitted to a cohort: its endpoint, the sequences most patients have, its
+    centres (external test centre or cross-validation), its clinical covariates; commented."""
+    from rich.console import Console
+
+    from npcai.studies.init import draft_study, write_study
+
+    console = Console()
+    draft = draft_study(cohort, design)
+    path = write_study(draft, out, force=force, inputs=(cohort,))
+    console.print(f"[bold]{path}[/bold]: study {draft.data['name']} from design {design}, fitted to {cohort}")
+    for line in draft.choices:
+        console.print(f"  • {line}")
+    console.print(f"next: npcai study run {path} --cohort {cohort} --dry-run")
 
 
 @study_app.command("list")

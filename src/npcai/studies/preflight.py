@@ -20,7 +20,7 @@ import pandas as pd
 from npcai.errors import NpcaiError
 from npcai.studies.schema import ResolvedStudy, RoiSpec
 
-__all__ = ["preflight", "PREFLIGHT_COLUMNS"]
+__all__ = ["preflight", "baseline_plan", "PREFLIGHT_COLUMNS"]
 
 PREFLIGHT_COLUMNS = ["subset", "roi", "labelled", "label_1", "excluded", "lost_sequence", "lost_mask",
                      "trainable", "external_test"]
@@ -88,3 +88,31 @@ def preflight(resolved: ResolvedStudy, cohort_dir: str | Path) -> pd.DataFrame:
                          "lost_sequence": len(no_seq), "lost_mask": len(no_mask), "trainable": int(len(kept)),
                          "external_test": external})
     return pd.DataFrame(rows, columns=PREFLIGHT_COLUMNS)
+
+
+def baseline_plan(resolved: ResolvedStudy, cohort_dir: str | Path) -> str:
+    """One line: the covariates of the study's clinical baseline on this cohort (the YAML's
+    ``baseline:`` or the default choice, with what it leaves out and why), and whether the TNM
+    baseline appears."""
+    from npcai.cohort.endpoints import endpoint_labels
+    from npcai.cohort.model import Cohort
+    from npcai.stats.baseline import default_covariates
+    from npcai.studies.analysis import has_tnm
+
+    clinical = Cohort.load(cohort_dir).clinical()
+    s = resolved.study
+    tnm = "TNM baseline: " + ("yes" if s.tnm_baseline and has_tnm(clinical) else "no (no T and N stage)"
+                              if s.tnm_baseline else "off")
+    if s.baseline is not None:
+        missing = [c for c in s.baseline if c not in clinical.columns]
+        if missing:
+            raise NpcaiError(f"{cohort_dir}/clinical.csv: study {s.name}: baseline covariate {missing[0]!r} is not a "
+                             f"column (present: {', '.join(clinical.columns)}); edit the study's baseline:")
+        if not s.baseline:
+            return f"clinical baseline and combined model: none (the study's baseline: is empty); {tnm}"
+        return f"clinical baseline and combined model on: {', '.join(s.baseline)} (the study's baseline:); {tnm}"
+    labelled = endpoint_labels(clinical, s.endpoint).labels.index
+    choice = default_covariates(clinical, labelled)
+    left = "; ".join(f"{c}: {why}" for c, why in choice.dropped.items())
+    return (f"clinical baseline and combined model on: {', '.join(choice.covariates) or 'none (no clinical covariate)'}"
+            + (f" (left out: {left})" if left else "") + f"; {tnm}")

@@ -230,6 +230,10 @@ class Study(_Model):
     delong: list[tuple[str, str]] = Field(default_factory=list,
                                           description="ROI pairs compared with the paired DeLong test per backbone")
     tnm_baseline: bool = True
+    baseline: list[str] | None = Field(
+        None, description="clinical covariates of the clinical baseline and the combined model (e.g. [age, t_stage, "
+                          "n_stage]); unset: every one of age, sex, T, N, stage, EBV DNA, grade the cohort has; "
+                          "[]: no clinical baseline")
     explain: ExplainSpec = Field(default_factory=ExplainSpec)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
 
