@@ -46,6 +46,8 @@ class MatchingSpec(_Model):
     exact: list[str] = Field(default_factory=lambda: ["centre"], description="columns equal within a pair")
     distance: Literal["propensity", "mahalanobis"] = "propensity"
     caliper: float | None = Field(0.2, gt=0, description="in SDs of the propensity score")
+    covariate_caliper: float | None = Field(None, gt=0, description="in SDs of each numeric covariate "
+                                            "(none: only the propensity caliper, as study 004)")
 
 
 class DecisionSpec(_Model):

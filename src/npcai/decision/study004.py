@@ -136,7 +136,7 @@ def match_treatments(clinical: pd.DataFrame, resolved: ResolvedDecisionStudy) ->
         raise NpcaiError(f"clinical.csv: none of the matching covariates {m.covariates} is a column; set "
                          "matching.covariates in the study YAML")
     r = match_nearest(d, s.treatment, covs, distance=m.distance, caliper=m.caliper, treated_level=EXPERIMENTAL,
-                      exact=exact)
+                      exact=exact, covariate_calipers=m.covariate_caliper)
     matched = sorted(r.matched)
     per = d.loc[matched, s.treatment].value_counts().to_dict()
     lost = len(d) - len(matched)
