@@ -109,7 +109,8 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
         explain: run Grad-CAM on the study's chosen runs.
         executor: where the training steps run: ``local`` (default, one after another),
             ``local:N`` (N processes) or ``slurm`` (a job array; see
-            :mod:`npcai.studies.executors`), as text or an :class:`ExecutorSpec`.
+            :mod:`npcai.studies.executors`), as text or an :class:`ExecutorSpec`; None: the
+            study's ``cluster:`` block.
         threads: torch threads per step (default: the free cores, shared among ``local:N``
             processes; a SLURM task's CPUs). Same seed and thread count give the same tables.
 
@@ -135,7 +136,10 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     _check_endpoint(cohort_dir, resolved)
 
     roi_names = _build_rois(cohort_dir, resolved)
-    spec = parse_executor(executor) if isinstance(executor, str) or executor is None else executor
+    if executor is None:
+        spec = resolved.study.cluster.executor_spec()      # the study's cluster: block (default local)
+    else:
+        spec = parse_executor(executor) if isinstance(executor, str) else executor
     if spec.log_dir is None:
         spec = dataclasses.replace(spec, log_dir=out / "slurm")
     step_log = _train_steps(cohort_dir, out, resolved, roi_names, weights=weights, resume=resume,
