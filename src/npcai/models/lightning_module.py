@@ -72,8 +72,9 @@ class ShardSampler(Sampler[int]):
 
 
 class _Positions(Dataset):
-    """A dataset whose batches carry the items' positions in it (instead of ROI rows), so
-    validation outputs can be matched to patients whatever share of them a rank saw."""
+    """A dataset whose batches also carry the items' positions in it, ``(x, y, rows,
+    positions)``, so validation outputs can be matched to patients whatever share of them a
+    rank saw."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -82,12 +83,12 @@ class _Positions(Dataset):
         return len(self.dataset)
 
     def __getitems__(self, idx):
-        x, y, _ = self.dataset.__getitems__(idx)
-        return x, y, torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        x, y, rows = self.dataset.__getitems__(idx)
+        return x, y, rows, torch.as_tensor(np.asarray(idx, dtype=np.int64))
 
     def __getitem__(self, i: int):
-        x, y, r = self.__getitems__([i])
-        return x[0], y[0], r[0]
+        x, y, r, p = self.__getitems__([i])
+        return x[0], y[0], r[0], p[0]
 
 
 def gather_validation(outputs: np.ndarray, targets: np.ndarray, positions: np.ndarray,
@@ -157,8 +158,8 @@ class SelectionDataModule(pl.LightningDataModule):
                           collate_fn=collate_batch, num_workers=self.num_workers, drop_last=lone_last)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches ``(x, y, positions in the validation dataset)``; under DDP each
-        rank gets an unpadded share."""
+        """Validation batches ``(x, y, ROI rows, positions in the validation dataset)``; under
+        DDP each rank gets an unpadded share."""
         bs = 1 if isinstance(self.val_ds, PatientBagDataset) else self.eval_batch_size
         rank, world = self._rank_world()
         sampler = ShardSampler(range(len(self.val_ds)), len(self.val_ds), rank, world, pad=False) \
@@ -239,7 +240,7 @@ class TaskModule(pl.LightningModule):
         return torch.cat(outs), torch.cat(ys)
 
     def validation_step(self, batch, batch_idx: int):
-        x, y, positions = batch
+        x, y, _, positions = batch
         out = self.model(x)
         self._val_out.append((out.detach().float().cpu().numpy(), y.cpu().numpy(),
                               positions.cpu().numpy().astype(np.int64)))

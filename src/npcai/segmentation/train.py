@@ -288,7 +288,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     callbacks: list = [checkpoint, EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience),
                        _HistoryWriter(out / "history.csv")]
-    if progress_enabled():
+    if progress_enabled() and rank == 0:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
