@@ -62,6 +62,8 @@ def test_device_options_in_the_training_block(tmp_path):
     study = load_study(_study_file(tmp_path, training={**load_study("peritumoral").training.model_dump(),
                                                        "accelerator": "gpu", "precision": "bf16-mixed"}))
     assert (study.training.accelerator, study.training.precision) == ("gpu", "bf16-mixed")
+    training = {**load_study("peritumoral").training.model_dump(), "precision": 32}     # unquoted in YAML
+    assert load_study(_study_file(tmp_path, training=training)).training.precision == "32"
     training = {**load_study("peritumoral").training.model_dump(), "accelerator": "cpu", "precision": "16-mixed"}
     with pytest.raises(NpcaiError, match="16-mixed"):
         load_study(_study_file(tmp_path, training=training))

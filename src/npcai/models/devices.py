@@ -154,16 +154,19 @@ class ResolvedDevices:
     def world_size(self) -> int:
         return self.devices * self.num_nodes
 
-    def trainer_kwargs(self) -> dict[str, Any]:
+    def trainer_kwargs(self, *, unused_parameters: bool = False) -> dict[str, Any]:
         """Keyword arguments of ``lightning.pytorch.Trainer``.
 
         Under DDP npcai's data module shards the data itself (``use_distributed_sampler=False``:
-        seeded per-epoch order, unpadded validation shards)."""
+        seeded per-epoch order, unpadded validation shards). ``unused_parameters``: the model
+        may hold parameters that no loss reaches (e.g. encoder stages a shallow U-Net leaves
+        out); DDP then searches for them every step."""
         kwargs: dict[str, Any] = {"accelerator": self.accelerator, "devices": self.devices,
                                   "num_nodes": self.num_nodes,
                                   "precision": "32-true" if self.precision == "32" else self.precision}
         if self.strategy == "ddp":
-            kwargs.update(strategy="ddp", use_distributed_sampler=False)
+            kwargs.update(strategy="ddp_find_unused_parameters_true" if unused_parameters else "ddp",
+                          use_distributed_sampler=False)
         return kwargs
 
 

@@ -295,13 +295,17 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     from npcai.models.train import quiet_lightning
 
     quiet_lightning()
-    trainer = L.Trainer(**devices.trainer_kwargs(), max_epochs=cfg.epochs, logger=False,
+    trainer = L.Trainer(**devices.trainer_kwargs(unused_parameters=True), max_epochs=cfg.epochs, logger=False,
                         callbacks=callbacks, enable_progress_bar=progress_enabled() and rank == 0,
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
                         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
                         deterministic=False)
-    trainer.fit(module, train_loader, val_loader,
-                ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")   # Dice is gathered over ranks already
+        trainer.fit(module, train_loader, val_loader,
+                    ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
     if trainer.global_rank != 0:
         return SegRun(path=out, config={}, split=pd.DataFrame(), summary={}, rank=int(trainer.global_rank))
     history = pd.DataFrame(module.history)

@@ -153,6 +153,11 @@ class TrainingSpec(create_model("_TrainingFields", __base__=_Model, **_train_con
     (same names, types and defaults) except the split options and what the study's structure
     decides (ROI, backbone, unit, endpoint, subset filter)."""
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v   # `precision: 32` in YAML
+
     @model_validator(mode="after")
     def _valid(self) -> "TrainingSpec":
         _check_with_train_config(self.model_dump())
