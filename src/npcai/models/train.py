@@ -640,6 +640,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
 
     quiet_lightning()
     cfg = config.validate()
+    devices = cfg.device_options.resolve()   # a GPU asked for where none is visible fails first
     check_output_path(out, [cfg.cohort, cfg.split_from, cfg.weights])
     if mlflow:
         _check_mlflow()
@@ -652,7 +653,6 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     prep = _prepare(cfg, cohort, roi, task, split)
     geo = _geometry(cfg, roi)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    devices = cfg.device_options.resolve()   # a GPU asked for where none is visible fails here
     model = build_network(cfg, geo.n_chans)     # a bad backbone or weights file fails before OUT is touched
     rank = launch_rank(devices.devices)
     if rank != 0:
