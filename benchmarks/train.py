@@ -11,7 +11,18 @@ Measured in one run on the same model, batch size and images:
 
 Prints images/s for each and the ratios npcai/ceiling (target >= 0.9) and npcai/png.
 
-Usage: ``.venv/bin/python benchmarks/train.py [--patients 24] [--size 128] [--steps 4] [--rounds 3]``
+Where a CUDA GPU is present (or with ``--device DEV``), the same model is then timed on that
+device, next to its own pure-compute ceiling:
+
+4. device ceiling   the step on batches already on the device;
+5. device npcai     memmap batch -> pinned host memory -> device (non-blocking), augmentation
+                    and step on the device (what ``npcai train --accelerator gpu`` does per step),
+
+with ``--precision 32|16-mixed|bf16-mixed`` (autocast, as Lightning's mixed precision) and the
+ratio npcai/ceiling on the device. ``--device cpu`` runs this path on the CPU (to check it).
+
+Usage: ``.venv/bin/python benchmarks/train.py [--patients 24] [--size 128] [--steps 4] [--rounds 3]
+[--device cuda] [--precision bf16-mixed]``
 """
 from __future__ import annotations
 
@@ -58,6 +69,67 @@ def _timed(it, model, opt, steps: int) -> tuple[float, float]:
     return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
+def _device_rates(device: torch.device, model, images, labels: np.ndarray, args) -> dict[str, float]:
+    """images/s of the pure step and of npcai's batches on ``device`` (median of the rounds)."""
+    from npcai.models.data import EpochShuffleSampler, SliceAugment, read_rows
+
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(args.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    aug = SliceAugment(seed=0)
+    n, bs = len(labels), args.batch_size
+    pin = device.type == "cuda"
+
+    def step(x, y):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    x_dev = torch.from_numpy(np.asarray(images[: min(n, bs)], dtype=np.float32)).to(device)
+    y_dev = torch.from_numpy(labels[: len(x_dev)]).to(device)
+    order = list(EpochShuffleSampler(range(n), seed=0))
+
+    def npcai_batch(i):
+        rows = np.asarray(order[(i * bs) % n:(i * bs) % n + bs] or order[:bs])
+        x = read_rows(images, rows)
+        x = x.pin_memory() if pin else x
+        x = x.to(device, non_blocking=True)
+        y = torch.from_numpy(labels[rows]).to(device, non_blocking=True)
+        return aug(x, step=i), y
+
+    step(x_dev, y_dev)
+    step(*npcai_batch(0))                              # warm-up (cuDNN autotuning, allocator)
+    rates: dict[str, list[float]] = {"ceiling": [], "npcai": []}
+    i = 1
+    for _ in range(args.rounds):
+        sync()
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            step(x_dev, y_dev)
+        sync()
+        rates["ceiling"].append(args.steps * len(y_dev) / (time.perf_counter() - t))
+        t, k = time.perf_counter(), 0
+        for _ in range(args.steps):
+            x, y = npcai_batch(i)
+            step(x, y)
+            i, k = i + 1, k + len(y)
+        sync()
+        rates["npcai"].append(k / (time.perf_counter() - t))
+    return {k: float(np.median(v)) for k, v in rates.items()}
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=24)
@@ -67,6 +139,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is reported)")
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else None,
+                    help="also time on this device (default: cuda when a GPU is present); cpu checks the path")
+    ap.add_argument("--precision", default="32", choices=("32", "16-mixed", "bf16-mixed"),
+                    help="autocast precision of the device timing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -161,6 +237,16 @@ def main() -> None:
             print(f"{name:<10}{wall[name]:>17.1f}{cpu[name]:>15.1f}")
         for a, b, note in (("npcai", "ceiling", "  (target >= 0.9)"), ("npcai", "png", ""), ("png", "ceiling", "")):
             print(f"{a} / {b:<8} = {wall[a] / wall[b]:.3f} wall, {cpu[a] / cpu[b]:.3f} CPU{note}")
+        if args.device:
+            device = torch.device(args.device)
+            dev = _device_rates(device, model, roi.images, labels, args)
+            print(f"on {device} ({_device_name(device)}), precision {args.precision}, batch {args.batch_size}:")
+            print(f"{'device ceiling':<16}{dev['ceiling']:>11.1f} images/s")
+            print(f"{'device npcai':<16}{dev['npcai']:>11.1f} images/s")
+            print(f"device npcai / device ceiling = {dev['npcai'] / dev['ceiling']:.3f}; "
+                  f"device npcai / CPU npcai = {dev['npcai'] / wall['npcai']:.1f}x")
+        else:
+            print("no GPU here: device timing skipped (--device cpu checks its code path)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

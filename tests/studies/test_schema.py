@@ -144,7 +144,8 @@ def test_every_train_config_option_is_settable_from_the_yaml(tmp_path):
     training = {"pretrained": False, "weights": None, "optimizer": "rmsprop", "lr": 0.003, "weight_decay": 0.01,
                 "batch_size": 7, "epochs": 3, "patience": 2, "dropout": 0.25, "size": 48, "aggregate": "max",
                 "pooling": "attention", "bag_size": 5, "augment": False, "num_workers": 1,
-                "task": "binary", "stacked": True, "normalise": "histogram"}
+                "task": "binary", "stacked": True, "normalise": "histogram", "accelerator": "cpu", "devices": 1,
+                "precision": "bf16-mixed", "strategy": "ddp", "num_nodes": 1}
     split = {"seed": 4, "val_fraction": 0.3, "test_fraction": 0.25, "test_where": 'centre != "C1"',
              "folds": None, "fold_seed": 2, "stratify_centre": False}
     assert set(training) == set(TrainingSpec.model_fields) and set(split) == set(SPLIT_FIELDS)

@@ -12,7 +12,8 @@ from npcai.errors import NpcaiError
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
                   "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
                   "test_fraction", "split_from", "where", "test_where", "folds", "fold_seed", "aggregate", "pooling", "bag_size", "augment",
-                  "num_workers", "task", "stacked", "normalise")
+                  "num_workers", "task", "stacked", "normalise", "accelerator", "devices", "precision", "strategy",
+                  "num_nodes")
 
 
 def _set_threads(threads: int | None, *, recorded: int | None = None) -> int:
@@ -94,6 +95,18 @@ def register(app: typer.Typer) -> None:
                                                 "landmarks on this run's training patients only, rebuild the "
                                                 "ROI with them and keep them in the run (predict applies the "
                                                 "same). Default: the ROI cache's own normalisation."),
+        accelerator: str = typer.Option("auto", "--accelerator", help="auto (a CUDA GPU when torch sees one, "
+                                        "else the CPU), cpu or gpu (fails in one line where none is visible)."),
+        devices: int = typer.Option(1, "--devices", help="Devices per node; more than one trains with DDP (one "
+                                    "process per device; --batch-size is per device). On a CPU: processes "
+                                    "sharing its cores."),
+        precision: str = typer.Option("32", "--precision", help="32, 16-mixed (fp16 autocast; GPU only) or "
+                                      "bf16-mixed (recent GPUs and CPUs)."),
+        strategy: str = typer.Option("auto", "--strategy", help="auto (DDP when more than one device or node) "
+                                     "or ddp. Validation AUC / C-index is computed over all validation "
+                                     "patients gathered from every process."),
+        num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part in DDP (launch the same "
+                                      "command on each, e.g. with srun)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Reproduce a run: read options from its "
                                               "config.yaml (options given here override)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoints/last.ckpt "
@@ -163,6 +176,8 @@ def register(app: typer.Typer) -> None:
             raise NpcaiError("--folds-from needs --folds K")
         with show_progress():
             result = train(cfg, out, resume=resume, overwrite=overwrite, mlflow=mlflow)
+        if result.rank != 0:      # a DDP worker process: rank 0 writes and reports the run
+            return
         s = result.summary["splits"]
         if result.summary.get("task") == "survival":
             from npcai.survival.deep.report import print_train_result

@@ -239,8 +239,10 @@ class SliceAugment:
         rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (n,2,2)
         mat = rot * ext.view(1, 1, 2) / ext.view(1, 2, 1)
         mat[:, :, 0] = torch.where(flip.view(n, 1), -mat[:, :, 0], mat[:, :, 0])
-        affine = torch.cat([mat, shift.unsqueeze(-1)], dim=2).to(x.dtype)
+        # the draws are made on the CPU (the same numbers on any device), applied where x is
+        on = dict(device=x.device, dtype=x.dtype)
+        affine = torch.cat([mat, shift.unsqueeze(-1)], dim=2).to(**on)
         grid = F.affine_grid(affine, list(x.shape), align_corners=False)
         y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        y = y * (1 + a.view(n, 1, 1, 1).to(x.dtype)) + b.view(n, 1, 1, 1).to(x.dtype)
+        y = y * (1 + a.view(n, 1, 1, 1).to(**on)) + b.view(n, 1, 1, 1).to(**on)
         return y.reshape(shape)

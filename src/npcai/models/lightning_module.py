@@ -8,6 +8,17 @@ Trainer sees (the monitored ``val_auc``, early stopping, the best checkpoint) ca
 on test patients. Test patients are read by :mod:`npcai.models.train` after ``fit``
 returns, with the selected checkpoint.
 
+Under DDP (several devices or nodes, one process each) the data module shards the data
+itself: each epoch's seeded training order is dealt out round-robin (padded by wrapping so
+every rank steps equally often) and the validation items are dealt out unpadded. The
+selection metric is *not* averaged over ranks: every rank gathers all ranks' validation
+outputs with their dataset positions (:func:`gather_validation`, duplicates dropped), so the
+AUC or C-index is computed once over all validation patients, the same value on every rank.
+A task whose loss couples the items of a batch (the Cox partial likelihood: risk sets) sets
+``batch_coupled_loss``; its loss is then computed on the batch gathered from every rank with
+gradients flowing back to each rank's own items (``torch.distributed.nn.functional.all_gather``),
+so risk sets span the global batch (the per-device batch times the world size).
+
 Examples:
     >>> from npcai.models import create_classifier
     >>> from npcai.models.tasks import BinaryTask
@@ -18,14 +29,93 @@ from __future__ import annotations
 import numpy as np
 import torch
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from npcai.models.data import EpochShuffleSampler, PatientBagDataset, SliceAugment, collate_batch
 from npcai.models.tasks import AGGREGATES, BinaryTask, Task, aggregate_patients
 
-__all__ = ["TaskModule", "SelectionDataModule", "aggregate_patients", "AGGREGATES", "OPTIMIZERS"]
+__all__ = ["TaskModule", "SelectionDataModule", "ShardSampler", "gather_validation", "aggregate_patients",
+           "AGGREGATES", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+class ShardSampler(Sampler[int]):
+    """One DDP rank's share of another sampler's order: items ``rank, rank + world, ...``.
+
+    With ``pad`` (training) the order is first extended by wrapping around so that every rank
+    gets ``ceil(n / world)`` items (as ``DistributedSampler`` does); without it (validation)
+    no item is repeated and ranks may differ by one. ``set_epoch`` is passed on, so the
+    seeded per-epoch order and bag draws of :class:`EpochShuffleSampler` stay exact.
+    """
+
+    def __init__(self, base, n: int, rank: int, world: int, *, pad: bool):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
+        self.base, self.n, self.rank, self.world, self.pad = base, int(n), int(rank), int(world), pad
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        if self.pad:
+            return -(-self.n // self.world)
+        return len(range(self.rank, self.n, self.world))
+
+    def __iter__(self):
+        order = list(self.base)
+        if self.pad and self.n % self.world:
+            total = len(self) * self.world
+            order = (order * (total // max(1, len(order)) + 1))[:total]
+        return iter(order[self.rank::self.world])
+
+
+class _Positions(Dataset):
+    """A dataset whose batches also carry the items' positions in it, ``(x, y, rows,
+    positions)``, so validation outputs can be matched to patients whatever share of them a
+    rank saw."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, idx):
+        x, y, rows = self.dataset.__getitems__(idx)
+        return x, y, rows, torch.as_tensor(np.asarray(idx, dtype=np.int64))
+
+    def __getitem__(self, i: int):
+        x, y, r, p = self.__getitems__([i])
+        return x[0], y[0], r[0], p[0]
+
+
+def gather_validation(outputs: np.ndarray, targets: np.ndarray, positions: np.ndarray,
+                      world: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ranks' validation ``(outputs, targets, positions)``, each position once, in
+    position order (every rank gets the same arrays). ``world == 1``: sorted, nothing sent."""
+    if world > 1:
+        import torch.distributed as dist
+
+        parts: list = [None] * world
+        dist.all_gather_object(parts, (outputs, targets, positions))
+        outputs = np.concatenate([p[0] for p in parts])
+        targets = np.concatenate([p[1] for p in parts])
+        positions = np.concatenate([p[2] for p in parts])
+    _, first = np.unique(positions, return_index=True)      # sorted positions, padding dropped
+    return outputs[first], targets[first], positions[first]
+
+
+def _gather_sum(values: tuple[float, int], world: int) -> tuple[float, int]:
+    """(sum, count) added over ranks."""
+    if world <= 1:
+        return values
+    import torch.distributed as dist
+
+    parts: list = [None] * world
+    dist.all_gather_object(parts, values)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 class SelectionDataModule(pl.LightningDataModule):
@@ -51,19 +141,31 @@ class SelectionDataModule(pl.LightningDataModule):
         """Every ROI row this module can hand to the Trainer (for audits and tests)."""
         return np.union1d(self.train_ds.rows, self.val_ds.rows)
 
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
         sampler = EpochShuffleSampler(self.train_ds, seed=self.seed)
+        rank, world = self._rank_world()
+        if world > 1:
+            sampler = ShardSampler(sampler, len(self.train_ds), rank, world, pad=True)
         # a last batch of one sample breaks BatchNorm's batch statistics (and training): drop it;
         # the epoch's shuffle decides which sample waits for the next epoch
-        n = len(self.train_ds)
+        n = len(sampler)
         lone_last = n > self.batch_size and n % self.batch_size == 1
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=sampler,
                           collate_fn=collate_batch, num_workers=self.num_workers, drop_last=lone_last)
 
     def val_dataloader(self) -> DataLoader:
+        """Validation batches ``(x, y, ROI rows, positions in the validation dataset)``; under
+        DDP each rank gets an unpadded share."""
         bs = 1 if isinstance(self.val_ds, PatientBagDataset) else self.eval_batch_size
-        return DataLoader(self.val_ds, batch_size=bs, shuffle=False, collate_fn=collate_batch,
-                          num_workers=self.num_workers)
+        rank, world = self._rank_world()
+        sampler = ShardSampler(range(len(self.val_ds)), len(self.val_ds), rank, world, pad=False) \
+            if world > 1 else None
+        return DataLoader(_Positions(self.val_ds), batch_size=bs, shuffle=False, sampler=sampler,
+                          collate_fn=collate_batch, num_workers=self.num_workers)
 
 
 class TaskModule(pl.LightningModule):
@@ -100,42 +202,71 @@ class TaskModule(pl.LightningModule):
         self._train_losses: list[tuple[float, int]] = []
         self._val_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.val_patients_seen_: set[str] = set()
+        self.val_items_scored_: int = 0
 
     # ------------------------------------------------------------------ steps
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
+
     def training_step(self, batch, batch_idx: int):
         x, y, _ = batch
-        if self.augment is not None:
-            x = self.augment(x, step=self.global_step)
-        loss = self.task.loss(self.model(x), y)
+        rank, world = self._world()
+        if self.augment is not None:   # each rank its own draws; one process: as before
+            x = self.augment(x, step=self.global_step * world + rank)
+        out = self.model(x)
+        if world > 1 and getattr(self.task, "batch_coupled_loss", False):
+            out, y = self._gather_batch(out, y)
+        loss = self.task.loss(out, y)
         self._train_losses.append((float(loss.detach()), len(y)))
         return loss
 
+    @staticmethod
+    def _gather_batch(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's batch outputs (with gradient back to each rank's own) and targets.
+
+        Every rank then computes the same loss L over the global batch; the gather's backward
+        sums the ranks' gradients (world x dL/d own outputs) and DDP averages the parameter
+        gradients over ranks, so each step follows dL/dθ of the global batch."""
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_gather
+
+        outs = all_gather(out.contiguous())
+        ys = [torch.empty_like(y) for _ in range(dist.get_world_size())]
+        dist.all_gather(ys, y.contiguous())
+        return torch.cat(outs), torch.cat(ys)
+
     def validation_step(self, batch, batch_idx: int):
-        x, y, rows = batch
+        x, y, _, positions = batch
         out = self.model(x)
         self._val_out.append((out.detach().float().cpu().numpy(), y.cpu().numpy(),
-                              np.arange(len(y)) + sum(len(o[0]) for o in self._val_out)))
+                              positions.cpu().numpy().astype(np.int64)))
 
     def on_validation_epoch_start(self) -> None:
         self._val_out = []
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_out:
+        _, world = self._world()
+        if not self._val_out and world == 1:
             return
-        outputs = np.concatenate([o[0] for o in self._val_out])
-        y = np.concatenate([o[1] for o in self._val_out])
-        pos = np.concatenate([o[2] for o in self._val_out])
+        local = [np.concatenate([o[i] for o in self._val_out]) if self._val_out else None for i in range(3)]
+        if local[0] is None:            # a rank with no validation item still takes part in the gather
+            local = [np.zeros((0,), np.float32), np.zeros((0,), np.float32), np.zeros(0, np.int64)]
+        # every rank: all validation items of all ranks, once each (never a per-rank average)
+        outputs, y, pos = gather_validation(*local, world=world)
+        self.val_items_scored_ = int(len(pos))
         patients = self.val_patients[pos]
         self.val_patients_seen_ = set(patients.tolist())
         weights = None if self.val_weights is None else self.val_weights[pos]
         val_loss, score = self.task.validate(outputs, y, patients, weights)
         # validation runs once at the end of each training epoch (no sanity pass), before
         # the checkpoint is saved: record the epoch's row here so checkpoints carry it
-        n = sum(k for _, k in self._train_losses)
-        train_loss = sum(v * k for v, k in self._train_losses) / n if n else float("nan")
+        total, n = _gather_sum((sum(v * k for v, k in self._train_losses),
+                                sum(k for _, k in self._train_losses)), world)
+        train_loss = total / n if n else float("nan")
         self.log("val_loss", val_loss, prog_bar=True)
         self.log(self.task.monitor, score, prog_bar=True)
         self.log("train_loss", train_loss)
@@ -151,7 +282,8 @@ class TaskModule(pl.LightningModule):
         # dropout draws from torch's global RNG, which Lightning's loop also touches between
         # steps: reseed per optimisation step so a resumed run continues exactly as the
         # uninterrupted one (shuffling and augmentation are seeded per epoch/step already)
-        torch.manual_seed(self.seed * 1_000_003 + int(self.global_step))
+        rank, world = self._world()
+        torch.manual_seed(self.seed * 1_000_003 + int(self.global_step) * world + rank)
 
     # ------------------------------------------------------------------ optimiser + state
     def configure_optimizers(self):

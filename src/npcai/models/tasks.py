@@ -106,6 +106,10 @@ class Task(ABC):
     monitor: str = "val_score"
     mode: str = "max"
     prediction_columns: tuple[str, ...] = ()
+    #: the loss of an item depends on the other items of its batch (e.g. Cox risk sets): under
+    #: DDP the loss is then computed on the batch gathered from every process
+    #: (:mod:`npcai.models.lightning_module`), not on each process's share
+    batch_coupled_loss: bool = False
 
     def labels(self, clinical: pd.DataFrame, endpoint: str):
         """The per-patient targets of ``endpoint`` (an ``EndpointLabels``: ``.labels`` also

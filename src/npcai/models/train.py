@@ -79,6 +79,10 @@ class TrainConfig:
         normalise: None (the ROI cache's own normalisation) or ``histogram``: Nyúl–Udupa
             landmarks learnt on this run's training patients only, the ROI rebuilt with them
             and the landmarks kept in the run (:func:`npcai.imaging.histogram.fit_run_histogram`).
+        accelerator, devices, precision, strategy, num_nodes: where training computes
+            (:class:`npcai.models.devices.DeviceOptions`): ``auto|cpu|gpu``, devices per node
+            (more than one: DDP, one process each; ``batch_size`` is per device), ``32``,
+            ``16-mixed`` (GPU) or ``bf16-mixed``, ``auto|ddp``, machines.
     """
 
     cohort: str
@@ -113,6 +117,18 @@ class TrainConfig:
     task: str = "binary"
     stacked: bool = False
     normalise: str | None = None
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32"
+    strategy: str = "auto"
+    num_nodes: int = 1
+
+    @property
+    def device_options(self):
+        """The :class:`~npcai.models.devices.DeviceOptions` of this run."""
+        from npcai.models.devices import DeviceOptions
+
+        return DeviceOptions.of(self)
 
     def validate(self) -> "TrainConfig":
         """Check option values; raise :class:`NpcaiError` naming the bad option."""
@@ -146,6 +162,15 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise NpcaiError(msg)
+        devices = self.device_options.check()
+        if self.folds and devices.world_size > 1:
+            raise NpcaiError(f"folds with {devices.world_size} devices: cross-validation trains its K runs one "
+                             f"after another in one process; use one device per run (devices 1), or DDP "
+                             f"without folds")
+        if self.normalise == "histogram" and devices.world_size > 1:
+            raise NpcaiError(f"normalise histogram with {devices.world_size} devices: the landmarks are learnt and "
+                             "the ROI rebuilt in one process; train on one device, or build the ROI with "
+                             "landmarks first (npcai roi landmarks) and train on it with DDP")
         if self.where is not None:
             from npcai.cohort.filters import parse_filter
 
@@ -172,6 +197,8 @@ class TrainResult:
     n_test: int
     epochs_run: int
     summary: dict[str, Any] = field(default_factory=dict)
+    #: this process's DDP rank; only rank 0 writes the run folder (the others return NaN numbers)
+    rank: int = 0
 
 
 # ---------------------------------------------------------------------------- data
@@ -480,8 +507,10 @@ def quiet_lightning() -> None:
 
 
 def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path: Path | None, *,
-         mlflow: bool, callbacks: list | None):
-    """Step 4: ``Trainer.fit`` with early stopping and checkpoints on the validation metric only."""
+         mlflow: bool, callbacks: list | None, devices, rank: int = 0):
+    """Step 4: ``Trainer.fit`` with early stopping and checkpoints on the validation metric only
+    (``devices``: the :class:`~npcai.models.devices.ResolvedDevices`; under DDP every rank
+    calls this, rank 0 alone writes checkpoints and logs)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 
@@ -489,12 +518,13 @@ def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path:
 
     ckpt_cb, last_cb = _checkpoint_callback(work / "checkpoints", task.monitor, task.mode)
     cbs = [ckpt_cb, last_cb,
-           EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience, check_finite=False),
-           _epoch_progress(cfg.epochs, task.monitor)]
-    show_bar = progress_enabled()
+           EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience, check_finite=False)]
+    if rank == 0:
+        cbs.append(_epoch_progress(cfg.epochs, task.monitor))
+    show_bar = progress_enabled() and rank == 0
     if show_bar:
         cbs.append(RichProgressBar(leave=False))
-    trainer = pl.Trainer(accelerator="auto", devices=1, deterministic=True, max_epochs=cfg.epochs,
+    trainer = pl.Trainer(**devices.trainer_kwargs(), deterministic=True, max_epochs=cfg.epochs,
                          callbacks=cbs + list(callbacks or []), logger=_loggers(work, mlflow, out.name),
                          enable_progress_bar=show_bar, enable_model_summary=False, num_sanity_val_steps=0,
                          log_every_n_steps=1, default_root_dir=str(work), plugins=[safe_checkpoint_io()])
@@ -506,6 +536,7 @@ def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path:
             warnings.filterwarnings("ignore", message=r".*number of training batches.*")
             warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")  # --resume
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")   # the metric is gathered already
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
@@ -616,16 +647,22 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
 
     Returns:
         :class:`TrainResult` with the test AUC over test patients and the selected epoch.
+        Under DDP (``devices``/``num_nodes`` > 1) every process calls this: rank 0 prepares,
+        writes and renames the run folder; the other ranks only train and return a result
+        with ``rank > 0`` and no numbers.
     """
     import lightning.pytorch as pl
 
     from npcai.cohort.model import Cohort
     from npcai.imaging.roi_cache import RoiDataset
+    from npcai.models.devices import hardware_record, launch_rank
     from npcai.models.tasks import make_task
+    from npcai.runs import partial_dir
     from npcai.runs.folder import write_run
 
     quiet_lightning()
     cfg = config.validate()
+    devices = cfg.device_options.resolve()   # a GPU asked for where none is visible fails first
     check_output_path(out, [cfg.cohort, cfg.split_from, cfg.weights])
     if mlflow:
         _check_mlflow()
@@ -642,17 +679,29 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     geo = _geometry(cfg, roi)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_network(cfg, geo.n_chans)     # a bad backbone or weights file fails before OUT is touched
-    work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
+    rank = launch_rank(devices.devices)
+    if rank != 0:
+        # a DDP worker (re-executed by Lightning's launcher, or started by the cluster): rank 0
+        # prepared the partial folder and alone writes it; this process only trains
+        work = partial_dir(out)
+        ckpt_path = work / "checkpoints" / "last.ckpt" if resume else None
+    else:
+        work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
     module, data = _selection_stage(cfg, task, model, roi, prep, geo)
     config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu", split_given=split is not None)
     if hist is not None:
         config_doc["histogram"] = hist.record()
-    write_run(work, config=config_doc, landmarks=hist.path if hist else None)   # provenance first: --resume checks it
-    trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks)
+    if rank == 0:
+        write_run(work, config=config_doc, landmarks=hist.path if hist else None)   # provenance first: --resume checks it
+    trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks,
+                            devices=devices, rank=rank)
+    if trainer.global_rank != 0:
+        return TrainResult(out, -1, float("nan"), float("nan"), 0, 0, {}, rank=int(trainer.global_rank))
     best_epoch, history, val_score = _select_best(task, model, module, ckpt_cb, work, out)
-    pred_slices, pred_patients = _predict_all(task, model, roi, prep, geo)
+    pred_slices, pred_patients = _predict_all(task, model.cpu(), roi, prep, geo)
     summary = _summary(cfg, task, prep, history, best_epoch, val_score, pred_patients)
     config_doc["resolved"]["device"] = str(trainer.strategy.root_device)
+    config_doc["hardware"] = hardware_record(trainer).to_dict()
     split_df = pd.DataFrame({"patient_id": prep.labels.index, "split": prep.split.reindex(prep.labels.index).to_numpy(),
                              "label": prep.labels.to_numpy()})
     write_run(work, config=config_doc, split=split_df, slices=pred_slices, patients=pred_patients,

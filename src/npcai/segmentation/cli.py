@@ -61,6 +61,13 @@ def train(
     split_seed: int = typer.Option(0, help="Seed of the patient split (test 1/5, validation 1/5 of the rest)."),
     seed: int = typer.Option(0, help="Seed of weights initialisation and batch order."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Left-right flips and intensity jitter."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="auto (a CUDA GPU when torch sees one, "
+                                    "else the CPU), cpu or gpu."),
+    devices: int = typer.Option(1, "--devices", help="Devices per node; more than one trains with DDP (one "
+                                "process each; --batch-size per device; validation Dice over all ranks' slices)."),
+    precision: str = typer.Option("32", "--precision", help="32, 16-mixed (GPU only) or bf16-mixed."),
+    strategy: str = typer.Option("auto", "--strategy", help="auto (DDP when more than one device or node) or ddp."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Machines taking part in DDP."),
     resume: bool = typer.Option(False, "--resume", help="Continue an unfinished run in --out from last.ckpt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
@@ -89,7 +96,10 @@ def train(
                               batch_size=batch_size, epochs=epochs, patience=patience, max_minutes=max_minutes,
                               size=size, labels=labels, sequence=sequence,
                               timepoint=None if timepoint == "all" else timepoint, normalise=normalise,
-                              split_seed=split_seed, seed=seed, augment=augment)
+                              split_seed=split_seed, seed=seed, augment=augment, accelerator=accelerator,
+                              devices=devices, precision=precision, strategy=strategy, num_nodes=num_nodes)
+    if run.rank != 0:         # a DDP worker process: rank 0 writes and reports the run
+        return
     s = run.summary
     per = ", ".join(f"{k} {v:.3f}" for k, v in s["val_dice_per_label"].items())
     _console().print(f"[bold]{s['arch']}[/] ({s['encoder']}): {s['epochs_run']} epochs, best epoch "

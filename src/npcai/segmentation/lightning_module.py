@@ -88,22 +88,32 @@ class SegmentationModule(L.LightningModule):
         self._val_counts.append(batch_dice_counts(logits, y, self.n_classes).cpu())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_counts:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if not self._val_counts and world == 1:
             return
-        counts = torch.cat(self._val_counts)                      # (N, K, 3)
+        counts = torch.cat(self._val_counts) if self._val_counts else torch.zeros(0, self.n_classes - 1, 3)
+        val_loss_sum, train_losses = sum(self._val_losses), list(self._train_losses)
+        if world > 1:   # DDP: every rank's validation slices (unpadded shards), never a per-rank mean
+            import torch.distributed as dist
+
+            parts: list = [None] * world
+            dist.all_gather_object(parts, (counts, val_loss_sum, train_losses))
+            counts = torch.cat([p[0] for p in parts])
+            val_loss_sum = sum(p[1] for p in parts)
+            train_losses = [v for p in parts for v in p[2]]
         denom = counts[..., 1] + counts[..., 2]
         dice = torch.where(denom > 0, 2 * counts[..., 0] / denom.clamp(min=1), torch.nan)
         per_class = torch.nanmean(dice, 0)                        # (K,)
         val_dice = float(torch.nanmean(per_class)) if not torch.isnan(per_class).all() else 0.0
-        val_loss = sum(self._val_losses) / len(counts)
+        val_loss = val_loss_sum / len(counts)
         self.log("val_dice", val_dice, prog_bar=True)
         self.log("val_loss", val_loss)
         if self.trainer.sanity_checking:
             self._val_counts.clear(), self._val_losses.clear()
             return
         row: dict[str, Any] = {"epoch": int(self.current_epoch) + 1,
-                               "train_loss": (sum(self._train_losses) / len(self._train_losses)
-                                              if self._train_losses else math.nan),
+                               "train_loss": (sum(train_losses) / len(train_losses)
+                                              if train_losses else math.nan),
                                "val_loss": val_loss, "val_dice": val_dice}
         for name, d in zip(self.hparams.label_names, per_class.tolist()):
             row[f"val_dice_{name}"] = d

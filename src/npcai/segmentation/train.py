@@ -47,6 +47,7 @@ __all__ = ["SegTrainConfig", "SegRun", "train_segmenter", "load_segrun", "packag
 
 log = logging.getLogger(__name__)
 SEGRUN_FORMAT = "npcai-segrun/1"
+_DEVICE_KEYS = ("accelerator", "devices", "precision", "strategy", "num_nodes")
 
 
 @dataclass
@@ -74,6 +75,11 @@ class SegTrainConfig:
     split_seed: int = 0
     seed: int = 0
     augment: bool = True
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32"
+    strategy: str = "auto"
+    num_nodes: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -91,6 +97,9 @@ class SegTrainConfig:
         if self.timepoint not in (None, "pre", "post"):
             raise NpcaiError(f"--timepoint {self.timepoint!r}: use pre, post or all")
         LabelSet.parse(self.labels)
+        from npcai.models.devices import DeviceOptions
+
+        DeviceOptions.of(self).check()
 
 
 @dataclass
@@ -102,6 +111,8 @@ class SegRun:
     split: pd.DataFrame
     summary: dict[str, Any]
     module: SegmentationModule | None = None
+    #: this process's DDP rank; a worker (rank > 0) returns an empty run: rank 0 writes it
+    rank: int = 0
 
     @property
     def labels(self) -> LabelSet:
@@ -133,6 +144,27 @@ def input_hash(cohort: Cohort, scans) -> str:
     return paths_sha256(files)
 
 
+def _loaders(train_set, val_set, cfg: SegTrainConfig, rank: int, world: int):
+    """Training and validation loaders; under DDP each rank gets its share of the seeded
+    shuffle (padded to equal length) and an unpadded share of the validation slices."""
+    from npcai.models.lightning_module import ShardSampler
+
+    bs = min(cfg.batch_size, len(train_set))
+    train_ds, val_ds = SliceDataset(train_set, augment=cfg.augment, seed=cfg.seed + rank), SliceDataset(val_set)
+    order = torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
+    if world > 1:
+        train_sampler = ShardSampler(order, len(train_ds), rank, world, pad=True)
+        val_sampler = ShardSampler(range(len(val_ds)), len(val_ds), rank, world, pad=False)
+    else:
+        train_sampler, val_sampler = order, None
+    n = len(train_sampler)
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=train_sampler,
+                                               drop_last=n > bs and n % bs == 1, num_workers=0)
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=max(bs, 2), sampler=val_sampler, shuffle=False,
+                                             num_workers=0)
+    return train_loader, val_loader
+
+
 class _HistoryWriter(L.Callback):
     """Rewrite ``history.csv`` after every epoch, so an interrupted run still shows its curve."""
 
@@ -140,7 +172,7 @@ class _HistoryWriter(L.Callback):
         self.path = path
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        if module.history:
+        if module.history and trainer.global_rank == 0:
             atomic_write_text(self.path, pd.DataFrame(module.history).to_csv(index=False))
 
 
@@ -152,20 +184,26 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         cohort: cohort folder (or :class:`Cohort`).
         out: the run folder to create.
         resume: continue an unfinished run in ``out`` from ``checkpoints/last.ckpt`` with its saved
-            options (only ``epochs`` and ``max_minutes`` may be changed).
+            options (only ``epochs``, ``max_minutes`` and the device options may be changed).
         overwrite: replace an existing run folder.
         **options: fields of :class:`SegTrainConfig` (arch, encoder, pretrained, weights,
             optimizer, lr, batch_size, epochs, patience, max_minutes, size, labels, sequence,
             timepoint, normalise, test_fraction, val_fraction, split_seed, seed, augment,
-            encoder_depth).
+            encoder_depth, and the device options accelerator, devices, precision, strategy,
+            num_nodes of :class:`npcai.models.devices.DeviceOptions`). Under DDP every process
+            calls this; rank 0 alone writes ``out``, the others return a :class:`SegRun` with
+            ``rank > 0`` and nothing loaded.
 
     Returns:
         The :class:`SegRun` with the best-validation model loaded.
     """
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+    from npcai.models.devices import DeviceOptions, launch_rank
+
     t0 = time.perf_counter()
     out = check_output_path(out, [cohort.root if isinstance(cohort, Cohort) else cohort])
+    rank = launch_rank(int(options.get("devices") or 1))   # DDP workers (rank > 0) only train
     cohort = cohort if isinstance(cohort, Cohort) else Cohort.load(cohort)
     ckpt_dir = out / "checkpoints"
     if resume:
@@ -177,24 +215,25 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
                              f"start a new run without --resume")
         saved = yaml.safe_load((out / "config.yaml").read_text())
         cfg = SegTrainConfig(**saved["options"])
-        for key in ("epochs", "max_minutes"):
+        for key in ("epochs", "max_minutes", *_DEVICE_KEYS):   # hardware may change between sessions
             if options.get(key) is not None:
                 setattr(cfg, key, options[key])
-        if (out / "summary.json").is_file():
+        if (out / "summary.json").is_file() and rank == 0:
             (out / "summary.json").unlink()
     else:
         unknown = set(options) - set(SegTrainConfig.__dataclass_fields__)
         if unknown:
             raise TypeError(f"train_segmenter: unknown options {sorted(unknown)}")
         cfg = SegTrainConfig(**{k: v for k, v in options.items() if v is not None})
-        if out.is_dir() and any(out.iterdir()) and not overwrite:
+        if rank == 0 and out.is_dir() and any(out.iterdir()) and not overwrite:
             raise NpcaiError(f"{out}: folder exists and is not empty; pass --overwrite, --resume, "
                              f"or choose another path")
-        if check_replaceable(out, overwrite):   # only a folder npcai wrote is ever removed
+        if rank == 0 and check_replaceable(out, overwrite):   # only a folder npcai wrote is ever removed
             import shutil
 
             shutil.rmtree(out)
     cfg.validate()
+    devices = DeviceOptions.of(cfg).resolve()      # a GPU asked for where none is visible fails here
     labels = LabelSet.parse(cfg.labels)
     cfg.sequence = cfg.sequence or default_sequence(cohort)
     cfg.normalise = cfg.normalise or default_normalisation(cohort, cfg.sequence)
@@ -223,8 +262,6 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     module = SegmentationModule(arch=cfg.arch, encoder=cfg.encoder, label_names=labels.names,
                                 optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
                                 weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
-    out.mkdir(parents=True, exist_ok=True)
-    mark_output(out)
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
               "cohort": {"path": str(cohort.root.resolve()), "modality": cohort.modality,
@@ -233,40 +270,44 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
               "label_values": list(labels.values), "packages": package_versions(),
               "loss": "monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)",
               "selection": "best validation Dice (val patients only); early stopping on validation Dice"}
-    if not resume:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(out / "split.csv", split_table.to_csv(index=False))
-    else:
-        old = yaml.safe_load((out / "config.yaml").read_text())
-        old["options"].update({"epochs": cfg.epochs, "max_minutes": cfg.max_minutes})
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(old, sort_keys=False))
-        config = old
+    if rank == 0:     # a DDP worker (rank > 0) never writes: rank 0 prepared the folder
+        out.mkdir(parents=True, exist_ok=True)
+        mark_output(out)
+        if not resume:
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+            atomic_write_text(out / "split.csv", split_table.to_csv(index=False))
+        else:
+            old = yaml.safe_load((out / "config.yaml").read_text())
+            old["options"].update({"epochs": cfg.epochs, "max_minutes": cfg.max_minutes,
+                                   **{k: getattr(cfg, k) for k in _DEVICE_KEYS}})
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(old, sort_keys=False))
+            config = old
 
-    bs = min(cfg.batch_size, len(train_set))
-    train_loader = torch.utils.data.DataLoader(
-        SliceDataset(train_set, augment=cfg.augment, seed=cfg.seed), batch_size=bs, shuffle=True,
-        drop_last=len(train_set) % bs == 1, num_workers=0,
-        generator=torch.Generator().manual_seed(cfg.seed))
-    val_loader = torch.utils.data.DataLoader(SliceDataset(val_set), batch_size=max(bs, 2), shuffle=False,
-                                             num_workers=0)
+    train_loader, val_loader = _loaders(train_set, val_set, cfg, rank, devices.world_size)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     callbacks: list = [checkpoint, EarlyStopping(monitor="val_dice", mode="max", patience=cfg.patience),
                        _HistoryWriter(out / "history.csv")]
-    if progress_enabled():
+    if progress_enabled() and rank == 0:
         from lightning.pytorch.callbacks import RichProgressBar
 
         callbacks.append(RichProgressBar())
     from npcai.models.train import quiet_lightning
 
     quiet_lightning()
-    trainer = L.Trainer(max_epochs=cfg.epochs, accelerator="auto", devices=1, logger=False,
-                        callbacks=callbacks, enable_progress_bar=progress_enabled(),
+    trainer = L.Trainer(**devices.trainer_kwargs(unused_parameters=True), max_epochs=cfg.epochs, logger=False,
+                        callbacks=callbacks, enable_progress_bar=progress_enabled() and rank == 0,
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1,
                         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
                         deterministic=False)
-    trainer.fit(module, train_loader, val_loader,
-                ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")   # Dice is gathered over ranks already
+        trainer.fit(module, train_loader, val_loader,
+                    ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
+    if trainer.global_rank != 0:
+        return SegRun(path=out, config={}, split=pd.DataFrame(), summary={}, rank=int(trainer.global_rank))
     history = pd.DataFrame(module.history)
     if history.empty or not (ckpt_dir / "best.ckpt").is_file():
         raise NpcaiError(f"{out}: training stopped before the first validation (time budget too short?); "
@@ -284,6 +325,10 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         "stopped_early": bool(int(history["epoch"].max()) < cfg.epochs),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    from npcai.models.devices import hardware_record
+
+    config["hardware"] = hardware_record(trainer).to_dict()
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return load_segrun(out)
 

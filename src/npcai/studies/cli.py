@@ -55,19 +55,24 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted training runs from their last "
                                                        "checkpoint (finished steps are always reused)."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Run Grad-CAM on the study's chosen runs."),
-    executor: str = typer.Option("local", "--executor", help="Where the training runs go: local (one after "
-                                 "another), local:N (N processes sharing the cores) or slurm (one job array "
-                                 "through submitit; ensembles, Grad-CAM and the report follow here)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="Where the training runs go: local (one "
+                                           "after another; the default), local:N (N processes sharing the cores) "
+                                           "or slurm (one job array through submitit; ensembles, Grad-CAM and "
+                                           "the report follow here). Default: the study's cluster: block."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per training run "
                                           "(default: the free cores, shared among local:N processes; a SLURM "
                                           "task's CPUs). Same seed + same threads = same tables."),
     slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition (default: "
-                                                  "the cluster's default)."),
-    slurm_gpus_per_task: int = typer.Option(0, "--slurm-gpus-per-task", min=0, help="GPUs per array task."),
-    slurm_cpus_per_task: int = typer.Option(2, "--slurm-cpus-per-task", min=1, help="CPUs per array task."),
-    slurm_time: int = typer.Option(240, "--slurm-time", min=1, help="Time limit per array task, minutes "
-                                   "(a task that reaches it is requeued and resumes from its last checkpoint)."),
-    slurm_max_parallel: int = typer.Option(32, "--slurm-max-parallel", min=1, help="Array tasks running at once."),
+                                                  "the cluster: block's, else the cluster's default)."),
+    slurm_gpus_per_task: Optional[int] = typer.Option(None, "--slurm-gpus-per-task", min=0,
+                                                      help="GPUs per array task (default 0)."),
+    slurm_cpus_per_task: Optional[int] = typer.Option(None, "--slurm-cpus-per-task", min=1,
+                                                      help="CPUs per array task (default 2)."),
+    slurm_time: Optional[int] = typer.Option(None, "--slurm-time", min=1, help="Time limit per array task, "
+                                             "minutes (default 240; a task that reaches it is requeued and "
+                                             "resumes from its last checkpoint)."),
+    slurm_max_parallel: Optional[int] = typer.Option(None, "--slurm-max-parallel", min=1,
+                                                     help="Array tasks running at once (default 32)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the steps (and with --cohort the patients "
                                                          "each run labels, excludes and loses) and exit."),
 ) -> None:
@@ -116,11 +121,10 @@ def run(
             _print_preflight(console, resolved, pre)
             console.print(baseline_plan(resolved, cohort))
         return
-    from npcai.studies.executors import SlurmOptions, parse_executor
-
-    spec = parse_executor(executor, SlurmOptions(partition=slurm_partition, gpus_per_task=slurm_gpus_per_task,
-                                                 cpus_per_task=slurm_cpus_per_task, time_minutes=slurm_time,
-                                                 max_parallel=slurm_max_parallel))
+    # the study's cluster: block, each option overridden by its flag when given
+    spec = resolved.study.cluster.executor_spec(executor=executor, partition=slurm_partition,
+                                                gpus_per_task=slurm_gpus_per_task, cpus_per_task=slurm_cpus_per_task,
+                                                time=slurm_time, max_parallel=slurm_max_parallel)
     with show_progress():
         result = run_study(resolved, out=out, cohort=cohort, export=export, clinical=clinical,
                            contours=contours, weights=weights, resume=resume, explain=explain,

@@ -109,7 +109,8 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
         explain: run Grad-CAM on the study's chosen runs.
         executor: where the training steps run: ``local`` (default, one after another),
             ``local:N`` (N processes) or ``slurm`` (a job array; see
-            :mod:`npcai.studies.executors`), as text or an :class:`ExecutorSpec`.
+            :mod:`npcai.studies.executors`), as text or an :class:`ExecutorSpec`; None: the
+            study's ``cluster:`` block.
         threads: torch threads per step (default: the free cores, shared among ``local:N``
             processes; a SLURM task's CPUs). Same seed and thread count give the same tables.
 
@@ -135,7 +136,10 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
     _check_endpoint(cohort_dir, resolved)
 
     roi_names = _build_rois(cohort_dir, resolved)
-    spec = parse_executor(executor) if isinstance(executor, str) or executor is None else executor
+    if executor is None:
+        spec = resolved.study.cluster.executor_spec()      # the study's cluster: block (default local)
+    else:
+        spec = parse_executor(executor) if isinstance(executor, str) else executor
     if spec.log_dir is None:
         spec = dataclasses.replace(spec, log_dir=out / "slurm")
     step_log = _train_steps(cohort_dir, out, resolved, roi_names, weights=weights, resume=resume,
@@ -226,6 +230,15 @@ def _cohort_hash(cohort_dir: Path) -> str:
     return file_sha256(Path(cohort_dir) / "cohort.json")
 
 
+def _design(training) -> dict[str, Any]:
+    """The training options that make a step's inputs: all but where it computes (the device
+    options, like the thread count, are recorded in each run but do not make a finished step stale)."""
+    from npcai.models.devices import DeviceOptions
+
+    devices = set(DeviceOptions.__dataclass_fields__)
+    return {k: v for k, v in training.model_dump().items() if k not in devices}
+
+
 def _step_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -261,7 +274,7 @@ def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names
         split_from = first_of_subset.setdefault(step.subset.name, run_dir)
         split_from = None if split_from == run_dir else split_from
         payload = {"cohort": _cohort_hash(cohort_dir), "roi": _roi_input_hash(cohort_dir, roi_names[step.roi.name]),
-                   "backbone": step.backbone, "unit": step.unit, "training": s.training.model_dump(),
+                   "backbone": step.backbone, "unit": step.unit, "training": _design(s.training),
                    "split": s.split.model_dump(), "endpoint": s.endpoint, "where": step.subset.where,
                    "split_from": split_from.name if split_from else None,
                    "weights": str(weights) if weights else None}

@@ -32,7 +32,7 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import read_user_yaml
 
 __all__ = [
-    "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec",
+    "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec", "ClusterSpec",
     "PresetSpec", "Study", "ResolvedStudy", "Step", "load_study", "list_studies",
     "study_path", "STUDY_DIR", "TRAINING_FIELDS", "SPLIT_FIELDS", "STUDY_OWNED",
 ]
@@ -153,6 +153,11 @@ class TrainingSpec(create_model("_TrainingFields", __base__=_Model, **_train_con
     (same names, types and defaults) except the split options and what the study's structure
     decides (ROI, backbone, unit, endpoint, subset filter)."""
 
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v   # `precision: 32` in YAML
+
     @model_validator(mode="after")
     def _valid(self) -> "TrainingSpec":
         _check_with_train_config(self.model_dump())
@@ -186,6 +191,52 @@ class ExplainSpec(_Model):
     backbone: str | None = None
     rois: list[str] = Field(default_factory=list)
     top: int = Field(2, ge=1)
+
+
+class ClusterSpec(_Model):
+    """Where the study's training steps run (``npcai study run`` options; a flag given on the
+    command line wins over the block). Example::
+
+        cluster:
+          executor: slurm        # local | local:N | slurm
+          partition: gpu
+          gpus_per_task: 1
+          cpus_per_task: 8
+          time: 240              # minutes per array task (then requeued, resumed from its checkpoint)
+          max_parallel: 16
+    """
+
+    executor: str = Field("local", description="local (one after another), local:N (N processes) or slurm")
+    partition: str | None = Field(None, description="SLURM partition (None: the cluster's default)")
+    gpus_per_task: int = Field(0, ge=0, description="GPUs per SLURM array task")
+    cpus_per_task: int = Field(2, ge=1, description="CPUs per SLURM array task")
+    time: int = Field(240, ge=1, description="time limit per SLURM array task, minutes")
+    max_parallel: int = Field(32, ge=1, description="SLURM array tasks running at once")
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, v: str) -> str:
+        from npcai.studies.executors import parse_executor
+
+        try:
+            parse_executor(v)
+        except NpcaiError as exc:
+            raise ValueError(str(exc)) from None
+        return v.strip().lower()
+
+    def executor_spec(self, *, executor: str | None = None, partition: str | None = None,
+                      gpus_per_task: int | None = None, cpus_per_task: int | None = None,
+                      time: int | None = None, max_parallel: int | None = None):
+        """The :class:`~npcai.studies.executors.ExecutorSpec` of this block with the given
+        overrides (None: the block's value)."""
+        from npcai.studies.executors import SlurmOptions, parse_executor
+
+        pick = lambda given, own: own if given is None else given  # noqa: E731
+        slurm = SlurmOptions(partition=pick(partition, self.partition),
+                             gpus_per_task=pick(gpus_per_task, self.gpus_per_task),
+                             cpus_per_task=pick(cpus_per_task, self.cpus_per_task),
+                             time_minutes=pick(time, self.time), max_parallel=pick(max_parallel, self.max_parallel))
+        return parse_executor(pick(executor, self.executor), slurm)
 
 
 class PresetSpec(_Model):
@@ -235,7 +286,18 @@ class Study(_Model):
                           "n_stage]); unset: every one of age, sex, T, N, stage, EBV DNA, grade the cohort has; "
                           "[]: no clinical baseline")
     explain: ExplainSpec = Field(default_factory=ExplainSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_process_per_run(self) -> "Study":
+        world = self.training.devices * self.training.num_nodes
+        if world > 1:
+            raise ValueError(f"training: devices {self.training.devices} x num_nodes {self.training.num_nodes}: a "
+                             f"study trains each run in one process; run its steps side by side instead "
+                             f"(cluster executor local:N, or slurm with gpus_per_task 1), or train one model "
+                             f"on several devices with `npcai train --devices N`")
+        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> "Study":

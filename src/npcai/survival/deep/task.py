@@ -12,7 +12,8 @@ the trainer's code:
   (:func:`npcai.survival.deep.data.target_array`; T = 1 IC+CCRT, 0 CCRT);
 * ``loss(scores, targets)``: the negative Cox partial log-likelihood with Efron ties of the
   log-hazard ``g + (T - 1/2) f`` (risk sets over the batch's patients: use batches of
-  dozens of patients, e.g. 64, and fixed-size bags of K slices);
+  dozens of patients, e.g. 64, and fixed-size bags of K slices; under DDP over the batch
+  gathered from every process, with gradients back to each process's patients);
 * ``validate(scores, targets, patients, weights) -> (val_loss, val_c_index)``: over all the
   validation patients of an epoch (items of one patient are averaged first); the C-index
   is Harrell's C of the log-hazard under the received treatment (the quantity the Cox loss
@@ -118,6 +119,8 @@ class SurvivalTask(Task):
     monitor = "val_c_index"
     mode = "max"
     prediction_columns = PREDICTION_COLUMNS
+    #: under DDP the Cox loss sees the batch gathered from every process (risk sets span it)
+    batch_coupled_loss = True
 
     def __init__(self, unit: str = "patient", aggregate: str = "mean", ties: str = "efron",
                  predictive: bool = True):
