@@ -48,3 +48,15 @@ def second_cohort(tmp_path_factory) -> Path:
     ingest(root / "export" / "dicom", clinical=root / "export" / "clinical.csv", out=root / "cohort",
            contours=root / "export" / "contours")
     return root / "cohort"
+
+
+@pytest.fixture(scope="module")
+def cv_run(runs_cohort, tmp_path_factory) -> Path:
+    """A 2-fold, 1-epoch cross-validated run (``npcai train --folds 2``) on the training cohort."""
+    from npcai.models.folds import train_folds
+    from npcai.models.train import TrainConfig
+
+    cfg = TrainConfig(cohort=str(runs_cohort), roi="pre", endpoint="pfs-median", backbone="resnet18",
+                      pretrained=False, lr=1e-3, batch_size=16, epochs=1, seed=0, augment=False, folds=2,
+                      fold_seed=1, val_fraction=0.25)
+    return train_folds(cfg, tmp_path_factory.mktemp("runs") / "cv2").run_dir

@@ -226,7 +226,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("predict")
     def predict_cmd(
-        run: Path = typer.Argument(..., help="A run folder (`npcai train`) or an ensemble (`npcai ensemble`)."),
+        run: Path = typer.Argument(..., help="A run folder (`npcai train`, also with --folds: the soft vote of "
+                                             "its fold models) or an ensemble (`npcai ensemble`)."),
         cohort: Path = typer.Argument(..., help="Any ingested cohort with the sequences, timepoint and masks "
                                         "the run needs (e.g. another centre's)."),
         out: Path = typer.Option(..., "--out", help="Prediction folder to write (run-folder format, "
@@ -237,7 +238,9 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     ) -> None:
         """Apply a trained run to a cohort: rebuild its ROI input from the recorded spec (cached in
-        COHORT/roi/), predict every slice and patient, write OUT (split = external)."""
+        COHORT/roi/), predict every slice and patient, write OUT (split = external). A cross-validated
+        run predicts with the mean probability of its K fold models and OUT records its threshold: the
+        mean of the fold models' validation thresholds."""
         from rich.console import Console
 
         from npcai.progress import show_progress
@@ -262,5 +265,9 @@ def register(app: typer.Typer) -> None:
                      if labelled.any() else f" ({preds.info.get('labels') or 'no labels'})"))
         if preds.info.get("skipped"):
             con.print(f"not predicted: {len(preds.info['skipped'])} patients (see {out}/summary.json)")
+        thr = preds.info.get("threshold")
+        if thr is not None:
+            con.print(f"{preds.info.get('vote')}; threshold {thr['value']:.4f} = {thr['source']}")
         if labelled.any():
-            con.print(f"evaluate with `npcai evaluate {out}` (threshold fixed on the run's validation patients)")
+            con.print(f"evaluate with `npcai evaluate {out}` (threshold fixed on the run's validation patients"
+                      + (", the mean over its folds)" if thr is not None else ")"))

@@ -22,7 +22,10 @@
 
 A prediction folder (``npcai predict RUN COHORT --out PRED``) has the same layout with
 ``kind: predictions``, ``split = external`` and no checkpoints; its config names the source
-run, so evaluation fixes the decision threshold on the *run's* validation patients.
+run, so evaluation fixes the decision threshold on the *run's* validation patients. When the
+source is a cross-validated run, the prediction is the soft vote (mean probability) of its
+fold models and config.yaml records ``threshold`` {value, source, folds}: the mean of the fold
+models' validation thresholds, which evaluation applies unchanged.
 
 A cross-validated run (``kind: cv``, written by :func:`npcai.models.folds.train_folds`) has
 the same files with split ``oof`` (out-of-fold) and a ``fold`` column in split.csv and the
@@ -430,11 +433,30 @@ class RunFolder:
     def split_patients(self, split: str) -> pd.DataFrame:
         return self.predictions.split_patients(split, where=str(self.path / PATIENTS))
 
+    def recorded_threshold(self) -> dict[str, Any] | None:
+        """The decision threshold a prediction folder records (``config.yaml["threshold"]``:
+        {value, source, folds}), written when a cross-validated run predicted: the mean of its
+        fold models' validation thresholds. None for every other folder (their threshold is
+        fixed on validation patients by :meth:`validation`)."""
+        if self.config.kind != "predictions":
+            return None
+        thr = self.config.raw.get("threshold")
+        if not isinstance(thr, dict) or thr.get("value") is None:
+            return None
+        try:
+            value = float(thr["value"])
+        except (TypeError, ValueError):
+            raise NpcaiError(f"{self.path / CONFIG}: threshold {thr['value']!r} is not a number; predict again") from None
+        return {**thr, "value": value}
+
     def validation(self) -> pd.DataFrame:
         """The validation patients that fix the decision threshold (indexed by patient_id):
-        the run's own, or for a prediction folder those of the run that predicted."""
+        the run's own, or for a prediction folder those of the run that predicted; empty for a
+        prediction folder that records its threshold (:meth:`recorded_threshold`)."""
         if self.config.kind != "predictions":
             return self.patients[self.patients["split"] == "val"].set_index("patient_id")
+        if self.recorded_threshold() is not None:
+            return self.patients.iloc[:0].set_index("patient_id")
         src = self.config.source_run or {}
         source = Path(str(src.get("path", "")))
         if not (source / PATIENTS).is_file():

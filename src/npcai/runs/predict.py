@@ -33,7 +33,8 @@ from npcai.runs.folder import (CONFIG, PATIENTS, RUN_FORMAT, ROI_SPEC_KEYS, Pred
                                cohort_id, package_versions, read_config, read_split, read_summary,
                                write_run)
 
-__all__ = ["predict_patients", "write_predictions", "native_pixel_mm", "SPACING_TOLERANCE"]
+__all__ = ["predict_patients", "write_predictions", "native_pixel_mm", "cv_threshold", "SPACING_TOLERANCE",
+           "CV_SEEN"]
 
 log = logging.getLogger(__name__)
 SPACING_TOLERANCE = 0.2
@@ -238,11 +239,12 @@ def _predict_train_run(config: RunConfig, cohort_dir: Path, patients: Sequence[s
     return Predictions(pts, slices, info=info)
 
 
-def _predict_ensemble(config: RunConfig, cohort_dir: Path, patients, checkpoint: str) -> Predictions:
+def _soft_vote(members: list[Predictions], names: list[str], weights: list[float] | None) -> pd.DataFrame:
+    """Patient rows predicted by every member with the (weighted) mean probability
+    (:func:`npcai.models.ensemble.soft_vote`, the one soft vote) and each member's own
+    ``prob_<name>``; split and label from the first member."""
     from npcai.models.ensemble import soft_vote
 
-    members = [predict_patients(m, cohort_dir, patients, checkpoint=checkpoint) for m in config.members]
-    weights = [float(m.get("weight", 1.0)) for m in config.raw.get("members", [])]
     tables = [m.patients.set_index("patient_id") for m in members]
     common = sorted(set.intersection(*(set(t.index) for t in tables)))
     first = tables[0].loc[common]
@@ -250,20 +252,109 @@ def _predict_ensemble(config: RunConfig, cohort_dir: Path, patients, checkpoint:
                         "label": first["label"].to_numpy(),
                         "prob": soft_vote([t.loc[common, "prob"].to_numpy() for t in tables], weights),
                         "n_slices": np.sum([t.loc[common, "n_slices"].to_numpy() for t in tables], axis=0)})
-    for path, t in zip(config.members, tables):
-        out[f"prob_{Path(path).name}"] = t.loc[common, "prob"].to_numpy()
-    info = {"members": [m.info for m in members],
-            "skipped": {p: "not predicted by every member" for t in tables for p in t.index if p not in common},
+    for name, t in zip(names, tables):
+        out[f"prob_{name}"] = t.loc[common, "prob"].to_numpy()
+    return out
+
+
+def _not_by_every(members: list[Predictions]) -> dict[str, str]:
+    ids = [set(m.patients["patient_id"]) for m in members]
+    common = set.intersection(*ids)
+    return {p: "not predicted by every member" for s in ids for p in sorted(s - common)}
+
+
+def _predict_ensemble(config: RunConfig, cohort_dir: Path, patients, checkpoint: str) -> Predictions:
+    members = [predict_patients(m, cohort_dir, patients, checkpoint=checkpoint) for m in config.members]
+    weights = [float(m.get("weight", 1.0)) for m in config.raw.get("members", [])]
+    out = _soft_vote(members, [Path(p).name for p in config.members], weights)
+    info = {"members": [m.info for m in members], "skipped": _not_by_every(members),
             "labels": members[0].info.get("labels"), "same_cohort": members[0].info.get("same_cohort")}
     return Predictions(out, None, info=info)
+
+
+#: the split of a cross-validated run's own patients when the run predicts its own cohort
+CV_SEEN = "seen"
+
+
+def cv_threshold(run: str | Path) -> dict[str, Any]:
+    """The decision threshold a cross-validated run applies to new patients: the mean of its
+    fold models' validation thresholds (each Youden's J on that fold's validation patients,
+    column ``threshold`` of its out-of-fold predictions)."""
+    from npcai.models.folds import fold_table
+    from npcai.runs.folder import read_predictions
+
+    table = fold_table(read_predictions(run).patients)
+    values = table["threshold"].astype(float)
+    if table.empty or values.isna().any():
+        raise NpcaiError(f"{run}: its out-of-fold predictions record no threshold per fold; train it again with folds")
+    return {"value": float(values.mean()),
+            "source": f"mean of the {len(values)} fold models' validation thresholds (Youden's J on each "
+                      "fold's validation patients)",
+            "folds": [float(v) for v in values]}
+
+
+def _soft_vote_slices(members: list[Predictions], keep: Sequence[str]) -> pd.DataFrame | None:
+    """Slice rows of the kept patients with the mean probability of the fold models (which all
+    read the same ROI input)."""
+    from npcai.models.ensemble import soft_vote
+
+    if any(m.slices is None or "prob" not in m.slices.columns for m in members):
+        return None
+    tables = [m.slices.set_index("roi_row") for m in members]
+    first = tables[0][tables[0]["patient_id"].isin(set(keep))]
+    rows = first.index
+    if not all(rows.isin(t.index).all() for t in tables[1:]):
+        return None
+    cols = [c for c in ("patient_id", "split", "slice_index", "label") if c in first.columns]
+    out = first[cols].copy()
+    out["prob"] = soft_vote([t.loc[rows, "prob"].to_numpy() for t in tables])
+    return out.reset_index()
+
+
+def _predict_cv(config: RunConfig, cohort_dir: Path, patients, checkpoint: str) -> Predictions:
+    """A cross-validated run on any cohort: the soft vote (mean probability) of its K fold
+    models, with the mean of their validation thresholds recorded for evaluation."""
+    from npcai.models.folds import fold_run_dirs
+
+    folds = fold_run_dirs(config.path)
+    if len(folds) < 2:
+        raise NpcaiError(f"{config.path / CONFIG}: a cross-validated run without its fold runs; train it again")
+    threshold = cv_threshold(config.path)
+    members = [predict_patients(f, cohort_dir, patients, checkpoint=checkpoint) for f in folds]
+    out = _soft_vote(members, [f.name for f in folds], None)
+    same = bool(members[0].info.get("same_cohort"))
+    if same:     # each of these patients trained K - 1 of the fold models: not an honest estimate
+        seen = set(read_split(config.path).index)
+        out["split"] = np.where(out["patient_id"].isin(seen), CV_SEEN, "excluded")
+        if (out["split"] == CV_SEEN).any():
+            log.warning("run %s predicts its own cohort: %d of these patients trained %d of its %d fold models "
+                        "(split %s); its out-of-fold predictions are the honest estimate",
+                        config.path.name, int((out["split"] == CV_SEEN).sum()), len(folds) - 1, len(folds), CV_SEEN)
+    slices = _soft_vote_slices(members, list(out["patient_id"]))
+    if slices is not None:
+        slices["split"] = out.set_index("patient_id")["split"].reindex(slices["patient_id"]).to_numpy()
+    first = members[0].info
+    info = {"roi": first.get("roi"), "skipped": {**{p: w for m in members for p, w in m.info.get("skipped", {}).items()},
+                                                 **_not_by_every(members)},
+            "labels": first.get("labels"), "spacing_warning": first.get("spacing_warning"),
+            "same_cohort": same, "threshold": threshold,
+            "vote": f"soft vote (mean probability) of the {len(folds)} fold models"}
+    return Predictions(out, slices, info=info)
 
 
 def predict_patients(run: str | Path, cohort: str | Path, patients: Sequence[str] | None = None, *,
                      checkpoint: str = "best") -> Predictions:
     """Predict the patients of ``cohort`` (all, or ``patients``) with a trained run or ensemble.
 
+    A cross-validated run (``npcai train --folds K``) predicts with the soft vote (mean
+    probability) of its K fold models, and ``.info["threshold"]`` records its decision
+    threshold: the mean of the fold models' validation thresholds (:func:`cv_threshold`),
+    which ``npcai evaluate`` applies unchanged to the predicted cohort. On the run's own cohort
+    its patients get split ``seen`` (each trained K - 1 of the fold models).
+
     Args:
-        run: a run folder (``npcai train``) or an ensemble (members predicted and soft-voted).
+        run: a run folder (``npcai train``), an ensemble (members predicted and soft-voted) or a
+            cross-validated run (fold models predicted and soft-voted).
         cohort: any ingested cohort with the sequences, timepoint and masks the run needs.
         patients: pseudonyms to predict (default: every patient of the cohort).
         checkpoint: ``best`` (selected on validation) or ``last``.
@@ -279,6 +370,8 @@ def predict_patients(run: str | Path, cohort: str | Path, patients: Sequence[str
     cohort = Path(cohort)
     if config.kind == "ensemble":
         return _predict_ensemble(config, cohort, patients, checkpoint)
+    if config.kind == "cv":
+        return _predict_cv(config, cohort, patients, checkpoint)
     if config.kind != "train":
         raise NpcaiError(f"{run}: a {config.kind} folder has no model; give the run folder that made it")
     return _predict_train_run(config, cohort, patients, checkpoint)
@@ -295,8 +388,8 @@ def write_predictions(out: str | Path, run: str | Path, cohort: str | Path, pred
     labelled = p["label"].notna()
     config = {
         "format": RUN_FORMAT, "kind": "predictions",
-        "options": {"endpoint": src.endpoint, "roi": src.roi_name if src.kind == "train" else None,
-                    "backbone": src.backbone if src.kind == "train" else None,
+        "options": {"endpoint": src.endpoint, "roi": src.roi_name if src.kind in ("train", "cv") else None,
+                    "backbone": src.backbone if src.kind in ("train", "cv") else None,
                     "cohort": str(cohort.resolve()), "unit": src.option("unit")},
         "cohort": {"path": str(cohort.resolve()), "id": cohort_id(cohort)},
         "roi": predictions.info.get("roi"),
@@ -305,6 +398,9 @@ def write_predictions(out: str | Path, run: str | Path, cohort: str | Path, pred
                        "predictions_sha256": file_sha256(run / PATIENTS)},
         "versions": package_versions(),
     }
+    threshold = predictions.info.get("threshold")
+    if threshold is not None:      # a cross-validated run: the mean of its fold thresholds
+        config["threshold"] = threshold
     summary: dict[str, Any] = {
         "kind": "predictions", "run": run.resolve().name, "n_patients": int(len(p)),
         "n_labelled": int(labelled.sum()), "label_1": int((p["label"] == 1).sum()),
@@ -312,8 +408,11 @@ def write_predictions(out: str | Path, run: str | Path, cohort: str | Path, pred
         "splits": {str(k): int(v) for k, v in p["split"].value_counts().items()},
         "skipped": predictions.info.get("skipped", {}),
         "spacing_warning": predictions.info.get("spacing_warning"),
-        "threshold": "fixed on the validation patients of the source run (npcai evaluate)",
+        "threshold": (f"{threshold['value']:.6g}: {threshold['source']} (npcai evaluate)" if threshold is not None
+                      else "fixed on the validation patients of the source run (npcai evaluate)"),
     }
+    if predictions.info.get("vote"):
+        summary["vote"] = predictions.info["vote"]
     split = p[["patient_id", "split", "label"]]
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         write_run(tmp, config=config, split=split, slices=predictions.slices, patients=p, summary=summary)

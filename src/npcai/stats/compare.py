@@ -153,6 +153,9 @@ def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"
             m = evaluate_predictions(test, threshold=0.5, n_boot=0)
             m["binary"] = fold_threshold_metrics(test).to_dict()
             m["threshold"] = {"value": None, "source": "per fold: Youden's J on that fold's validation patients"}
+        elif run.recorded_threshold() is not None:    # predictions of a cross-validated run
+            rec = run.recorded_threshold()
+            m = evaluate_predictions(test, threshold=rec["value"], threshold_source=rec.get("source"), n_boot=0)
         else:
             val = run.validation()
             m = evaluate_predictions(test, val=val if len(val) else None, n_boot=0)

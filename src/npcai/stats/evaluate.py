@@ -87,12 +87,13 @@ def run_survival(run: RunFolder, clinical: pd.DataFrame | None) -> tuple[pd.Data
 
 
 def validation_threshold(val: pd.DataFrame | None, fixed: float | None = None, *,
-                         default: float | None = 0.5) -> dict[str, Any]:
-    """The decision threshold: ``fixed`` when given, else Youden's J on the validation patients
-    (label, prob); ``default`` (said in ``source`` and logged) when they cannot fix one, or
-    ``value`` None when ``default`` is None."""
+                         default: float | None = 0.5, source: str | None = None) -> dict[str, Any]:
+    """The decision threshold: ``fixed`` when given (``source`` says where it comes from,
+    default "given (--threshold)"), else Youden's J on the validation patients (label, prob);
+    ``default`` (said in ``source`` and logged) when they cannot fix one, or ``value`` None
+    when ``default`` is None."""
     if fixed is not None:
-        return {"value": float(fixed), "source": "given (--threshold)"}
+        return {"value": float(fixed), "source": source or "given (--threshold)"}
     reason = None
     if val is None or val.empty:
         reason = "the run has no validation patients to fix a threshold on"
@@ -127,6 +128,7 @@ def survival_c_index(prob: pd.Series, survival: pd.DataFrame, note: str = "") ->
 def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
                          slices: pd.DataFrame | None = None, survival: pd.DataFrame | None = None,
                          survival_note: str = "", threshold: float | None = None,
+                         threshold_source: str | None = None,
                          n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """All metrics of patient predictions ``test`` (index patient_id; columns label, prob).
 
@@ -136,6 +138,7 @@ def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
         slices: slice predictions of the same patients (patient_id, label, prob), optional.
         survival: (time, event) by patient_id for the C-index, optional.
         threshold: a fixed threshold instead of Youden on ``val``.
+        threshold_source: where ``threshold`` comes from (default "given (--threshold)").
         n_boot: bootstrap resamples for the F1 and slice-AUC intervals (0 to skip them).
     """
     ids = list(test.index)
@@ -143,7 +146,7 @@ def evaluate_predictions(test: pd.DataFrame, *, val: pd.DataFrame | None = None,
     out: dict[str, Any] = {"n_patients": int(len(y)), "n_label_1": int((y == 1).sum()),
                            "n_label_0": int((y == 0).sum())}
     out["patient"] = {"auc": auc_ci(y, p, what="patient-level AUC", ids=ids).to_dict()}
-    thr = validation_threshold(val, threshold)
+    thr = validation_threshold(val, threshold, source=threshold_source)
     out["threshold"] = thr
     bm = binary_metrics(y, p, thr["value"])
     out["binary"] = bm.to_dict()
@@ -191,7 +194,9 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, *, threshold: fl
             folder from ``npcai predict`` (external cohort).
         split: the split evaluated; default ``test`` for a run, ``external`` for predictions.
         threshold: fixed decision threshold; default Youden's J on the validation patients of
-            the run (for predictions: of the run that made them; never refitted on them).
+            the run (for predictions: of the run that made them; never refitted on them; for
+            predictions of a cross-validated run: the threshold they record, the mean of the
+            fold models' validation thresholds).
         n_boot: bootstrap resamples (F1 CI, slice AUC CI, ROC band); 0 skips them.
         seed: bootstrap seed.
         write: write metrics.json (the figures only when ``figures`` too).
@@ -232,9 +237,13 @@ def evaluate_run(run_dir: str | Path, split: str | None = None, *, threshold: fl
                                "endpoint": run.endpoint, "roi": run.roi, "backbone": run.backbone}
     if run.config.kind == "predictions":
         metrics["source_run"] = (run.config.source_run or {}).get("name")
+    threshold_source = None
+    recorded = run.recorded_threshold()
+    if threshold is None and recorded is not None:   # a cross-validated run's: mean of its fold thresholds
+        threshold, threshold_source = recorded["value"], recorded.get("source")
     metrics.update(evaluate_predictions(test, val=val if len(val) else None, slices=run.slices,
                                         survival=survival, survival_note=note, threshold=threshold,
-                                        n_boot=n_boot, seed=seed))
+                                        threshold_source=threshold_source, n_boot=n_boot, seed=seed))
     if tnm:
         metrics["tnm"] = _tnm_block(clinical, test, survival, run.name) if no_clinical is None else \
             {"unavailable": no_clinical}
