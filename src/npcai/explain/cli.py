@@ -14,14 +14,17 @@ def _split_list(value: Optional[str]) -> list[str]:
 
 
 def explain(
-    run: Path = typer.Argument(..., help="A run folder written by `npcai train`."),
+    run: Path = typer.Argument(..., help="A run folder written by `npcai train` (with --folds: each patient is "
+                                         "explained by the fold model that held it out)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: overlays/, montages, localisation tables."),
     patients: Optional[str] = typer.Option(None, "--patients", "-p",
                                            help="Comma-separated patient pseudonyms (P0001,P0002); "
                                                 "default: the --top highest-risk patients of --split."),
     top: int = typer.Option(4, "--top", help="How many highest predicted-risk patients to explain "
                                              "(ignored with --patients)."),
-    split: str = typer.Option("test", "--split", help="Split the --top patients come from: train, val or test."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split the --top patients come from: train, val or "
+                                                               "test (default test; oof, every patient, for a "
+                                                               "cross-validated run)."),
     method: str = typer.Option("gradcam", "--method", help="CAM method: gradcam, gradcam++, scorecam "
                                                            "(slow: one forward pass per channel) or layercam."),
     target: str = typer.Option("high-risk", "--target", help="high-risk: evidence for label 1 (the logit); "
@@ -48,7 +51,8 @@ def explain(
     from npcai.progress import show_progress
 
     if is_survival_run(run):
-        return _explain_survival(run, out, top=top, split=split, max_slices=max_slices, overwrite=overwrite)
+        return _explain_survival(run, out, top=top, split=split or "test", max_slices=max_slices,
+                                 overwrite=overwrite)
     with show_progress():
         res = explain_run(run, out, patients=_split_list(patients) or None, top=top, split=split,
                           method=method, target=target, runs=_split_list(runs),

@@ -85,6 +85,35 @@ def _load(run_dir: Path):
     return load_run(run_dir)
 
 
+def _models_for(run_dir: Path, chosen: list[str]) -> list[tuple[Any, list[str]]]:
+    """(loaded run, the patients its network explains) for one run folder: the run's own network
+    for every patient, or for a cross-validated run each patient's *out-of-fold* model, the fold
+    run that held it out (never a fold model that trained on it)."""
+    from npcai.models.folds import fold_run_dirs, is_cv_run
+
+    if not is_cv_run(run_dir):
+        return [(_load(run_dir), list(chosen))]
+    oof = _patient_predictions(run_dir).set_index("patient_id")
+    absent = [p for p in chosen if p not in oof.index]
+    if absent:
+        log.warning("run %s: patients %s have no out-of-fold prediction; not explained by it",
+                    run_dir.name, ", ".join(absent))
+    parts = []
+    for k, fold_dir in enumerate(fold_run_dirs(run_dir), start=1):
+        mine = [p for p in chosen if p in oof.index and int(oof.loc[p, "fold"]) == k]
+        if not mine:
+            continue
+        loaded = _load(fold_dir)
+        held = set(loaded.split.index[loaded.split["split"] == "test"])
+        trained = [p for p in mine if p not in held]
+        if trained:
+            raise NpcaiError(f"{fold_dir}: fold {k} does not hold out patient {trained[0]}, whose out-of-fold "
+                             f"prediction it made; the cross-validated run {run_dir.name} is inconsistent, "
+                             "train it again")
+        parts.append((loaded, mine))
+    return parts
+
+
 def _patient_predictions(run_dir: Path) -> pd.DataFrame:
     from npcai.runs import read_predictions
 
@@ -275,18 +304,21 @@ def _explain_one(loaded, run_name: str, patients: list[str], *, method: str, tar
 
 # --------------------------------------------------------------------------- main
 def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str] | None = None,
-                top: int = 4, split: str = "test", method: str = "gradcam", target: str = "high-risk",
+                top: int = 4, split: str | None = None, method: str = "gradcam", target: str = "high-risk",
                 runs: Sequence[str | Path] = (), max_slices: int | None = None, batch_size: int = 8,
                 overwrite: bool = False, write_to_runs: bool = True,
                 target_layer: str | None = None) -> ExplainResult:
     """Explain a trained run's predictions for some patients and measure where the CAM goes.
 
     Args:
-        run_dir: a ``npcai train`` run folder.
+        run_dir: a ``npcai train`` run folder. A cross-validated run (``--folds K``) explains
+            each patient with its out-of-fold model: the fold run that held that patient out,
+            never a fold model that trained on it (column ``model`` of the tables names it).
         out: output folder (must be empty unless ``overwrite``).
         patients: pseudonyms to explain; default the ``top`` highest-risk patients of ``split``.
         top: how many patients when ``patients`` is not given.
-        split: the split the top patients come from (``test`` by default).
+        split: the split the top patients come from (default ``test``; ``oof``, every patient,
+            for a cross-validated run).
         method: ``gradcam``, ``gradcam++``, ``scorecam`` or ``layercam``.
         target: ``high-risk`` or ``predicted``.
         runs: more runs (e.g. other ROI variants) to explain for the same patients: one
@@ -315,29 +347,45 @@ def explain_run(run_dir: str | Path, out: str | Path, *, patients: Sequence[str]
     names = [rd.resolve().name for rd in run_dirs]
     if len(set(names)) != len(names):
         names = [f"{n}#{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+    if split is None:
+        from npcai.models.folds import OOF, is_cv_run
+
+        split = OOF if is_cv_run(run_dirs[0]) else "test"
     chosen = select_patients(run_dirs[0], patients=patients, top=top, split=split)
     preds = _patient_predictions(run_dirs[0]).set_index("patient_id")
     probs = preds["prob"].astype(float).to_dict()
     split_of = preds["split"].astype(str).to_dict()
 
-    loaded = [_load(rd) for rd in run_dirs]
-    for rd, lr in zip(run_dirs, loaded):
-        if lr.model is None:
-            members = ", ".join(str(m) for m in getattr(lr, "members", [])) or "its member runs"
-            raise NpcaiError(f"{rd}: an ensemble run has no single network to explain; explain {members}")
+    models = [_models_for(rd, chosen) for rd in run_dirs]
+    for rd, parts in zip(run_dirs, models):
+        if not parts:
+            raise NpcaiError(f"{rd}: none of the patients {', '.join(chosen)} has an out-of-fold prediction in "
+                             "this cross-validated run; choose other --patients")
+        for lr, _ in parts:
+            if lr.model is None:
+                members = ", ".join(str(m) for m in getattr(lr, "members", [])) or "its member runs"
+                raise NpcaiError(f"{rd}: an ensemble run has no single network to explain; explain {members}")
+    loaded = [parts[0][0] for parts in models]      # one loaded run per run folder (its ROI, its config)
     cohort_dir = Path(loaded[0].roi.root).parent.parent
     signal = signal_band(cohort_dir)
 
     table: list[dict[str, Any]] = []
     all_panels: list[dict[str, list]] = []
     layers: dict[str, str] = {}
-    for lr, name in zip(loaded, names):
-        rows, panels, layer = _explain_one(lr, name, chosen, method=method, target=target,
-                                           max_slices=max_slices, batch_size=batch_size, signal=signal,
-                                           probs=probs, split_of=split_of, target_layer=target_layer)
-        table.extend(rows)
-        all_panels.append(panels)
-        layers[name] = layer.name
+    for rd, parts, name in zip(run_dirs, models, names):
+        panels: dict[str, list] = {}
+        for lr, mine in parts:
+            rows, part_panels, layer = _explain_one(lr, name, mine, method=method, target=target,
+                                                    max_slices=max_slices, batch_size=batch_size, signal=signal,
+                                                    probs=probs, split_of=split_of, target_layer=target_layer)
+            model = Path(lr.path).resolve().relative_to(rd.resolve()).as_posix() \
+                if Path(lr.path).resolve() != rd.resolve() else "."
+            for rec in rows:
+                rec["model"] = model
+            table.extend(rows)
+            panels.update(part_panels)
+            layers[name] = layer.name
+        all_panels.append({p: panels[p] for p in chosen if p in panels})
     if not table:
         raise NpcaiError(f"{run_dirs[0]}: none of the patients {', '.join(chosen)} has ROI slices; "
                          "choose other --patients")

@@ -115,18 +115,9 @@ def oracle_scores(cohort_dir: Path, endpoint: str) -> tuple[pd.Series, float | N
 
 def explain_runs(main_run: Path, others: list[Path], out: Path, *, top: int, max_slices: int = 2):
     """`npcai explain MAIN --runs OTHERS --top K` into ``out`` (one panel per run for the same
-    patients, study 000 Fig. 5; cross-validated runs through their first fold); returns
-    :class:`npcai.explain.explain.ExplainResult`."""
+    patients, study 000 Fig. 5; a cross-validated run explains each patient with its out-of-fold
+    model, on the highest out-of-fold risks); returns :class:`npcai.explain.explain.ExplainResult`."""
     from npcai.explain.explain import explain_run
 
-    main_run, *others = [_explainable(r) for r in [main_run, *others]]
     return explain_run(main_run, out, top=top, runs=others, max_slices=max_slices, overwrite=True,
                        write_to_runs=False)
-
-
-def _explainable(run: Path) -> Path:
-    """The run folder Grad-CAM opens: a cross-validated run is shown through its first fold's
-    model (on that fold's held-out patients)."""
-    from npcai.models.folds import fold_run_dirs, is_cv_run
-
-    return fold_run_dirs(run)[0] if is_cv_run(run) else run
