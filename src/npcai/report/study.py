@@ -382,9 +382,11 @@ def build_report(out: Path, cohort_dir: Path, resolved, analysis, steps: pd.Data
                  f"{v['auc']:.3f} ({v['low']:.3f}–{v['high']:.3f})"} for k, v in o["subsets"].items()]
         if o.get("whole_cohort_auc") is not None:
             rows.append({"Patients": "whole cohort", "n": "", "Oracle AUC (95% CI)": f"{o['whole_cohort_auc']:.3f}"})
-        best = runs.loc[runs["auc"].idxmax()] if runs["auc"].notna().any() else None
+        from npcai.studies.analysis import chosen_by_validation
+
+        best = chosen_by_validation(analysis, runs[runs["auc"].notna()])   # chosen on validation, never on test
         if best is not None:
-            rows.append({"Patients": f"best model: {best['model']}", "n": int(best["n_test"]),
+            rows.append({"Patients": f"model chosen on validation patients: {best['model']}", "n": int(best["n_test"]),
                          "Oracle AUC (95% CI)": f"{best['auc']:.3f} (model)"})
         sec.table("Oracle AUC", pd.DataFrame(rows), csv_name="oracle")
 

@@ -26,7 +26,7 @@ from npcai.progress import track
 from npcai.report.tables import RESULT_COLUMNS
 from npcai.studies.schema import ResolvedStudy
 
-__all__ = ["StudyAnalysis", "analyse_study", "model_metrics", "read_predictions"]
+__all__ = ["StudyAnalysis", "analyse_study", "model_metrics", "read_predictions", "validation_auc"]
 
 log = logging.getLogger(__name__)
 #: the splits a model is evaluated on: the test patients, or every patient out of fold (CV runs)
@@ -51,6 +51,7 @@ class StudyAnalysis:
     notes: list[str] = field(default_factory=list)
     baselines: Any = None                         # npcai.studies.baseline.StudyBaselines
     baseline_tests: pd.DataFrame = field(default_factory=pd.DataFrame)   # baselines vs every image model
+    validation_auc: dict[str, float] = field(default_factory=dict)  # model key -> AUC on validation patients
 
 
 def read_predictions(run_dir: str | Path) -> pd.DataFrame:
@@ -58,6 +59,25 @@ def read_predictions(run_dir: str | Path) -> pd.DataFrame:
     from npcai.runs import read_predictions as read
 
     return read(run_dir).patients
+
+
+def validation_auc(run_dir: str | Path, pred: pd.DataFrame | None = None) -> float:
+    """A model's AUC on its *validation* patients, what the study chooses among models by:
+    the run's ``val`` split, or for a cross-validated run the mean over its folds of each fold
+    model's validation AUC (validation patients carved from the other folds). Never the test
+    or out-of-fold patients. NaN when no fold has both classes among its validation patients.
+
+    Args:
+        run_dir: the run (or ensemble) folder.
+        pred: its patient predictions when already read.
+    """
+    from npcai.models.folds import is_cv_run
+    from npcai.studies.baseline import _fold_preds, _val_auc
+
+    if is_cv_run(run_dir):
+        aucs = np.array([_val_auc(p) for _, p in _fold_preds(run_dir)], dtype=float)
+        return float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")
+    return _val_auc(read_predictions(run_dir) if pred is None else pred)
 
 
 def _both_classes(y) -> bool:
@@ -143,10 +163,11 @@ def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStu
     rois = {r.name: r for r in s.rois}
     ens = {e.name: e for e in s.ensembles}
     subsets = {x.name: x for x in s.subsets}
-    rows, preds = [], {}
+    rows, preds, val_aucs = [], {}, {}
     for st in track(steps, "Evaluating runs"):
         pred = read_predictions(st["run"])
         preds[st["step"]] = pred
+        val_aucs[st["step"]] = validation_auc(st["run"], pred)
         roi = rois.get(st["roi"])
         sub = subsets[st["subset"]]
         label = roi.display if roi else (ens[st["roi"]].label or st["roi"])
@@ -170,7 +191,8 @@ def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStu
                              splits=_split_table(steps, preds, subsets),
                              endpoint={"description": labels.description, "cutoff": labels.cutoff,
                                        "n_labelled": int(len(labels.labels)),
-                                       "excluded": labels.excluded_counts()})
+                                       "excluded": labels.excluded_counts()},
+                             validation_auc=val_aucs)
     first = _first_runs(steps)
     if s.tnm_baseline:
         tnm_rows = _tnm_rows(clinical, preds, first, subsets, survival, analysis.tnm_predictions)
@@ -409,12 +431,13 @@ def _pred_key(row) -> str:
 
 
 def _paired_comparison(preds: dict[str, pd.DataFrame], key_a: str, key_b: str, name_a: str, name_b: str):
-    """Paired DeLong test of two runs on the test patients they share, as a wording Comparison
-    (untested when the test cannot be computed)."""
+    """Paired DeLong test of two runs on the evaluated patients they share (test, or every
+    patient out of fold for cross-validated runs), as a wording Comparison (untested when the
+    test cannot be computed)."""
     from npcai.report.wording import Comparison
     from npcai.stats.auc import auc_ci, delong_test
 
-    ta, tb = (preds[k][preds[k]["split"] == "test"] for k in (key_a, key_b))
+    ta, tb = (preds[k][preds[k]["split"].isin(EVALUATED)] for k in (key_a, key_b))
     m = ta.merge(tb, on="patient_id", suffixes=("_a", "_b"))
     try:
         return Comparison.from_delong(name_a, name_b, delong_test(m["label_a"], m["prob_a"], m["prob_b"]), n=len(m))
@@ -439,13 +462,21 @@ def _per_backbone(runs: pd.DataFrame, preds, roi_a: str, roi_b: str, name_a: str
     return out
 
 
-def _validation_aucs(runs: pd.DataFrame, preds, roi: str) -> list[float]:
-    """A ROI's AUC on the *validation* patients, one per backbone where it is defined."""
+def _validation_aucs(runs: pd.DataFrame, preds, roi: str, known: dict[str, float] | None = None) -> list[float]:
+    """A ROI's AUC on the *validation* patients, one per backbone where it is defined: the
+    analysis's :func:`validation_auc` of each run (for cross-validated runs the mean of the
+    fold models' validation AUCs), else computed from the ``val`` rows of its predictions. The
+    test or out-of-fold patients never enter."""
     from npcai.stats.auc import roc_auc
 
     values = []
     for _, r in runs[runs["roi"] == roi].iterrows():
-        p = preds.get(_pred_key(r))
+        key = _pred_key(r)
+        if known and key in known:
+            if np.isfinite(known[key]):
+                values.append(float(known[key]))
+            continue
+        p = preds.get(key)
         if p is None:
             continue
         val = p[p["split"] == "val"]
@@ -454,6 +485,18 @@ def _validation_aucs(runs: pd.DataFrame, preds, roi: str) -> list[float]:
         except NpcaiError:
             continue
     return values
+
+
+def chosen_by_validation(analysis: StudyAnalysis, rows: pd.DataFrame) -> pd.Series | None:
+    """The results row with the highest validation AUC among ``rows`` (models of the study;
+    for cross-validated runs the mean of their folds' validation AUCs), None when none has one:
+    the evaluated (test or out-of-fold) patients choose nothing."""
+    best, best_auc = None, -np.inf
+    for _, r in rows.iterrows():
+        auc = analysis.validation_auc.get(_pred_key(r), float("nan"))
+        if np.isfinite(auc) and auc > best_auc:
+            best, best_auc = r, float(auc)
+    return best
 
 
 def _comparison_lines(per: dict, name_a: str, name_b: str, multi: bool) -> list[str]:
@@ -495,12 +538,15 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
         tumour = [n for n in present if kinds.get(n) == "tumour-only"]
         whole = [n for n in present if kinds.get(n) == "whole-slice"]
         if expanded:
-            val = {n: _validation_aucs(runs, preds, n) for n in expanded}
+            val = {n: _validation_aucs(runs, preds, n, analysis.validation_auc) for n in expanded}
             chosen = [n for n in expanded if val[n]]
             if chosen:
                 best = max(chosen, key=lambda n: float(np.mean(val[n])))
-                out.append(f"Expanded ROI chosen on the validation patients: {label[best]} (validation "
-                           f"{average_auc_text(val[best])}; test {average_auc_text(runs.loc[runs['roi'] == best, 'auc'])}).")
+                cv = bool(s.split.folds)
+                out.append(f"Expanded ROI chosen on the validation patients{' of the folds' if cv else ''}: "
+                           f"{label[best]} (validation {average_auc_text(val[best])}"
+                           f"{', mean over folds' if cv else ''}; {'pooled out-of-fold' if cv else 'test'} "
+                           f"{average_auc_text(runs.loc[runs['roi'] == best, 'auc'])}).")
                 picks = [best]
             else:
                 out.append("No expanded ROI could be chosen on the validation patients (one class there); "
