@@ -65,3 +65,28 @@ def test_access_log_never_shows_the_token():
                                ("127.0.0.1:5", "GET", "/?token=s3cret&x=1", "1.1", 303), None)
     assert _RedactToken().filter(record)
     assert "s3cret" not in record.getMessage() and "token=[redacted]&x=1" in record.getMessage()
+
+
+def test_cross_validated_run_or_study_is_refused_in_one_line_naming_a_fold_run(cli, tmp_path):
+    from npcai.runs import RUN_FORMAT, write_run
+    from npcai.serve.model import open_model
+
+    import pandas as pd
+
+    cv = tmp_path / "cv"
+    write_run(cv, config={"format": RUN_FORMAT, "kind": "cv", "fold_runs": ["folds/fold1", "folds/fold2"]},
+              patients=pd.DataFrame({"patient_id": ["P1"], "split": ["oof"], "fold": [1], "label": [1],
+                                     "prob": [0.7], "threshold": [0.5]}))
+    with pytest.raises(NpcaiError, match="cross-validated run") as exc:
+        open_model(cv)
+    assert str(cv / "folds" / "fold1") in str(exc.value) and "without --folds" in str(exc.value)
+    r = cli("serve", cv)
+    assert r.code == 2 and r.stderr.count("\n") == 1 and "serve one of its fold runs" in r.stderr
+
+    study = tmp_path / "study"
+    (study / "runs").mkdir(parents=True)
+    (study / "study.yaml").write_text("name: tiny\n")
+    shutil.copytree(cv, study / "runs" / "all__expand20__resnet18__image")
+    with pytest.raises(NpcaiError, match="its runs are cross-validated") as exc:
+        open_model(study)
+    assert "folds/fold1" in str(exc.value)

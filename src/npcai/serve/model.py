@@ -7,6 +7,11 @@
 - a **study** (``npcai study run``): the run with the highest *validation* AUC among its
   trained runs is served (the test patients choose nothing), with the same sections.
 
+A cross-validated run (``npcai train --folds K``) or study is refused with one line naming a fold
+run to serve instead (``RUN/folds/fold1``, a complete training run): the page describes one
+network (its Grad-CAM, its training patients as reference, its model card), while a CV run's
+prediction is the vote of K. ``npcai predict CVRUN COHORT`` scores new patients with that vote.
+
 Survival, nomogram and treatment-recommendation outputs join :attr:`ServedModel.outputs`
 as those packages land; the page draws one section per available output.
 
@@ -39,6 +44,10 @@ FOLDER_KINDS = {
            "with localisation shares, model card",
     "study": "a finished study (npcai study run): its run with the best validation AUC, served as a run",
 }
+
+#: why a cross-validated run is not served: its K fold models vote, but the page's Grad-CAM, reference
+#: distribution and model card describe one network
+CV_REFUSAL = "K fold models and no single network for the page's Grad-CAM, reference patients and model card"
 
 INTENDED_USE = ("Research use only, not a medical device. For researchers and clinicians exploring how this "
                 "model, trained on one retrospective cohort, responds to one pre-treatment MRI of a patient with "
@@ -146,6 +155,10 @@ def _study_run(study: Path) -> tuple[Path, str]:
         if float(auc) > best_auc:
             best, best_auc = run, float(auc)
     if best is None:
+        cv = [run for run in runs if _config(run).kind == "cv"]
+        if cv:
+            raise NpcaiError(f"{study}: its runs are cross-validated ({CV_REFUSAL}); serve a fold run, "
+                             f"e.g. {cv[0] / 'folds' / 'fold1'}, or a study without folds")
         raise NpcaiError(f"{study}: no finished training run with a validation AUC under runs/; "
                          "finish the study with `npcai study run`")
     return best, (f"highest validation AUC ({best_auc:.3f}) among the study's {len(runs)} runs; "
@@ -199,6 +212,9 @@ def open_model(path: str | Path) -> ServedModel:
         raise NpcaiError(f"{path}: neither a finished run nor a study (study.yaml + runs/); "
                          "serve a folder written by `npcai train` or `npcai study run`")
     cfg = _config(run_dir)
+    if cfg.kind == "cv":
+        raise NpcaiError(f"{run_dir}: a cross-validated run ({CV_REFUSAL}); serve one of its fold runs, "
+                         f"e.g. {run_dir / 'folds' / 'fold1'}, or a run trained without --folds")
     if cfg.kind != "train":
         raise NpcaiError(f"{run_dir}: a {cfg.kind} folder cannot be served yet; serve a training run")
     run = load_run(run_dir)
