@@ -12,7 +12,8 @@ nothing else (inside each fold's training patients for cross-validation):
    part zeroes further features), classes weighted to balance.
 
 The penalty strength ``C`` is chosen from a grid by the AUC on the *validation* patients
-(as the deep runs choose their epoch); ties go to the stronger penalty. The model used for
+(as the deep runs choose their epoch); ties go to the stronger penalty, and a penalty that
+zeroes every coefficient (the same score for everyone) is chosen only when all do. The model used for
 prediction is the one fitted on the training patients with that ``C``.
 """
 from __future__ import annotations
@@ -185,15 +186,21 @@ def fit_elastic_net(X_train: pd.DataFrame, y_train: pd.Series, X_val: pd.DataFra
             raise NpcaiError(f"radiomics model: the {len(y)} {what} patients all have one label; both classes "
                              "are needed — use more patients or a larger --val-fraction")
     names = list(X_train.columns)
-    rows, best = [], None
+    rows, fits = [], []
     for C in sorted(float(c) for c in settings.c_grid):
         pipe = _fit(X_train, y_train, C, settings)
         auc = float(roc_auc(y_val.to_numpy(dtype=int), pipe.predict_proba(X_val.to_numpy(dtype=float))[:, 1]))
         n_nonzero = int(np.count_nonzero(pipe.named_steps["model"].coef_))
         rows.append({"C": C, "val_auc": auc, "n_features": n_nonzero})
-        if best is None or auc > best[1] + 1e-12:
-            best = (C, auc, pipe)
-    C, auc, pipe = best
+        fits.append((C, auc, n_nonzero, pipe))
+    # a penalty so strong that no feature survives scores every patient alike: chosen only
+    # when no C keeps a feature
+    candidates = [f for f in fits if f[2] > 0] or fits
+    best = candidates[0]
+    for f in candidates[1:]:
+        if f[1] > best[1] + 1e-12:
+            best = f
+    C, auc, _, pipe = best
     kept, n_var, n_corr = _kept_names(pipe, names)
     coef = pipe.named_steps["model"].coef_.ravel()
     coefficients = {n: float(c) for n, c in sorted(zip(kept, coef), key=lambda t: -abs(t[1])) if c != 0}
