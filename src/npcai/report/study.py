@@ -14,7 +14,7 @@ import pandas as pd
 
 from npcai.report import figures as F
 from npcai.report.html import Report, write_report
-from npcai.report.tables import BASELINE_SOURCES, baseline_table, cv_table, fmt, main_tables
+from npcai.report.tables import COMPARATOR_SOURCES, baseline_table, cv_table, fmt, main_tables
 
 __all__ = ["build_report", "methods_text", "package_versions"]
 
@@ -175,7 +175,7 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
     for _, r in res.iterrows():
         if r["source"] == "tnm" and r["roi"] != "stage":
             continue
-        if r["source"] in ("tnm",) + BASELINE_SOURCES:       # scores that join every group of their subset
+        if r["source"] in ("tnm",) + COMPARATOR_SOURCES:     # scores that join every group of their subset
             key = (r["subset"], None)
         elif s.layout == "metastasis":
             key = (r["subset"], r["group"])
@@ -197,10 +197,10 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
                 continue
             test = pred[pred["split"].isin(("test", "oof"))]
             test = test.dropna(subset=["prob"])        # a baseline cannot score a patient missing a covariate
-            curves.append({"label": r["roi_label"] if r["source"] != "tnm" else r["model"],
+            curves.append({"label": r["model"] if r["source"] in ("tnm", "radiomics") else r["roi_label"],
                            "y_true": test["label"].to_numpy(), "y_score": test["prob"].to_numpy(),
                            "auc": r["auc"], "low": r["auc_low"], "high": r["auc_high"],
-                           "ls": "--" if r["source"] == "tnm" else ":" if r["source"] in BASELINE_SOURCES else "-"})
+                           "ls": "--" if r["source"] == "tnm" else ":" if r["source"] in COMPARATOR_SOURCES else "-"})
         if not curves:
             continue
         sub = rows[0]["subset_label"]
