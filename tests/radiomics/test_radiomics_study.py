@@ -68,6 +68,7 @@ def test_study_with_a_radiomics_row(small_cohort, tmp_path, cli):
     assert len(row) == 1 and "best deep model" in row["Model B"].iloc[0]
     html = (out / "report" / "report.html").read_text()
     assert "Radiomics (elastic net)" in html and "elastic net on Expand 2 px features" in html
+    assert "elastic-net logistic regression (L1 ratio 0.5) fitted on the training patients only" in html
     # run again: the radiomics step is reused
     r2 = cli("study", "run", study, "--cohort", cohort, "--out", out, "--threads", "1")
     assert r2.code == 0, r2
