@@ -38,6 +38,14 @@ def test_schema_radiomics_block():
     assert [r.name for r in load_study("peritumoral").resolve("fast").radiomics_rois()] == ["expand20"]
     with pytest.raises(NpcaiError):
         load_study("peritumoral").resolve("fast", rois=["nope"])
+    # keeping only ROI datasets without radiomics leaves the baseline out
+    assert load_study("peritumoral").resolve("fast", rois=["original"]).radiomics_rois() == []
+
+
+def test_dry_run_names_the_radiomics_baseline(cli):
+    r = cli("study", "run", "peritumoral", "--preset", "fast", "--dry-run")
+    assert r.code == 0, r
+    assert "Radiomics (elastic net) on expand20" in " ".join(r.stdout.split())
 
 
 @pytest.mark.slow
