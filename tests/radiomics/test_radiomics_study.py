@@ -77,6 +77,7 @@ def test_study_with_a_radiomics_row(small_cohort, tmp_path, cli):
     html = (out / "report" / "report.html").read_text()
     assert "Radiomics (elastic net)" in html and "elastic net on Expand 2 px features" in html
     assert "elastic-net logistic regression (L1 ratio 0.5) fitted on the training patients only" in html
+    assert "Radiomics against the best deep model" in " ".join(r.stdout.split())
     # run again: the radiomics step is reused
     r2 = cli("study", "run", study, "--cohort", cohort, "--out", out, "--threads", "1")
     assert r2.code == 0, r2

@@ -355,7 +355,7 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical, results: pd.D
             sub = next(x for x in s.subsets if x.name == st["subset"])
             ctx = {"Subset": sub.label or sub.name, "Backbone": best["backbone"], "Unit": best["unit"]}
             test(preds[st["step"]], preds[_pred_key(best)], mine["model"].iloc[0] if len(mine) else st["roi"],
-                 f"{best['model']} (best deep model)", ctx)
+                 f"{best['model']} (best deep model)", ctx)      # best by the evaluated AUC: the strongest rival
     df = pd.DataFrame(rows)
     keep = [c for c in ("Subset", "Backbone", "Unit") if c in df and df[c].nunique() > 1]
     drop = [c for c in ("Subset", "Backbone", "Unit") if c in df and c not in keep]
@@ -546,11 +546,32 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
         u = runs.groupby(["subset_label", "unit"], sort=False)["auc"]
         out.append("By unit: " + "; ".join(f"{a} {b}: {average_auc_text(v)}" for (a, b), v in u) + ".")
     out += _baseline_lines(analysis, multi=len(s.subsets) > 1)
+    out += _radiomics_lines(analysis)
     if analysis.oracle:
         for sub, o in analysis.oracle["subsets"].items():
             out.append(f"Oracle ceiling on the same test patients ({sub}): "
                        f"{estimate_text(o['auc'], o.get('low'), o.get('high'))}.")
     return out
+
+
+def _radiomics_lines(analysis: StudyAnalysis) -> list[str]:
+    """The radiomics baseline's estimate and its paired test against the best deep model."""
+    from npcai.report.wording import Comparison, comparison_sentence, estimate_text
+
+    r = analysis.results
+    lines = []
+    for _, row in r[r["source"] == "radiomics"].iterrows():
+        if pd.isna(row["auc"]):
+            continue
+        lines.append(f"{row['model']} on {row['roi_label']} features: "
+                     f"{estimate_text(row['auc'], row['auc_low'], row['auc_high'])} ({int(row['n_test'])} patients).")
+        d = analysis.delong
+        if not len(d) or "Model A" not in d:
+            continue
+        t = d[(d["Model A"] == row["model"]) & d["Model B"].astype(str).str.endswith("(best deep model)")]
+        if len(t) and pd.notna(t.iloc[0].get("AUC A")):
+            lines.append("Radiomics against the best deep model: " + comparison_sentence(Comparison.from_row(t.iloc[0])))
+    return lines
 
 
 def _baseline_lines(analysis: StudyAnalysis, *, multi: bool) -> list[str]:
