@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "npcai.imaging.cli",          # npcai roi build|preview
     "npcai.segmentation.cli",     # npcai segment train|evaluate|compare|predict
     "npcai.models.cli",           # npcai train, npcai ensemble
+    "npcai.radiomics.cli",        # npcai radiomics extract|train
     "npcai.stats.cli",            # npcai evaluate, npcai compare, npcai table1
     "npcai.explain.cli",          # npcai explain
     "npcai.studies.cli",          # npcai study run

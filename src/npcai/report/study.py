@@ -14,7 +14,7 @@ import pandas as pd
 
 from npcai.report import figures as F
 from npcai.report.html import Report, write_report
-from npcai.report.tables import BASELINE_SOURCES, baseline_table, cv_table, fmt, main_tables
+from npcai.report.tables import COMPARATOR_SOURCES, baseline_table, cv_table, fmt, main_tables
 
 __all__ = ["build_report", "methods_text", "package_versions"]
 
@@ -98,7 +98,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         "paired DeLong tests between models on the same test patients; Harrell's C-index with 95% CI against the "
         "survival endpoint where the cohort has one"
         + ("; TNM stage as an ordinal score for the baseline." if s.tnm_baseline and "stage" in cohort.clinical().columns
-           and has_tnm(cohort.clinical()) else ".") + _baseline_methods(s, analysis))
+           and has_tnm(cohort.clinical()) else ".") + _baseline_methods(s, analysis) + _radiomics_methods(s, analysis))
     vers = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     paras.append(f"Preset: {resolved.preset or 'none (the YAML as written)'}. {resolved.preset_description} "
                  f"Software: {vers}.")
@@ -125,6 +125,25 @@ def _baseline_methods(s, analysis) -> str:
                  "scores are in-sample for the network); its threshold is fixed on those same validation patients. "
                  "Test patients were used in no fit.")
     return text
+
+
+def _radiomics_methods(s, analysis) -> str:
+    """The methods' sentence on the radiomics baseline (only when it ran)."""
+    res = analysis.results
+    rows = res[res["source"] == "radiomics"] if "source" in res else res.iloc[:0]
+    if s.radiomics is None or rows.empty:
+        return ""
+    from npcai.radiomics.extractor import package_version
+
+    where = " within each training fold" if s.split.folds else ""
+    rois = ", ".join(dict.fromkeys(rows["roi_label"].astype(str)))
+    return (f" {s.radiomics.label}: first-order, 2D shape, GLCM, GLRLM, GLSZM, GLDM and NGTDM features "
+            f"(pyradiomics-bhklab {package_version()}, {s.radiomics.bin_count} grey-level bins) of every ROI slice of "
+            f"{rois}, on the region that dataset keeps, averaged over each patient's slices; median imputation, "
+            f"variance and correlation (|r| > 0.9) filters, standardisation and an elastic-net logistic regression "
+            f"(L1 ratio {s.radiomics.l1_ratio}) fitted on the training patients only{where}, its penalty and "
+            "threshold chosen on the validation patients, on the same split as the deep models; it is compared "
+            "with the best deep model by the paired DeLong test.")
 
 
 def _split_text(s, per_split: str) -> str:
@@ -175,7 +194,7 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
     for _, r in res.iterrows():
         if r["source"] == "tnm" and r["roi"] != "stage":
             continue
-        if r["source"] in ("tnm",) + BASELINE_SOURCES:       # scores that join every group of their subset
+        if r["source"] in ("tnm",) + COMPARATOR_SOURCES:     # scores that join every group of their subset
             key = (r["subset"], None)
         elif s.layout == "metastasis":
             key = (r["subset"], r["group"])
@@ -197,10 +216,10 @@ def _roc_figures(out: Path, resolved, analysis) -> list[tuple[str, Path]]:
                 continue
             test = pred[pred["split"].isin(("test", "oof"))]
             test = test.dropna(subset=["prob"])        # a baseline cannot score a patient missing a covariate
-            curves.append({"label": r["roi_label"] if r["source"] != "tnm" else r["model"],
+            curves.append({"label": r["model"] if r["source"] in ("tnm", "radiomics") else r["roi_label"],
                            "y_true": test["label"].to_numpy(), "y_score": test["prob"].to_numpy(),
                            "auc": r["auc"], "low": r["auc_low"], "high": r["auc_high"],
-                           "ls": "--" if r["source"] == "tnm" else ":" if r["source"] in BASELINE_SOURCES else "-"})
+                           "ls": "--" if r["source"] == "tnm" else ":" if r["source"] in COMPARATOR_SOURCES else "-"})
         if not curves:
             continue
         sub = rows[0]["subset_label"]

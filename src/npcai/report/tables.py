@@ -31,11 +31,13 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "BASELINE_SOURCES", "main_tables", "cv_table", "baseline_table", "backbone_average",
+__all__ = ["RESULT_COLUMNS", "BASELINE_SOURCES", "COMPARATOR_SOURCES", "main_tables", "cv_table", "baseline_table", "backbone_average",
            "fmt", "fmt_ci", "fmt_pct"]
 
 #: results-row sources of the models fitted on clinical covariates (not image runs, not TNM scores)
 BASELINE_SOURCES = ("baseline", "combined")
+#: the models listed below the deep runs in every layout: the radiomics baseline and the clinical ones
+COMPARATOR_SOURCES = ("radiomics",) + BASELINE_SOURCES
 
 #: columns of the runner's results table (one row per model evaluated on the test patients)
 RESULT_COLUMNS = [
@@ -117,10 +119,12 @@ def _expansion(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _baselines(results: pd.DataFrame) -> pd.DataFrame:
-    return results[results["source"].isin(BASELINE_SOURCES)]
+    return results[results["source"].isin(COMPARATOR_SOURCES)]
 
 
 def _baseline_model(r) -> str:
+    if r["source"] == "radiomics":
+        return f"elastic net on {r['roi_label']} features"
     return "logistic (clinical)" if r["source"] == "baseline" else "logistic (image + clinical)"
 
 
@@ -159,7 +163,7 @@ def _units(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         a = avg.loc[(subset, unit)]
         rows.append({"Model": "", "Unit": "", "Network": "aAUC (SD)", "ACC": "", "Se": "", "Sp": "",
                      "AUC": _aauc_text(a["aauc"], a["sd"]), "95% CI": "", "Test patients (residual)": ""})
-    others = results[results["source"].isin(("tnm",) + BASELINE_SOURCES)]
+    others = results[results["source"].isin(("tnm",) + COMPARATOR_SOURCES)]
     for _, r in others.iterrows():
         rows.append({"Model": r["subset_label"], "Unit": "", "Network": r["model"],
                      "ACC": fmt(r["accuracy"]), "Se": fmt(r["sensitivity"]), "Sp": fmt(r["specificity"]),
@@ -188,7 +192,7 @@ def _metastasis(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         for k in kinds:
             row[f"Accuracy (%) {k}"] = fmt_pct(grp.loc[grp["kind"] == k, "accuracy"].mean())
         rows.append(row)
-    for _, r in results[results["source"].isin(("tnm",) + BASELINE_SOURCES)].iterrows():
+    for _, r in results[results["source"].isin(("tnm",) + COMPARATOR_SOURCES)].iterrows():
         row = {"Dataset": r["model"], "Model": "–" if r["source"] == "tnm" else _baseline_model(r)}
         for i, k in enumerate(kinds):
             row[f"AUC {k}"] = fmt_ci(r["auc"], r["auc_low"], r["auc_high"]) if i == 0 else ""

@@ -172,14 +172,18 @@ def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStu
         sub = subsets[st["subset"]]
         label = roi.display if roi else (ens[st["roi"]].label or st["roi"])
         multi_bb = len(s.backbones) > 1
-        model = label + (f" · {st['backbone']}" if multi_bb else "")
-        if len(s.units) > 1:
-            model += f" · {st['unit']} unit"
+        if st["source"] == "radiomics":       # the handcrafted baseline: named by the study's radiomics block
+            model = s.radiomics.label + (f" · {label}" if len(resolved.radiomics_rois()) > 1 else "")
+        else:
+            model = label + (f" · {st['backbone']}" if multi_bb else "")
+            if len(s.units) > 1:
+                model += f" · {st['unit']} unit"
         if len(s.subsets) > 1:
             model = f"{sub.label or sub.name}: {model}"
+        kind = "radiomics" if st["source"] == "radiomics" else roi.kind if roi else "ensemble"
         row = {"model": model, "source": st["source"], "subset": sub.name,
                "subset_label": sub.label or sub.name, "roi": st["roi"], "roi_label": label,
-               "group": roi.group if roi else None, "kind": roi.kind if roi else "ensemble",
+               "group": roi.group if roi else None, "kind": kind,
                "expansion": roi.expansion if roi else None, "backbone": st["backbone"],
                "unit": st["unit"], "run": str(Path(st["run"]).relative_to(out))
                if Path(st["run"]).is_relative_to(out) else st["run"]}
@@ -198,7 +202,7 @@ def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStu
         tnm_rows = _tnm_rows(clinical, preds, first, subsets, survival, analysis.tnm_predictions)
         analysis.results = pd.concat([analysis.results, tnm_rows], ignore_index=True).reindex(columns=RESULT_COLUMNS)
     _add_baselines(analysis, clinical, resolved, steps, survival)
-    analysis.delong = _delong_table(resolved, steps, preds, clinical)
+    analysis.delong = _delong_table(resolved, steps, preds, clinical, analysis.results)
     analysis.table1 = _table1(cohort_dir, clinical, preds, first)
     analysis.oracle = _oracle(cohort_dir, resolved, preds, first)
     if explain and s.explain.enabled:
@@ -317,9 +321,10 @@ def _tnm_rows(clinical, preds, first, subsets, survival, store: dict) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFrame:
-    """Paired DeLong tests for the study's ROI pairs (per subset, backbone and unit), and each
-    model against TNM stage when the study uses the TNM baseline."""
+def _delong_table(resolved: ResolvedStudy, steps, preds, clinical, results: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Paired DeLong tests for the study's ROI pairs (per subset, backbone and unit), each
+    model against TNM stage when the study uses the TNM baseline, and the radiomics baseline
+    against the subset's best deep model (highest AUC in ``results``)."""
     from npcai.stats.auc import delong_test
 
     s = resolved.study
@@ -359,6 +364,20 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical) -> pd.DataFra
                         pb = pa[["patient_id", "split", "label"]].assign(
                             prob=stage.reindex(pa["patient_id"]).to_numpy()).dropna(subset=["prob"])
                         test(pa, pb, label[name], "TNM stage", ctx)
+    if results is not None:
+        for st in steps:
+            if st["source"] != "radiomics":
+                continue
+            deep = results[(results["source"] == "run") & (results["subset"] == st["subset"])]
+            if deep.empty:
+                continue
+            best = deep.loc[deep["auc"].idxmax()] if deep["auc"].notna().any() else deep.iloc[0]
+            mine = results[(results["source"] == "radiomics") & (results["subset"] == st["subset"])
+                           & (results["roi"] == st["roi"])]
+            sub = next(x for x in s.subsets if x.name == st["subset"])
+            ctx = {"Subset": sub.label or sub.name, "Backbone": best["backbone"], "Unit": best["unit"]}
+            test(preds[st["step"]], preds[_pred_key(best)], mine["model"].iloc[0] if len(mine) else st["roi"],
+                 f"{best['model']} (best deep model)", ctx)      # best by the evaluated AUC: the strongest rival
     df = pd.DataFrame(rows)
     keep = [c for c in ("Subset", "Backbone", "Unit") if c in df and df[c].nunique() > 1]
     drop = [c for c in ("Subset", "Backbone", "Unit") if c in df and c not in keep]
@@ -573,11 +592,32 @@ def findings(resolved: ResolvedStudy, analysis: StudyAnalysis) -> list[str]:
         u = runs.groupby(["subset_label", "unit"], sort=False)["auc"]
         out.append("By unit: " + "; ".join(f"{a} {b}: {average_auc_text(v)}" for (a, b), v in u) + ".")
     out += _baseline_lines(analysis, multi=len(s.subsets) > 1)
+    out += _radiomics_lines(analysis)
     if analysis.oracle:
         for sub, o in analysis.oracle["subsets"].items():
             out.append(f"Oracle ceiling on the same test patients ({sub}): "
                        f"{estimate_text(o['auc'], o.get('low'), o.get('high'))}.")
     return out
+
+
+def _radiomics_lines(analysis: StudyAnalysis) -> list[str]:
+    """The radiomics baseline's estimate and its paired test against the best deep model."""
+    from npcai.report.wording import Comparison, comparison_sentence, estimate_text
+
+    r = analysis.results
+    lines = []
+    for _, row in r[r["source"] == "radiomics"].iterrows():
+        if pd.isna(row["auc"]):
+            continue
+        lines.append(f"{row['model']} on {row['roi_label']} features: "
+                     f"{estimate_text(row['auc'], row['auc_low'], row['auc_high'])} ({int(row['n_test'])} patients).")
+        d = analysis.delong
+        if not len(d) or "Model A" not in d:
+            continue
+        t = d[(d["Model A"] == row["model"]) & d["Model B"].astype(str).str.endswith("(best deep model)")]
+        if len(t) and pd.notna(t.iloc[0].get("AUC A")):
+            lines.append("Radiomics against the best deep model: " + comparison_sentence(Comparison.from_row(t.iloc[0])))
+    return lines
 
 
 def _baseline_lines(analysis: StudyAnalysis, *, multi: bool) -> list[str]:

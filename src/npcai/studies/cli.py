@@ -115,6 +115,10 @@ def run(
         for _, r in plan.iterrows():
             table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
         console.print(table)
+        if resolved.radiomics_rois():
+            console.print(f"+ {resolved.study.radiomics.label} on "
+                          f"{', '.join(r.name for r in resolved.radiomics_rois())} (features and an elastic net, on "
+                          "the split of each subset's first run; seconds, no training)")
         if pre is not None:
             from npcai.studies.preflight import baseline_plan
 

@@ -7,6 +7,7 @@ Folder written (``OUT``)::
     OUT/cohort/             the ingested cohort when the study starts from an export
     OUT/runs/<step>/        one `npcai train` run folder per step (subset__roi__backbone__unit)
     OUT/runs/<ensemble>/    soft-voting ensembles (001)
+    OUT/runs/<subset>__<roi>__radiomics-elasticnet__patient/   the radiomics baseline (``radiomics:``)
     OUT/steps/<step>.json   what each finished step was made from (its hash) and how long it took
     OUT/explain/<step>/     Grad-CAM overlays, montages and localisation tables
     OUT/report/             report.html, tables/*.csv, figures/*.png
@@ -144,6 +145,7 @@ def run_study(study: str | Path | ResolvedStudy, *, out: str | Path, cohort: str
         spec = dataclasses.replace(spec, log_dir=out / "slurm")
     step_log = _train_steps(cohort_dir, out, resolved, roi_names, weights=weights, resume=resume,
                             executor=spec, threads=threads)
+    step_log += _radiomics_steps(cohort_dir, out, resolved, roi_names, step_log)
     ens_log = _ensembles(out, resolved)
 
     from npcai.studies.analysis import analyse_study
@@ -317,6 +319,56 @@ def _step_row(step: Step, run_dir: Path, status: str, seconds: float) -> dict[st
     return {"step": step.key, "source": "run", "subset": step.subset.name, "roi": step.roi.name,
             "backbone": step.backbone, "unit": step.unit, "status": status,
             "seconds": round(float(seconds), 1), "run": str(run_dir)}
+
+
+def _radiomics_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names: dict[str, str],
+                     step_log: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The radiomics baseline of every subset and radiomics ROI (:mod:`npcai.radiomics`), on the
+    split or folds of the subset's first run (paired with every deep model); reused while its
+    inputs (features, that split, the options) are unchanged."""
+    from npcai.radiomics.extractor import package_version
+    from npcai.radiomics.train import MODEL_NAME, RadiomicsConfig, train_radiomics
+    from npcai.runs import SPLIT
+
+    s = resolved.study
+    rois = resolved.radiomics_rois()
+    if not rois:
+        return []
+    first = {}
+    for row in step_log:
+        if row["source"] == "run":
+            first.setdefault(row["subset"], Path(row["run"]))
+    rows = []
+    for sub in s.subsets:
+        split_from = first.get(sub.name)
+        if split_from is None:
+            continue
+        for roi in track(rois, f"Radiomics baseline ({sub.name})"):
+            key = f"{sub.name}__{roi.name}__{MODEL_NAME}__patient"
+            run_dir = out / "runs" / key
+            cfg = RadiomicsConfig(cohort=str(cohort_dir), roi=roi_names[roi.name], endpoint=s.endpoint,
+                                  where=sub.where, seed=s.split.seed, val_fraction=s.split.val_fraction,
+                                  test_fraction=s.split.test_fraction, split_from=str(split_from),
+                                  stratify_centre=s.split.stratify_centre, l1_ratio=s.radiomics.l1_ratio,
+                                  bin_count=s.radiomics.bin_count)
+            payload = {"cohort": _cohort_hash(cohort_dir), "roi": _roi_input_hash(cohort_dir, roi_names[roi.name]),
+                       "split": file_sha256(split_from / SPLIT), "options": dataclasses.asdict(cfg) | {"cohort": None,
+                       "split_from": split_from.name}, "package": package_version()}
+            digest = _step_hash(payload)
+            marker = out / "steps" / f"{key}.json"
+            previous = json.loads(marker.read_text()) if marker.is_file() else {}
+            t = time.perf_counter()
+            if _finished(run_dir) and previous.get("hash") == digest:
+                status, seconds = "reused", previous.get("seconds", 0.0)
+            else:
+                train_radiomics(cfg, run_dir, overwrite=True)
+                status, seconds = "trained", time.perf_counter() - t
+                atomic_write_text(marker, json.dumps({"step": key, "hash": digest, "payload": payload,
+                                                      "seconds": seconds}, indent=1, default=str))
+            rows.append({"step": key, "source": "radiomics", "subset": sub.name, "roi": roi.name,
+                         "backbone": MODEL_NAME, "unit": "patient", "status": status,
+                         "seconds": round(float(seconds), 1), "run": str(run_dir)})
+    return rows
 
 
 def _ensembles(out: Path, resolved: ResolvedStudy) -> list[dict[str, Any]]:

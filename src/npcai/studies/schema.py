@@ -32,7 +32,8 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import read_user_yaml
 
 __all__ = [
-    "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec", "ClusterSpec",
+    "RoiSpec", "SubsetSpec", "TrainingSpec", "SplitSpec", "EnsembleSpec", "ExplainSpec", "RadiomicsBlock",
+    "ClusterSpec",
     "PresetSpec", "Study", "ResolvedStudy", "Step", "load_study", "list_studies",
     "study_path", "STUDY_DIR", "TRAINING_FIELDS", "SPLIT_FIELDS", "STUDY_OWNED",
 ]
@@ -193,6 +194,21 @@ class ExplainSpec(_Model):
     top: int = Field(2, ge=1)
 
 
+class RadiomicsBlock(_Model):
+    """The handcrafted radiomics baseline (:mod:`npcai.radiomics`): an elastic-net logistic model on
+    IBSI-style features of the listed ROI datasets, on the split (or folds) of each subset's first
+    run, so it is compared with the deep models by the paired DeLong test. Example::
+
+        radiomics:
+          rois: [expand20]       # empty: every ROI dataset of the study
+    """
+
+    rois: list[str] = Field(default_factory=list, description="ROI datasets whose features are used (empty: all)")
+    label: str = Field("Radiomics (elastic net)", description="how tables and figures name the model")
+    l1_ratio: float = Field(0.5, ge=0, le=1, description="elastic-net mix: 0 ridge, 1 lasso")
+    bin_count: int = Field(32, ge=2, description="grey-level bins of the features (IBSI fixed bin number)")
+
+
 class ClusterSpec(_Model):
     """Where the study's training steps run (``npcai study run`` options; a flag given on the
     command line wins over the block). Example::
@@ -250,6 +266,7 @@ class PresetSpec(_Model):
     roi_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per ROI name (or '*' for all) field overrides")
     rois: list[str] | None = Field(None, description="keep only these ROI names")
+    radiomics: bool | None = Field(None, description="false: leave out the study's radiomics baseline")
 
     @field_validator("training", "split")
     @classmethod
@@ -286,6 +303,7 @@ class Study(_Model):
                           "n_stage]); unset: every one of age, sex, T, N, stage, EBV DNA, grade the cohort has; "
                           "[]: no clinical baseline")
     explain: ExplainSpec = Field(default_factory=ExplainSpec)
+    radiomics: RadiomicsBlock | None = Field(None, description="the handcrafted radiomics baseline (none: left out)")
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
 
@@ -320,6 +338,9 @@ class Study(_Model):
         for r in self.explain.rois:
             if r not in known:
                 raise ValueError(f"explain names unknown ROI {r!r}")
+        for r in (self.radiomics.rois if self.radiomics else []):
+            if r not in known:
+                raise ValueError(f"radiomics names unknown ROI {r!r}")
         for pname, p in self.presets.items():
             for r in list(p.roi_overrides) + list(p.rois or []):
                 if r != "*" and r not in known:
@@ -360,6 +381,8 @@ class Study(_Model):
             if p["rois"]:
                 keep = set(p["rois"])
                 data["rois"] = [r for r in data["rois"] if r["name"] in keep]
+            if p["radiomics"] is False:
+                data["radiomics"] = None
         if backbones:
             data["backbones"] = list(backbones)
         if epochs is not None:
@@ -386,6 +409,10 @@ class Study(_Model):
         comparable = kept | {e["name"] for e in data["ensembles"]}
         data["delong"] = [pair for pair in data["delong"] if set(pair) <= comparable]
         data["explain"]["rois"] = [r for r in data["explain"]["rois"] if r in kept]
+        if data.get("radiomics") is not None and data["radiomics"]["rois"]:
+            data["radiomics"]["rois"] = [r for r in data["radiomics"]["rois"] if r in kept]
+            if not data["radiomics"]["rois"]:        # its ROI datasets were all left out
+                data["radiomics"] = None
         try:
             study = Study(**data)
         except ValidationError as exc:
@@ -421,6 +448,13 @@ class ResolvedStudy:
         s = self.study
         return [Step(sub, roi, bb, unit) for sub in s.subsets for roi in s.rois
                 for bb in s.backbones for unit in s.units]
+
+    def radiomics_rois(self) -> list[RoiSpec]:
+        """The ROI datasets of the radiomics baseline (none when the study has no ``radiomics:``)."""
+        r = self.study.radiomics
+        if r is None:
+            return []
+        return [x for x in self.study.rois if not r.rois or x.name in r.rois]
 
     def roi_cache_name(self, roi: RoiSpec) -> str:
         """Cache name under COHORT/roi/: the ROI id plus a hash of every build parameter, so
