@@ -13,7 +13,9 @@ from npcai.errors import NpcaiError
 STUDY = {
     "name": "tinyrad", "title": "Tiny study with a radiomics row", "endpoint": "pfs-median", "layout": "expansion",
     "rois": [{"name": "expand2", "label": "Expand 2 px", "variant": "expand:2px", "region": "both",
-              "kind": "expanded", "expansion": 2, "min_component": [1, 1]}],
+              "kind": "expanded", "expansion": 2, "min_component": [1, 1]},
+             {"name": "expand6", "label": "Expand 6 px", "variant": "expand:6px", "region": "both",
+              "kind": "expanded", "expansion": 6, "min_component": [1, 1]}],
     "backbones": ["resnet18"],
     "training": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001, "size": 32, "pretrained": False},
     "split": {"test_fraction": 0.4, "val_fraction": 0.35, "seed": 0},
@@ -74,6 +76,12 @@ def test_study_with_a_radiomics_row(small_cohort, tmp_path, cli):
     delong = pd.read_csv(out / "report" / "tables" / "delong.csv")
     row = delong[delong["Model A"] == "Radiomics (elastic net)"]
     assert len(row) == 1 and "best deep model" in row["Model B"].iloc[0]
+    # the rival is the deep model of highest validation AUC, never chosen on the test patients
+    from npcai.studies.analysis import validation_auc
+
+    val = deep.assign(val=[validation_auc(out / r) for r in deep["run"]])
+    rival = val.loc[val["val"].idxmax(), "model"]
+    assert row["Model B"].iloc[0] == f"{rival} (best deep model)"
     html = (out / "report" / "report.html").read_text()
     assert "Radiomics (elastic net)" in html and "elastic net on Expand 2 px features" in html
     assert "elastic-net logistic regression (L1 ratio 0.5) fitted on the training patients only" in html

@@ -143,7 +143,7 @@ def _radiomics_methods(s, analysis) -> str:
             f"variance and correlation (|r| > 0.9) filters, standardisation and an elastic-net logistic regression "
             f"(L1 ratio {s.radiomics.l1_ratio}) fitted on the training patients only{where}, its penalty and "
             "threshold chosen on the validation patients, on the same split as the deep models; it is compared "
-            "with the best deep model by the paired DeLong test.")
+            "with the deep model of highest validation AUC by the paired DeLong test.")
 
 
 def _split_text(s, per_split: str) -> str:

@@ -202,7 +202,7 @@ def analyse_study(cohort_dir: str | Path, out: str | Path, resolved: ResolvedStu
         tnm_rows = _tnm_rows(clinical, preds, first, subsets, survival, analysis.tnm_predictions)
         analysis.results = pd.concat([analysis.results, tnm_rows], ignore_index=True).reindex(columns=RESULT_COLUMNS)
     _add_baselines(analysis, clinical, resolved, steps, survival)
-    analysis.delong = _delong_table(resolved, steps, preds, clinical, analysis.results)
+    analysis.delong = _delong_table(resolved, steps, preds, clinical, analysis.results, val_aucs)
     analysis.table1 = _table1(cohort_dir, clinical, preds, first)
     analysis.oracle = _oracle(cohort_dir, resolved, preds, first)
     if explain and s.explain.enabled:
@@ -321,10 +321,13 @@ def _tnm_rows(clinical, preds, first, subsets, survival, store: dict) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def _delong_table(resolved: ResolvedStudy, steps, preds, clinical, results: pd.DataFrame | None = None) -> pd.DataFrame:
+def _delong_table(resolved: ResolvedStudy, steps, preds, clinical, results: pd.DataFrame | None = None,
+                  val_aucs: dict[str, float] | None = None) -> pd.DataFrame:
     """Paired DeLong tests for the study's ROI pairs (per subset, backbone and unit), each
     model against TNM stage when the study uses the TNM baseline, and the radiomics baseline
-    against the subset's best deep model (highest AUC in ``results``)."""
+    against the subset's best deep model: the one with the highest validation AUC
+    (``val_aucs``; the mean over the folds for cross-validated runs), so the evaluated
+    patients choose nothing."""
     from npcai.stats.auc import delong_test
 
     s = resolved.study
@@ -371,13 +374,14 @@ def _delong_table(resolved: ResolvedStudy, steps, preds, clinical, results: pd.D
             deep = results[(results["source"] == "run") & (results["subset"] == st["subset"])]
             if deep.empty:
                 continue
-            best = deep.loc[deep["auc"].idxmax()] if deep["auc"].notna().any() else deep.iloc[0]
+            val = deep.apply(lambda r: (val_aucs or {}).get(_pred_key(r), float("nan")), axis=1)
+            best = deep.loc[val.idxmax()] if val.notna().any() else deep.iloc[0]
             mine = results[(results["source"] == "radiomics") & (results["subset"] == st["subset"])
                            & (results["roi"] == st["roi"])]
             sub = next(x for x in s.subsets if x.name == st["subset"])
             ctx = {"Subset": sub.label or sub.name, "Backbone": best["backbone"], "Unit": best["unit"]}
             test(preds[st["step"]], preds[_pred_key(best)], mine["model"].iloc[0] if len(mine) else st["roi"],
-                 f"{best['model']} (best deep model)", ctx)      # best by the evaluated AUC: the strongest rival
+                 f"{best['model']} (best deep model)", ctx)
     df = pd.DataFrame(rows)
     keep = [c for c in ("Subset", "Backbone", "Unit") if c in df and df[c].nunique() > 1]
     drop = [c for c in ("Subset", "Backbone", "Unit") if c in df and c not in keep]
