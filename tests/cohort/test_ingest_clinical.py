@@ -1,6 +1,7 @@
 """The clinical table: schema, normalisation, bad cells (one line, exit 2, nothing written)."""
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -134,6 +135,7 @@ def test_identifying_columns_never_reach_the_cohort(cli, mini, tmp_path):
     assert "dropped 4 column(s) outside the clinical schema: 'Patient Name', 'DOB', 'diagnosis_date', " \
            "'last_seen'" in " ".join(r.stderr.split())
     text = (out / "clinical.csv").read_text() + (out / "cohort.json").read_text()
+    text = re.sub(r"\b[0-9a-f]{32,}\b", "<hash>", text)   # salted hashes may contain any digits
     for needle in ("Janet", "Richard", "1958", "1961-07-30", "2019-05-05", "3/4/2021"):
         assert needle not in text
     assert list(Cohort.load(out).clinical().columns) == ["age", "candidate_for_ic"]
