@@ -41,6 +41,7 @@ def test_init_writes_a_commented_study_that_validates_and_dry_runs(cohort, tmp_p
     assert "# T1c (the design's sequence); patients with each at pre: T1c 16 of 16" in text
     assert "# random split stratified by label and centre (no centre can be held out" in text
     assert study.split.stratify_centre and study.split.test_where is None
+    assert study.radiomics is not None and study.radiomics.rois == load_study("peritumoral").radiomics.rois
     for preset in ("paper", "fast"):
         r = cli("study", "run", out, "--cohort", cohort, "--dry-run", "--preset", preset)
         assert r.code == 0, r

@@ -50,8 +50,8 @@ MIN_SEQUENCE_SHARE = 0.8
 #: below this many labelled patients (one centre) the draft cross-validates instead of one test split
 SMALL_COHORT = 100
 _ORDER = ["name", "title", "seed_paper", "reference", "description", "endpoint", "layout", "rois", "backbones",
-          "units", "subsets", "training", "split", "ensembles", "delong", "tnm_baseline", "baseline", "explain",
-          "presets"]
+          "units", "subsets", "training", "split", "ensembles", "delong", "tnm_baseline", "baseline", "radiomics",
+          "explain", "presets"]
 
 
 @dataclass
@@ -71,7 +71,7 @@ class StudyDraft:
     def to_yaml(self) -> str:
         """The YAML text with the comments above their blocks."""
         out = [f"# {line}" if line else "#" for line in self.header] + [""]
-        for key in _ORDER:
+        for key in _ORDER + [k for k in self.data if k not in _ORDER]:     # a design's newer blocks too
             if key not in self.data:
                 continue
             out += [f"# {line}" for line in self.comments.get(key, [])]
