@@ -65,6 +65,8 @@ def test_reused_split_and_compare_with_paired_delong(rad_cohort, tmp_path, fit_s
     result = compare_runs([a, b], pairs=[("a", "b")])
     assert len(result.delong) == 1 and bool(result.delong["paired"].iloc[0])
     assert np.isfinite(result.delong["p_value"].iloc[0])
+    # aAUC is the mean over a dataset's networks: radiomics runs are listed but not averaged in
+    assert result.table3["aauc"].isna().all() and len(result.table3) == 2
 
 
 def test_cv_run_fits_inside_the_training_folds_only(rad_cohort, tmp_path, fit_spy):

@@ -209,6 +209,12 @@ class RunConfig:
     def roi_name(self) -> str | None:
         return self.option("roi")
 
+    @property
+    def method(self) -> str:
+        """``deep`` (a network trained by npcai) or ``radiomics`` (elastic net on handcrafted
+        features, :mod:`npcai.radiomics`)."""
+        return str(self.raw.get("method") or "deep")
+
 
 def _config_from_doc(run_dir: Path, doc: dict[str, Any]) -> RunConfig:
     opts = doc.get("options") if isinstance(doc.get("options"), dict) else {}

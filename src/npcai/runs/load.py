@@ -61,7 +61,7 @@ def load_network(config: RunConfig, checkpoint: str = "best") -> tuple[torch.nn.
 
     if config.kind != "train":
         raise NpcaiError(f"{config.path}: a {config.kind} folder has no network of its own")
-    if config.raw.get("method") == "radiomics":
+    if config.method == "radiomics":
         raise NpcaiError(f"{config.path}: a radiomics run (elastic net on handcrafted features) has no network; "
                          "explain, predict and serve need a deep run from `npcai train`")
     if checkpoint not in ("best", "last"):

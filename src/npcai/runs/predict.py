@@ -374,7 +374,7 @@ def predict_patients(run: str | Path, cohort: str | Path, patients: Sequence[str
         return _predict_cv(config, cohort, patients, checkpoint)
     if config.kind != "train":
         raise NpcaiError(f"{run}: a {config.kind} folder has no model; give the run folder that made it")
-    if config.raw.get("method") == "radiomics":
+    if config.method == "radiomics":
         raise NpcaiError(f"{run}: a radiomics run has no network to apply; its predictions are in the run "
                          "(predicting another cohort with it is not supported)")
     return _predict_train_run(config, cohort, patients, checkpoint)

@@ -167,16 +167,17 @@ def compare_runs(run_dirs: list[str | Path], group_by: Literal["roi", "backbone"
                      "f1": b["f1"], "precision": b["precision"]["value"],
                      "auc": m["patient"]["auc"]["auc"], "auc_low": m["patient"]["auc"]["low"],
                      "auc_high": m["patient"]["auc"]["high"], "threshold": m["threshold"]["value"],
-                     **_localisation(run)})
+                     "method": run.config.method, **_localisation(run)})
         group = curves.setdefault(dataset, {})
         label = model if model not in group else f"{model} ({run.name})"
         group[label] = (test["label"].to_numpy(), test["prob"].to_numpy())
     table = pd.DataFrame(rows)
     table["aauc"], table["aauc_sd"] = np.nan, np.nan
-    for _dataset, g in table.groupby("dataset", sort=False):
-        first = g.index[0]
+    for _dataset, g in table[table["method"] == "deep"].groupby("dataset", sort=False):
+        first = g.index[0]          # aAUC: the mean over the dataset's networks (a radiomics run is not one)
         table.loc[first, "aauc"] = g["auc"].mean()
         table.loc[first, "aauc_sd"] = g["auc"].std(ddof=1) if len(g) > 1 else 0.0
+    table = table.drop(columns="method")
     extra = [c for c in table.columns if c not in TABLE3_COLUMNS]
     table = table[TABLE3_COLUMNS + extra]
     by_name = {r.name: r for r in runs}
