@@ -143,3 +143,18 @@ def test_dry_run_and_list(cli):
     assert r.code == 0 and "1 deep survival run" in r.stdout
     r = cli("study", "list")
     assert r.code == 0 and "decision" in r.stdout
+
+
+def test_calibration_findings_name_the_cohorts_the_test_rejects():
+    from npcai.decision.study004 import _calibration_findings
+
+    cal = pd.DataFrame({"cohort": ["Training", "Internal test", "External test", "Training"],
+                        "months": [60, 60, 60, 36], "ici": [0.010, 0.242, 0.225, 0.002],
+                        "gof_p": [0.751, 0.003, 0.0002, 0.64]})
+    lines = _calibration_findings(cal)
+    assert len(lines) == 2 and lines[0].startswith("Calibration of the predicted 36-month DFS")
+    assert "rejects calibration in no cohort" in lines[0]
+    assert ("training ICI 0.010 (D'Agostino-Nam p = 0.751); internal test ICI 0.242 (D'Agostino-Nam p = 0.003); "
+            "external test ICI 0.225 (D'Agostino-Nam p < 0.001)") in lines[1]
+    assert "rejects calibration in the internal test and external test cohorts (p < 0.05)" in lines[1]
+    assert _calibration_findings(pd.DataFrame()) == []

@@ -689,6 +689,7 @@ def _findings(a: DecisionAnalysis, spec) -> list[str]:
             out.append(f"{c}: CPTDN {ok.loc[c, 'c_index']:.3f} vs best comparison model {best['model']} "
                        f"{best['c_index']:.3f}" + (" (confidence intervals overlap: no clear difference)."
                                                    if overlap else "."))
+    out += _calibration_findings(a.calibration)
     t0 = spec.thresholds[0]
     pref = a.preferred[a.preferred["threshold_pp"] == t0]
     for r in pref.itertuples():
@@ -710,6 +711,25 @@ def _findings(a: DecisionAnalysis, spec) -> list[str]:
                 line += ("; baselines: " + ", ".join(parts)
                          + (f" — not clearly better than {best} (confidence intervals overlap)." if overlap else "."))
             out.append(line)
+    return out
+
+
+def _calibration_findings(calibration: pd.DataFrame) -> list[str]:
+    """One sentence per calibration time: ICI and the D'Agostino-Nam p in each cohort, and which
+    cohorts the test rejects (p < 0.05). A poorly calibrated nomogram still ranks patients (the
+    C-index) but its predicted DFS rates, which the recommendation subtracts, are off."""
+    from npcai.survival.figures import format_p
+
+    out = []
+    if calibration is None or calibration.empty:
+        return out
+    for months, g in calibration.groupby("months", sort=True):
+        parts = [f"{r.cohort.lower()} ICI {r.ici:.3f} (D'Agostino-Nam {format_p(r.gof_p)})" for r in g.itertuples()]
+        off = [r.cohort.lower() for r in g.itertuples() if np.isfinite(r.gof_p) and r.gof_p < 0.05]
+        verdict = (f" The test rejects calibration in the {' and '.join(off)} cohort{'s' if len(off) > 1 else ''}"
+                   " (p < 0.05): there the predicted DFS rates differ from the observed ones."
+                   if off else " The test rejects calibration in no cohort (p ≥ 0.05 in each).")
+        out.append(f"Calibration of the predicted {months:g}-month DFS: " + "; ".join(parts) + "." + verdict)
     return out
 
 
