@@ -142,7 +142,8 @@ def test_cross_validated_study_fits_inside_each_fold_and_pools_out_of_fold(monke
         assert (p["split"] == "oof").all() and p["patient_id"].is_unique and len(p) == len(ids)
         assert p.set_index("patient_id")["fold"].reindex(ids).to_numpy().tolist() == fold.tolist()
         assert p.groupby("fold")["threshold"].nunique().eq(1).all()
-    assert "(summed over folds)" in found.models[0].fitted_on
+    assert found.models[0].fitted_on.startswith("the training patients of each fold (")
+    assert found.models[0].fitted_on.endswith(" summed over the folds)")
     held = {k: set(ids[fold == k]) for k in (1, 2, 3)}
     assert len(seen) == 6 and all(any(not (s & held[k]) for k in held) for s in seen)   # a fold's fits never see it
 

@@ -275,10 +275,8 @@ def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, 
         comb_describe = comb.describe(_SCORE_LABELS)
         comb_coef.append(comb.coefficients().assign(fold=k))
         comb_parts.append(_evaluated_rows(pred, prob, k, cv))
-    where = "in each fold, " if cv else ""
     models = [_model(subset, "clinical", f"Clinical baseline ({_label(covariates)})", clin_parts, describe,
-                     f"{where}{clin_fit} training patient{'s' if clin_fit != 1 else ''}"
-                     + (" (summed over folds)" if cv else ""), clin_fit, clin_missing, None, clin_coef)]
+                     _fitted_on("training", clin_fit, cv), clin_fit, clin_missing, None, clin_coef)]
     if image_key is None:
         if kind == "logistic":
             log.warning("subset %s: no combined model (no image run has a validation AUC)", subset)
@@ -287,9 +285,16 @@ def _subset_baselines(clinical, subset: str, runs: list[dict[str, Any]], preds, 
     else:
         label = names.get(image_key, image_key)
         models.append(_model(subset, "combined", f"Combined: clinical + {label}", comb_parts, comb_describe,
-                             f"{where}{comb_fit} validation patients" + (" (summed over folds)" if cv else ""),
-                             comb_fit, comb_missing, image_key, comb_coef))
+                             _fitted_on("validation", comb_fit, cv), comb_fit, comb_missing, image_key, comb_coef))
     return models
+
+
+def _fitted_on(which: str, n: int, cv: bool) -> str:
+    """'74 training patients', or for cross-validation 'the training patients of each fold
+    (370 summed over the folds)'."""
+    if cv:
+        return f"the {which} patients of each fold ({n} summed over the folds)"
+    return f"{n} {which} patient{'s' if n != 1 else ''}"
 
 
 def _evaluated_rows(pred: pd.DataFrame, prob: pd.Series, fold: int, cv: bool) -> pd.DataFrame:
