@@ -163,9 +163,12 @@ def _voxel_digest(c: Cohort, scan) -> str | None:
     import SimpleITK as sitk
 
     try:
-        arr = sitk.GetArrayViewFromImage(sitk.ReadImage(str(c.path(scan.image))))
+        image = sitk.ReadImage(str(c.path(scan.image)))
     except RuntimeError:
         return None
+    # a view shares the image's buffer: keep the image alive while the view is read (a view of
+    # a temporary could be hashed after its memory was freed, giving a digest of garbage)
+    arr = sitk.GetArrayViewFromImage(image)
     h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
     h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
