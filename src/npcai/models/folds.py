@@ -43,6 +43,7 @@ from npcai.errors import NpcaiError
 from npcai.progress import track
 
 __all__ = ["CvResult", "CvEvaluation", "train_folds", "evaluate_cv", "is_cv_run", "fold_table",
+           "fold_validation_threshold",
            "oof_metrics", "fold_threshold_metrics", "check_same_folds", "fold_run_dirs", "CV_KIND", "OOF"]
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,10 @@ def _fold_assignment(cfg, lp, work: Path, folds_from) -> tuple[pd.Series, str]:
     return folds, source
 
 
-def _youden(val: pd.DataFrame, fold: int) -> float:
+def fold_validation_threshold(val: pd.DataFrame, fold: int) -> float:
+    """A fold's threshold: Youden's J on its validation patients (``label``, ``prob``), 0.5
+    with a warning when they cannot give one (e.g. one class only). Shared by every kind of
+    cross-validated run (deep and radiomics)."""
     from npcai.stats.auc import youden_threshold
 
     try:
@@ -246,7 +250,7 @@ def train_folds(config, out: str | os.PathLike, *, resume: bool = False, overwri
         held = p[p["split"] == "test"]
         if set(held["patient_id"]) != set(folds.index[folds == k]):
             raise NpcaiError(f"{fold_dir}: its held-out patients are not fold {k}; train again without resume")
-        threshold = _youden(p[p["split"] == "val"], k)
+        threshold = fold_validation_threshold(p[p["split"] == "val"], k)
         patients.append(held.assign(split=OOF, fold=k, threshold=threshold))
         if run.slices is not None:
             sl = run.slices

@@ -300,20 +300,10 @@ def _folds(cfg: RadiomicsConfig, lab: _Labelled) -> tuple[pd.Series, str]:
     return folds, f"stratified by label{' and centre' if lab.strata is not None else ''}, seed {cfg.fold_seed}"
 
 
-def _youden(val: pd.DataFrame, fold: int) -> float:
-    from npcai.stats.auc import youden_threshold
-
-    try:
-        return float(youden_threshold(val["label"].to_numpy(), val["prob"].to_numpy(),
-                                      what=f"fold {fold} validation threshold").threshold)
-    except NpcaiError as exc:
-        log.warning("fold %d: %s; its threshold is 0.5", fold, exc)
-        return 0.5
-
-
 def _write_cv_run(cfg: RadiomicsConfig, lab: _Labelled, table, roi, work: Path, out: Path) -> RadiomicsResult:
     from npcai.cohort.splits import fold_split
     from npcai.fsutil import mark_output
+    from npcai.models.folds import fold_validation_threshold
     from npcai.runs import write_run
     from npcai.stats.auc import roc_auc
 
@@ -331,7 +321,7 @@ def _write_cv_run(cfg: RadiomicsConfig, lab: _Labelled, table, roi, work: Path, 
         from npcai.runs import read_predictions
 
         p = read_predictions(fold_dir).patients
-        threshold = _youden(p[p["split"] == "val"], int(k))
+        threshold = fold_validation_threshold(p[p["split"] == "val"], int(k))
         test = p[p["split"] == "test"]
         held.append(test.assign(split="oof", fold=int(k), threshold=threshold))
         s = res.summary
