@@ -10,7 +10,7 @@ from npcai.errors import NpcaiError
 
 # CLI parameter name -> TrainConfig field (identical except where noted)
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
-                  "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
+                  "schedule", "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
                   "test_fraction", "split_from", "where", "test_where", "folds", "fold_seed", "aggregate", "pooling", "bag_size", "augment",
                   "num_workers", "task", "stacked", "normalise", "accelerator", "devices", "precision", "strategy",
                   "num_nodes")
@@ -55,6 +55,8 @@ def register(app: typer.Typer) -> None:
         optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd (momentum 0.9) or rmsprop."),
         lr: float = typer.Option(1e-4, "--lr", help="Learning rate."),
         weight_decay: float = typer.Option(0.0, "--weight-decay", help="L2 weight decay."),
+        schedule: str = typer.Option("constant", "--schedule", help="Learning rate over the epochs: constant, "
+                                     "or cosine (annealed from --lr towards 0 by the last of --epochs)."),
         batch_size: int = typer.Option(32, "--batch-size", help="Slices (image unit) or bags (patient unit) per step."),
         epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
         patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation AUC."),

@@ -35,9 +35,11 @@ from npcai.models.data import EpochShuffleSampler, PatientBagDataset, SliceAugme
 from npcai.models.tasks import AGGREGATES, BinaryTask, Task, aggregate_patients
 
 __all__ = ["TaskModule", "SelectionDataModule", "ShardSampler", "gather_validation", "aggregate_patients",
-           "AGGREGATES", "OPTIMIZERS"]
+           "AGGREGATES", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+#: learning-rate schedules over the run's epochs (stepped once per epoch)
+SCHEDULES = ("constant", "cosine")
 
 
 class ShardSampler(Sampler[int]):
@@ -181,21 +183,27 @@ class TaskModule(pl.LightningModule):
         val_patients: patient id of each validation item (row for image unit, bag for patient unit).
         val_weights: per validation row tumour area (for ``area-weighted``; image unit).
         optimizer, lr, weight_decay: the optimiser (adam, sgd with momentum 0.9, rmsprop).
+        schedule, max_epochs: ``constant`` learning rate, or ``cosine`` annealing from ``lr``
+            towards 0 over ``max_epochs`` (stepped per epoch).
         augment: a :class:`SliceAugment` for training batches, or None.
         seed: reseeds torch's RNG (dropout) at every step, for exact ``--resume``.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task | None = None, *, val_patients=None,
                  val_weights=None, optimizer: str = "adam", lr: float = 1e-4,
-                 weight_decay: float = 0.0, augment: SliceAugment | None = None, seed: int = 0):
+                 weight_decay: float = 0.0, schedule: str = "constant", max_epochs: int | None = None,
+                 augment: SliceAugment | None = None, seed: int = 0):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
+        if schedule not in SCHEDULES or (schedule == "cosine" and not max_epochs):
+            raise ValueError(f"schedule must be one of {SCHEDULES}; cosine needs max_epochs")
         self.model = model
         self.task = task if task is not None else BinaryTask()
         self.val_patients = np.asarray(val_patients if val_patients is not None else [], dtype=object)
         self.val_weights = None if val_weights is None else np.asarray(val_weights, dtype=float)
         self.optimizer_name, self.lr, self.weight_decay = optimizer, lr, weight_decay
+        self.schedule, self.max_epochs = schedule, max_epochs
         self.augment = augment
         self.seed = seed
         self.history: list[dict] = []
@@ -289,10 +297,15 @@ class TaskModule(pl.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.optimizer_name == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.optimizer_name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
-        return torch.optim.RMSprop(params, lr=self.lr, weight_decay=self.weight_decay)
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.RMSprop(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "constant":
+            return opt
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["npcai_history"] = list(self.history)

@@ -53,6 +53,8 @@ class TrainConfig:
         pretrained: ImageNet weights from timm's hub (fails clearly offline).
         weights: a local backbone weights file instead of the hub.
         optimizer, lr, weight_decay: the optimiser.
+        schedule: learning-rate schedule over ``epochs``: ``constant`` or ``cosine`` (annealed
+            from ``lr`` towards 0 by the last epoch; early stopping can still end the run sooner).
         batch_size: slices (image unit) or bags (patient unit) per step.
         epochs, patience: maximum epochs; early stopping patience on validation AUC.
         dropout: dropout before the linear head.
@@ -95,6 +97,7 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 1e-4
     weight_decay: float = 0.0
+    schedule: str = "constant"
     batch_size: int = 32
     epochs: int = 40
     patience: int = 10
@@ -132,12 +135,13 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Check option values; raise :class:`NpcaiError` naming the bad option."""
-        from npcai.models.lightning_module import AGGREGATES, OPTIMIZERS
+        from npcai.models.lightning_module import AGGREGATES, OPTIMIZERS, SCHEDULES
         from npcai.models.classifier import POOLINGS
 
         checks = [
             (self.unit in UNITS, f"--unit {self.unit!r}: choose one of {', '.join(UNITS)}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"--schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"),
             (self.aggregate in AGGREGATES, f"--aggregate {self.aggregate!r}: choose one of {', '.join(AGGREGATES)}"),
             (self.pooling in POOLINGS, f"--pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}"),
             (self.lr > 0, f"--lr {self.lr}: must be positive"),
@@ -376,7 +380,7 @@ def _selection_stage(cfg: TrainConfig, task, model, roi, prep: _Prepared, geo: _
     augment = SliceAugment(seed=cfg.seed, pixel_aspect=geo.pixel_aspect) if cfg.augment else None
     module = TaskModule(model, task, val_patients=val_patients, val_weights=val_weights,
                         optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                        augment=augment, seed=cfg.seed)
+                        schedule=cfg.schedule, max_epochs=cfg.epochs, augment=augment, seed=cfg.seed)
     data = SelectionDataModule(train_ds, val_ds, batch_size=cfg.batch_size, seed=cfg.seed,
                                num_workers=cfg.num_workers)
     return module, data
