@@ -135,3 +135,19 @@ def test_models_of_another_endpoint_are_refused(residual_study, cli, tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     r = cli("recommend", "residual", other, "--out", tmp_path / "rec")
     assert r.code == 2 and "predicts 'pfs-median', not 'residual-tumour'" in r.stderr, r
+
+
+def test_cross_validated_runs_are_refused_in_one_line(residual_study, cli, tmp_path):
+    """A CV residual study has out-of-fold predictions, no test cohort both models predict."""
+    _, _, out = residual_study
+    cv = tmp_path / "cv"
+    (cv / "runs").mkdir(parents=True)
+    for run in study_runs(out):
+        shutil.copytree(run, cv / "runs" / run.name)
+    cfg_path = next((cv / "runs").iterdir()) / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["kind"] = "cv"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    r = cli("recommend", "residual", cv, "--out", tmp_path / "rec")
+    assert r.code == 2 and "cross-validated" in r.stderr and "without folds" in r.stderr, r
+    assert r.stderr.strip().count("\n") == 0

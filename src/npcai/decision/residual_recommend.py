@@ -300,6 +300,11 @@ def recommend_residual(runs: Sequence[str | Path], cohort: str | Path | None = N
     runs = [Path(r) for r in runs]
     if not runs:
         raise NpcaiError("no run given; give the residual study's folder")
+    from npcai.models.folds import is_cv_run
+
+    if any(is_cv_run(r) for r in runs):
+        raise NpcaiError("the runs are cross-validated; the rule compares both treatment models on one test cohort, "
+                         "so it needs runs trained on a single split (run the residual study without folds)")
     train_cohorts = {str(read_config(r).cohort_path) for r in runs if read_config(r).kind == "train"}
     if len(train_cohorts) != 1 or "None" in train_cohorts:
         raise NpcaiError(f"the runs were trained on {len(train_cohorts)} cohorts ({', '.join(sorted(train_cohorts))}); "
