@@ -151,7 +151,11 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch threads per training run (default: free cores)")
     ap.add_argument("--label", default="run", help="names the written table WORK/learning-LABEL.md")
+    ap.add_argument("--rois", default=None, help="only these ROI datasets (one study; e.g. to spend a small CPU "
+                                                 "budget on the variants that matter)")
     args = ap.parse_args()
+    if args.rois and "," in args.studies:
+        ap.error("--rois needs exactly one study in --studies")
 
     from npcai.studies.runner import resolve_study, run_study
 
@@ -160,7 +164,8 @@ def main() -> None:
     timings = []
     for study in args.studies.split(","):
         cohort = _cohort(args.work, post=study == "prepost")
-        resolved = _with_radiomics(resolve_study(study, args.preset, folds=args.folds))
+        resolved = _with_radiomics(resolve_study(study, args.preset, folds=args.folds,
+                                                rois=args.rois.split(",") if args.rois else None))
         t = time.perf_counter()
         res = run_study(resolved, out=args.work / "studies" / study, cohort=cohort, explain=False,
                         threads=args.threads)
