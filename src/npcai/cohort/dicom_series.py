@@ -125,7 +125,8 @@ class PixelLayout:
     """How one slice's pixels lie in its file, when they can be read without a decoder.
 
     Uncompressed little-endian (implicit or explicit VR), one greyscale MONOCHROME2 frame of
-    8, 16 or 32 allocated bits, an integer rescale. The pixel data element starts at the
+    8, 16 or 32 allocated bits (unused upper bits only in 16-bit pixels of 8 to 15 stored
+    bits), an integer rescale. The pixel data element starts at the
     offset :func:`discover_series` recorded for each file (its tag, then its length).
     """
 
@@ -197,8 +198,11 @@ def _pixel_layout(ds: Any) -> PixelLayout | None:
     except (AttributeError, TypeError, ValueError):
         return None
     slope, intercept = _integer(ds, "RescaleSlope", 1), _integer(ds, "RescaleIntercept", 0)
-    if allocated not in (8, 16, 32) or not 1 <= stored <= allocated or signed not in (0, 1) \
-            or slope is None or intercept is None or slope == 0:
+    # GDCM refuses 8-bit and garbles 32-bit values with unused bits, and 16-bit ones stored in
+    # fewer than 8 bits overflow its rescale: SimpleITK reads (or refuses) those itself
+    if stored != allocated and not (allocated == 16 and 8 <= stored < 16):
+        return None
+    if allocated not in (8, 16, 32) or signed not in (0, 1) or slope is None or intercept is None or slope == 0:
         return None
     layout = PixelLayout(implicit_vr=implicit, rows=int(ds.Rows), cols=int(ds.Columns), bits_allocated=allocated,
                          bits_stored=stored, signed=bool(signed), slope=slope, intercept=intercept)
