@@ -31,6 +31,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -335,12 +336,66 @@ def _is_candidate(path: Path) -> bool:
     return suffix in ("", ".dcm", ".dicom", ".ima") or suffix[1:].isdigit()
 
 
-def _read_header_or_none(path: Path):
-    """:func:`_read_header`, or None for a file that cannot be parsed (picklable, for worker processes)."""
+@dataclass
+class _FileHeader:
+    """What :func:`discover_series` needs of one file's header.
+
+    In the process that read it, it keeps the pydicom dataset and works out the series facts
+    (:meth:`facts`) only for the one file per series that needs them; sent to another process
+    (``workers > 1``) it computes them first and travels without the dataset, which costs
+    several times less to pickle.
+    """
+
+    modality: str
+    series_uid: str = ""
+    truncated: bool = False
+    offset: int = -1                             # where the header ends (the pixel data element)
+    has_geometry: bool = False
+    slice: _Slice | None = None
+    slice_error: str | None = None               # the NpcaiError message :func:`_slice` raised
+    rtstruct: RtStructFile | None = None
+    ds: Any = None
+    _facts: dict[str, Any] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The series-level facts the first file of a series supplies."""
+        if self._facts is None:
+            ds = self.ds
+            self._facts = {
+                "description": _str(ds, "SeriesDescription") or _str(ds, "ProtocolName"),
+                "hospital_id": _str(ds, "PatientID"), "study_uid": _str(ds, "StudyInstanceUID"),
+                "study_date": _str(ds, "StudyDate"), "frame_of_reference": _str(ds, "FrameOfReferenceUID"),
+                "slice_thickness": _float(ds, "SpacingBetweenSlices") or _float(ds, "SliceThickness"),
+                "scanner": scanner_facts(ds)}
+        return self._facts
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.ds is not None and self.has_geometry and not self.truncated:   # may be a series' first file
+            self.facts()
+        return {**self.__dict__, "ds": None}
+
+
+def _scan_file(path: Path, root: Path) -> _FileHeader | None:
+    """The :class:`_FileHeader` of one file, or None for a file that cannot be parsed (runs in
+    worker processes: module-level and picklable)."""
     try:
-        return _read_header(path)
+        ds, truncated, offset = _read_header(path)
     except Exception:  # noqa: BLE001 - any parse failure means the file is unusable
         return None
+    modality = _str(ds, "Modality")
+    if modality == "RTSTRUCT":
+        return _FileHeader(modality, rtstruct=_rtstruct_entry(ds, path, root))
+    if modality not in _IMAGE_MODALITIES:
+        return _FileHeader(modality)
+    header = _FileHeader(modality, series_uid=_str(ds, "SeriesInstanceUID"), truncated=truncated, offset=offset,
+                         has_geometry="PixelSpacing" in ds and "ImagePositionPatient" in ds
+                         and "ImageOrientationPatient" in ds, ds=ds)
+    if header.has_geometry and not truncated:
+        try:
+            header.slice = _slice(ds, path, offset)
+        except NpcaiError as exc:
+            header.slice_error = str(exc)
+    return header
 
 
 def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None = None, workers: int | None = 1,
@@ -366,64 +421,65 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
                              "(their target is missing or not mounted); fix the links or give the real folder")
         raise NpcaiError(f"{root}: no DICOM files found; check the path (files ending .dcm or without extension)")
 
-    groups: dict[str, list[tuple[Any, Path, int]]] = defaultdict(list)
+    groups: dict[str, list[tuple[_FileHeader | None, Path]]] = defaultdict(list)
     rtstructs: list[RtStructFile] = []
     unreadable: list[Path] = []
     non_image: dict[str, int] = defaultdict(int)
     no_geometry: list[Path] = []
-    headers = iter_ordered_map(_read_header_or_none, files, workers=workers, chunksize=64)
+    headers = iter_ordered_map(partial(_scan_file, root=root), files, workers=workers, chunksize=64)
     for path, header in track(zip(files, headers), "Reading DICOM headers", total=len(files)):
         if header is None:
             unreadable.append(path)
             continue
-        ds, truncated, offset = header
-        modality = _str(ds, "Modality")
-        if modality == "RTSTRUCT":
-            rtstructs.append(_rtstruct_entry(ds, path, root))
+        if header.rtstruct is not None:
+            rtstructs.append(header.rtstruct)
             continue
-        if modality not in _IMAGE_MODALITIES:
-            non_image[modality or "unknown"] += 1
+        if header.modality not in _IMAGE_MODALITIES:
+            non_image[header.modality or "unknown"] += 1
             continue
-        if "PixelSpacing" not in ds or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        if not header.has_geometry:
             no_geometry.append(path)
             continue
-        if truncated:
+        if header.truncated:
             unreadable.append(path)
             # remember which series lost a file so the series check can name it
-            groups[_str(ds, "SeriesInstanceUID")].append((None, path, offset))
+            groups[header.series_uid].append((None, path))
             continue
-        groups[_str(ds, "SeriesInstanceUID")].append((ds, path, offset))
+        groups[header.series_uid].append((header, path))
 
     series: list[DicomSeries] = []
     ignored: dict[str, int] = defaultdict(int)
-    unplaced = [p for p in unreadable if not any(p == q for g in groups.values() for d, q, _ in g if d is None)]
+    unplaced = [p for p in unreadable if not any(p == q for g in groups.values() for d, q in g if d is None)]
     for uid, members in groups.items():
-        good = [(d, p, o) for d, p, o in members if d is not None]
-        lost = [p for d, p, _ in members if d is None]
+        good = [(d, p) for d, p in members if d is not None]
+        lost = [p for d, p in members if d is None]
         if not good:
             raise NpcaiError(f"{_rel(lost[0].parent, root)}: every file of this series is unreadable or truncated "
                              f"(e.g. {lost[0].name}); re-export the series")
         first = good[0][0]
-        modality = _str(first, "Modality")
-        description = _str(first, "SeriesDescription") or _str(first, "ProtocolName")
+        facts = first.facts()
+        modality = first.modality
+        description = facts["description"]
         sequence = "CT" if modality == "CT" else seq_map.classify(description)
         folder = _rel(good[0][1].parent, root)
         if sequence is None:
             ignored[description or "(no description)"] += 1
             continue
-        hospital_id = _str(first, "PatientID")
+        hospital_id = facts["hospital_id"]
         if not hospital_id:
             hospital_id = Path(folder).parts[0]
             log.warning("%s: no PatientID; using its top folder %r as the hospital id", folder, hospital_id)
-        s = DicomSeries(series_uid=uid, study_uid=_str(first, "StudyInstanceUID"), hospital_id=hospital_id,
-                        study_date=_str(first, "StudyDate"), modality=modality, description=description,
-                        frame_of_reference=_str(first, "FrameOfReferenceUID"), folder=folder, sequence=sequence,
-                        slice_thickness=_float(first, "SpacingBetweenSlices") or _float(first, "SliceThickness"),
-                        scanner=scanner_facts(first))
+        s = DicomSeries(series_uid=uid, study_uid=facts["study_uid"], hospital_id=hospital_id,
+                        study_date=facts["study_date"], modality=modality, description=description,
+                        frame_of_reference=facts["frame_of_reference"], folder=folder, sequence=sequence,
+                        slice_thickness=facts["slice_thickness"], scanner=facts["scanner"])
         # files unreadable in the same folder are attributed to this series too
         lost += [p for p in unplaced if p.parent == good[0][1].parent]
         s.skipped_files = [_rel(p, root) for p in lost]
-        slices = [_slice(d, p, o) for d, p, o in good]
+        for d, _ in good:
+            if d.slice_error is not None:
+                raise NpcaiError(d.slice_error)
+        slices = [d.slice for d, _ in good]
         check_series_geometry(s, slices)
         series.append(s)
 
