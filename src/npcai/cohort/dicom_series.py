@@ -190,12 +190,11 @@ def _pixel_layout(ds: Any) -> PixelLayout | None:
         implicit = _RAW_SYNTAXES.get(str(ds.file_meta.TransferSyntaxUID))
         if implicit is None or "ModalityLUTSequence" in ds or "PixelData" in ds:
             return None
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        if _us(ds, "SamplesPerPixel", 1) != 1 or ("NumberOfFrames" in ds and int(ds.NumberOfFrames or 1) != 1):
             return None
-        if _str(ds, "PhotometricInterpretation") != "MONOCHROME2":
+        if _code(ds, "PhotometricInterpretation") != "MONOCHROME2":
             return None
-        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
-        signed = int(ds.PixelRepresentation)
+        allocated, stored, signed = _us(ds, "BitsAllocated"), _us(ds, "BitsStored"), _us(ds, "PixelRepresentation")
     except (AttributeError, TypeError, ValueError):
         return None
     slope, intercept = _integer(ds, "RescaleSlope", 1), _integer(ds, "RescaleIntercept", 0)
@@ -205,7 +204,7 @@ def _pixel_layout(ds: Any) -> PixelLayout | None:
         return None
     if allocated not in (8, 16, 32) or signed not in (0, 1) or slope is None or intercept is None or slope == 0:
         return None
-    layout = PixelLayout(implicit_vr=implicit, rows=int(ds.Rows), cols=int(ds.Columns), bits_allocated=allocated,
+    layout = PixelLayout(implicit_vr=implicit, rows=_us(ds, "Rows"), cols=_us(ds, "Columns"), bits_allocated=allocated,
                          bits_stored=stored, signed=bool(signed), slope=slope, intercept=intercept)
     return layout if layout.output_dtype is not None else None
 
@@ -275,14 +274,40 @@ def _str(ds: Any, tag: str) -> str:
     return "" if v is None else str(v).strip()
 
 
+# Header values read many times per file are taken from pydicom's raw elements when they are
+# plain (pydicom converts a value on first access, which costs as much as parsing it).
+def _code(ds: Any, keyword: str) -> str:
+    """A one-valued ASCII tag (CS, UI: Modality, SeriesInstanceUID...) as :func:`_str` gives it."""
+    elem = ds.get_item(keyword)
+    value = None if elem is None else elem.value
+    if isinstance(value, bytes) and b"\\" not in value and value.isascii():
+        return value.decode("ascii").rstrip("\0").strip()
+    return _str(ds, keyword)
+
+
+def _us(ds: Any, keyword: str, default: int | None = None) -> int:
+    """An unsigned-short (US) tag (Rows, BitsAllocated...) as int; ``default`` when absent, or
+    AttributeError when there is none."""
+    elem = ds.get_item(keyword)
+    if elem is None:
+        if default is None:
+            raise AttributeError(f"no {keyword}")
+        return default
+    value = elem.value
+    if isinstance(value, bytes) and len(value) == 2 and elem.VR in (None, "US") \
+            and getattr(elem, "is_little_endian", None) is not None:
+        return int.from_bytes(value, "little" if elem.is_little_endian else "big")
+    return int(ds[keyword].value)
+
+
 def _expected_pixel_bytes(ds: Any) -> int | None:
     """Bytes of uncompressed pixel data the header promises (None when compressed/unknown)."""
     try:
         ts = ds.file_meta.TransferSyntaxUID
         if ts.is_compressed or ts.is_deflated:
             return None
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        return int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1)) * frames
+        frames = int(ds.get("NumberOfFrames", 1) or 1) if "NumberOfFrames" in ds else 1
+        return _us(ds, "Rows") * _us(ds, "Columns") * _us(ds, "BitsAllocated") // 8 * _us(ds, "SamplesPerPixel", 1) * frames
     except (AttributeError, TypeError, ValueError):
         return None
 
@@ -299,7 +324,7 @@ def _read_header(path: Path):
     if "SOPClassUID" not in ds and "Modality" not in ds:
         raise ValueError("no DICOM header")
     truncated = False
-    if _str(ds, "Modality") in _IMAGE_MODALITIES:
+    if _code(ds, "Modality") in _IMAGE_MODALITIES:
         expected = _expected_pixel_bytes(ds)
         # pixel data element: tag (4) + VR/length header (4 or 8) + value
         if expected is not None and size - header_end < expected + 8:
@@ -382,12 +407,12 @@ def _scan_file(path: Path, root: Path) -> _FileHeader | None:
         ds, truncated, offset = _read_header(path)
     except Exception:  # noqa: BLE001 - any parse failure means the file is unusable
         return None
-    modality = _str(ds, "Modality")
+    modality = _code(ds, "Modality")
     if modality == "RTSTRUCT":
         return _FileHeader(modality, rtstruct=_rtstruct_entry(ds, path, root))
     if modality not in _IMAGE_MODALITIES:
         return _FileHeader(modality)
-    header = _FileHeader(modality, series_uid=_str(ds, "SeriesInstanceUID"), truncated=truncated, offset=offset,
+    header = _FileHeader(modality, series_uid=_code(ds, "SeriesInstanceUID"), truncated=truncated, offset=offset,
                          has_geometry="PixelSpacing" in ds and "ImagePositionPatient" in ds
                          and "ImageOrientationPatient" in ds, ds=ds)
     if header.has_geometry and not truncated:
@@ -528,7 +553,7 @@ def _slice(ds: Any, path: Path, pixel_offset: int = -1) -> _Slice:
         ps = tuple(_decimals(ds, "PixelSpacing"))
     except (AttributeError, TypeError, ValueError) as exc:
         raise NpcaiError(f"{path}: missing or malformed geometry tag ({exc}); re-export the series") from exc
-    return _Slice(path=path, position=ipp, orientation=iop, rows=int(ds.Rows), cols=int(ds.Columns),
+    return _Slice(path=path, position=ipp, orientation=iop, rows=_us(ds, "Rows"), cols=_us(ds, "Columns"),
                   pixel_spacing=ps, instance=int(ds.get("InstanceNumber", 0) or 0),
                   layout=_pixel_layout(ds) if pixel_offset >= 0 else None, pixel_offset=pixel_offset)
 
