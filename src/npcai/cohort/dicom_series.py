@@ -46,7 +46,7 @@ _MESSAGE_SALT = new_salt()   # messages name a series by a hash no one can recom
 
 __all__ = [
     "DEFAULT_SEQUENCE_MAP", "SequenceMap", "DicomSeries", "RtStructFile", "discover_series",
-    "read_series", "check_series_geometry", "find_rtstructs", "scanner_facts", "PixelLayout",
+    "read_series", "read_series_pixels", "check_series_geometry", "find_rtstructs", "scanner_facts", "PixelLayout",
 ]
 
 log = logging.getLogger(__name__)
