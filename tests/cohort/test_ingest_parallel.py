@@ -76,3 +76,16 @@ def test_maps_within_shared_workers_reuse_one_pool():
         second = ordered_map(_pid, range(6), workers=2)
     assert len(set(first) | set(second)) <= 2 and os.getpid() not in first
     assert set(ordered_map(_pid, range(6), workers=2)).isdisjoint(first)     # the block's pool is gone
+
+
+def test_shared_workers_belong_to_their_thread():
+    """Another thread's maps (e.g. a second ingest in the web tool) do not use this block's pool."""
+    import threading
+
+    with shared_workers():
+        first = ordered_map(_pid, range(4), workers=2)
+        other: list[int] = []
+        thread = threading.Thread(target=lambda: other.extend(ordered_map(_pid, range(4), workers=2)))
+        thread.start()
+        thread.join()
+    assert other and set(other).isdisjoint(first)

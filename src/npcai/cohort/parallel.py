@@ -20,6 +20,7 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from npcai.errors import NpcaiError
@@ -65,12 +66,13 @@ class _Pool:
     executor: ProcessPoolExecutor | None = None
 
 
-_SHARED: list[_Pool] = []
+_SHARED: ContextVar[_Pool | None] = ContextVar("npcai_shared_workers", default=None)   # per thread
 
 
 @contextmanager
 def shared_workers() -> Iterator[None]:
-    """Within this block, :func:`iter_ordered_map` calls share one pool of worker processes.
+    """Within this block, :func:`iter_ordered_map` calls (of this thread) share one pool of
+    worker processes.
 
     The first call that needs more than one worker starts the pool with its worker count;
     later calls reuse it (with that many workers) instead of spawning their own, which costs
@@ -78,11 +80,11 @@ def shared_workers() -> Iterator[None]:
     when it ends by an exception). Results are the same as without the block.
     """
     pool = _Pool()
-    _SHARED.append(pool)
+    token = _SHARED.set(pool)
     try:
         yield
     finally:
-        _SHARED.remove(pool)
+        _SHARED.reset(token)
         if pool.executor is not None:
             pool.executor.shutdown(wait=True, cancel_futures=True)
 
@@ -117,8 +119,8 @@ def iter_ordered_map(fn: Callable[[T], R], items: Sequence[T], *, workers: int |
     if workers == 1:
         yield from map(fn, items)
         return
-    if _SHARED:
-        shared = _SHARED[-1]
+    shared = _SHARED.get()
+    if shared is not None:
         if shared.executor is None:
             shared.executor = _start_pool(workers)
         yield from shared.executor.map(fn, items, chunksize=chunksize)
