@@ -8,7 +8,7 @@ import pytest
 
 from npcai.cohort.ingest import ingest
 from npcai.cohort.model import Cohort, pseudonym_map_path
-from npcai.cohort.parallel import ordered_map
+from npcai.cohort.parallel import ordered_map, shared_workers
 from npcai.errors import NpcaiError
 
 
@@ -59,3 +59,33 @@ def test_workers_must_be_a_positive_whole_number(bad, small_export, tmp_path):
 def test_ordered_map_keeps_order_across_processes():
     items = list(range(-7, 7))
     assert ordered_map(abs, items, workers=2) == [abs(i) for i in items] == ordered_map(abs, items, workers=1)
+
+
+def _pid(_item) -> int:
+    import os
+
+    return os.getpid()
+
+
+def test_maps_within_shared_workers_reuse_one_pool():
+    """Two maps in one shared_workers block run in the same (at most 2) worker processes."""
+    import os
+
+    with shared_workers():
+        first = ordered_map(_pid, range(6), workers=2)
+        second = ordered_map(_pid, range(6), workers=2)
+    assert len(set(first) | set(second)) <= 2 and os.getpid() not in first
+    assert set(ordered_map(_pid, range(6), workers=2)).isdisjoint(first)     # the block's pool is gone
+
+
+def test_shared_workers_belong_to_their_thread():
+    """Another thread's maps (e.g. a second ingest in the web tool) do not use this block's pool."""
+    import threading
+
+    with shared_workers():
+        first = ordered_map(_pid, range(4), workers=2)
+        other: list[int] = []
+        thread = threading.Thread(target=lambda: other.extend(ordered_map(_pid, range(4), workers=2)))
+        thread.start()
+        thread.join()
+    assert other and set(other).isdisjoint(first)

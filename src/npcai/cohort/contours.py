@@ -174,21 +174,36 @@ def read_image_file(path: str | os.PathLike, *, fix: str):
 def read_volume(path: str | os.PathLike):
     """Read a 3-D greyscale NIfTI/NRRD/MHA volume (metadata dropped)."""
     path = Path(path)
+    return clean_image(_read_3d(path))
+
+
+def _read_3d(path: Path):
+    """:func:`read_image_file`, refusing anything but a 3-D single-channel volume (metadata kept)."""
     image = read_image_file(path, fix="re-save it as NIfTI")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise NpcaiError(f"{path}: expected a 3-D single-channel volume, got {image.GetDimension()}-D with "
                          f"{image.GetNumberOfComponentsPerPixel()} component(s); re-save it")
-    return clean_image(image)
+    return image
+
+
+def _label_values(arr: np.ndarray) -> np.ndarray:
+    """The distinct values of a label array, sorted; for an integer array whose values lie in
+    0..2 only its minimum and maximum are needed (``np.unique`` takes many times longer)."""
+    if arr.size and arr.dtype.kind in "ui":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo >= 0 and hi <= 2:
+            return np.array([0] if hi == 0 else [v for v in range(lo, hi + 1) if v in (lo, hi) or (arr == v).any()])
+    return np.unique(arr)
 
 
 def read_label_map(path: str | os.PathLike):
     """Read a contour label map as uint8; values must be 0, 1 (tumour) and 2 (nodes)."""
     path = Path(path)
-    image = read_volume(path)
+    image = _read_3d(path)         # cleaned once, below, as uint8
     import SimpleITK as sitk
 
     arr = sitk.GetArrayViewFromImage(image)
-    values = np.unique(arr)
+    values = _label_values(arr)
     bad = [v for v in values.tolist() if v not in (0, 1, 2)]
     if bad:
         raise NpcaiError(f"{path}: label values {bad[:5]} found; contours must use 0 background, 1 tumour, "
@@ -261,7 +276,12 @@ def align_label_map(label, image, name: str):
     import SimpleITK as sitk
 
     if same_grid(label, image):
-        out = sitk.GetImageFromArray(sitk.GetArrayFromImage(label).astype(np.uint8, copy=False))
+        if label.GetPixelID() == sitk.sitkUInt8:
+            out = sitk.Image(label)                      # shares the voxels until either is written to
+            for key in out.GetMetaDataKeys():
+                out.EraseMetaData(key)
+        else:
+            out = sitk.GetImageFromArray(sitk.GetArrayFromImage(label).astype(np.uint8, copy=False))
         out.CopyInformation(image)
         return out
     tol = float(max(max(image.GetSpacing()), max(label.GetSpacing())))

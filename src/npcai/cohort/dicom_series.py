@@ -6,7 +6,15 @@ SeriesInstanceUID, orders slices along the slice normal (the cross product of th
 ImageOrientationPatient row and column vectors, dotted with ImagePositionPatient), and
 checks the geometry: one orientation, one matrix size, one pixel spacing, no duplicate
 positions and no missing slices. :func:`read_series` converts a checked series to a
-SimpleITK image with the physical geometry intact (SimpleITK ``ImageSeriesReader``).
+SimpleITK image with the physical geometry intact.
+
+Each file is parsed once: the header scan notes where the pixel data starts and how it is
+stored (:class:`PixelLayout`). A series stored uncompressed in little-endian greyscale, one
+frame per file, with an integer RescaleSlope/RescaleIntercept (nearly every MR and CT
+export) is then read by copying those bytes into the volume, with GDCM's rules applied
+(bits above BitsStored masked off or sign-extended, rescale, GDCM's choice of pixel type), so
+the voxels are those SimpleITK's ``ImageSeriesReader`` gives. Any other series (compressed,
+big endian, MONOCHROME1, fractional rescale, mixed layouts) is read by ``ImageSeriesReader``.
 
 Series are named in messages by their folder relative to the export and a short hash of
 the SeriesInstanceUID, never by patient names.
@@ -23,6 +31,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +46,7 @@ _MESSAGE_SALT = new_salt()   # messages name a series by a hash no one can recom
 
 __all__ = [
     "DEFAULT_SEQUENCE_MAP", "SequenceMap", "DicomSeries", "RtStructFile", "discover_series",
-    "read_series", "check_series_geometry", "find_rtstructs", "scanner_facts",
+    "read_series", "read_series_pixels", "check_series_geometry", "find_rtstructs", "scanner_facts", "PixelLayout",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,6 +121,94 @@ class SequenceMap:
         return None
 
 
+@dataclass(frozen=True)
+class PixelLayout:
+    """How one slice's pixels lie in its file, when they can be read without a decoder.
+
+    Uncompressed little-endian (implicit or explicit VR), one greyscale MONOCHROME2 frame of
+    8, 16 or 32 allocated bits (unused upper bits only in 16-bit pixels of 8 to 15 stored
+    bits), an integer rescale. The pixel data element starts at the
+    offset :func:`discover_series` recorded for each file (its tag, then its length).
+    """
+
+    implicit_vr: bool
+    rows: int
+    cols: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    slope: int
+    intercept: int
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The numpy type of the stored values (little endian)."""
+        return np.dtype(f"<{'i' if self.signed else 'u'}{self.bits_allocated // 8}")
+
+    @property
+    def output_dtype(self) -> np.dtype | None:
+        """The pixel type GDCM (and so SimpleITK) gives the rescaled values, or None where it
+        would be floating point.
+
+        Identity rescale: the stored type. Otherwise the smallest integer type holding
+        ``slope * v + intercept`` over the whole BitsStored range of ``v`` (unsigned when
+        that range is not negative), never narrower than the stored type.
+        """
+        if (self.slope, self.intercept) == (1, 0):
+            return self.stored_dtype
+        lo, hi = ((-(1 << (self.bits_stored - 1)), (1 << (self.bits_stored - 1)) - 1) if self.signed
+                  else (0, (1 << self.bits_stored) - 1))
+        a, b = lo * self.slope + self.intercept, hi * self.slope + self.intercept
+        lo, hi = min(a, b), max(a, b)
+        kinds = ("u1", "u2", "u4") if lo >= 0 else ("i1", "i2", "i4")
+        for kind in kinds:
+            info = np.iinfo(np.dtype(kind))
+            if info.min <= lo and hi <= info.max:
+                dtype = np.dtype(kind)
+                return dtype if dtype.itemsize >= self.stored_dtype.itemsize else None
+        return None
+
+
+_RAW_SYNTAXES = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}   # UID -> implicit VR
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"                                     # (7FE0,0010) little endian
+
+
+def _integer(ds: Any, tag: str, default: int) -> int | None:
+    """An integer-valued DS tag as int (``default`` when absent), None when fractional or bad."""
+    if tag not in ds:
+        return default
+    try:
+        v = float(ds.get(tag))
+    except (TypeError, ValueError):
+        return None
+    return int(v) if np.isfinite(v) and v.is_integer() else None
+
+
+def _pixel_layout(ds: Any) -> PixelLayout | None:
+    """The slice's :class:`PixelLayout`, or None when a decoder (SimpleITK) must read it."""
+    try:
+        implicit = _RAW_SYNTAXES.get(str(ds.file_meta.TransferSyntaxUID))
+        if implicit is None or "ModalityLUTSequence" in ds or "PixelData" in ds:
+            return None
+        if _us(ds, "SamplesPerPixel", 1) != 1 or ("NumberOfFrames" in ds and int(ds.NumberOfFrames or 1) != 1):
+            return None
+        if _code(ds, "PhotometricInterpretation") != "MONOCHROME2":
+            return None
+        allocated, stored, signed = _us(ds, "BitsAllocated"), _us(ds, "BitsStored"), _us(ds, "PixelRepresentation")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    slope, intercept = _integer(ds, "RescaleSlope", 1), _integer(ds, "RescaleIntercept", 0)
+    # GDCM refuses 8-bit and garbles 32-bit values with unused bits, and 16-bit ones stored in
+    # fewer than 8 bits overflow its rescale: SimpleITK reads (or refuses) those itself
+    if stored != allocated and not (allocated == 16 and 8 <= stored < 16):
+        return None
+    if allocated not in (8, 16, 32) or signed not in (0, 1) or slope is None or intercept is None or slope == 0:
+        return None
+    layout = PixelLayout(implicit_vr=implicit, rows=_us(ds, "Rows"), cols=_us(ds, "Columns"), bits_allocated=allocated,
+                         bits_stored=stored, signed=bool(signed), slope=slope, intercept=intercept)
+    return layout if layout.output_dtype is not None else None
+
+
 @dataclass
 class _Slice:
     path: Path
@@ -121,6 +218,8 @@ class _Slice:
     cols: int
     pixel_spacing: tuple[float, float]
     instance: int
+    layout: PixelLayout | None = None
+    pixel_offset: int = -1
 
 
 @dataclass
@@ -145,6 +244,8 @@ class DicomSeries:
     pixel_spacing: tuple[float, float] = (1.0, 1.0)           # (row, column) mm
     slice_thickness: float | None = None                      # mm, used only for one-slice series
     scanner: dict[str, Any] = field(default_factory=dict)     # acquisition facts, see scanner_facts()
+    pixel_layout: PixelLayout | None = None                   # shared by every slice, else None
+    pixel_offsets: list[int] = field(default_factory=list)    # where each file's pixel data element starts
 
     @property
     def uid_hash(self) -> str:
@@ -173,20 +274,47 @@ def _str(ds: Any, tag: str) -> str:
     return "" if v is None else str(v).strip()
 
 
+# Header values read many times per file are taken from pydicom's raw elements when they are
+# plain (pydicom converts a value on first access, which costs as much as parsing it).
+def _code(ds: Any, keyword: str) -> str:
+    """A one-valued ASCII tag (CS, UI: Modality, SeriesInstanceUID...) as :func:`_str` gives it."""
+    elem = ds.get_item(keyword)
+    value = None if elem is None else elem.value
+    if isinstance(value, bytes) and b"\\" not in value and value.isascii():
+        return value.decode("ascii").rstrip("\0").strip()
+    return _str(ds, keyword)
+
+
+def _us(ds: Any, keyword: str, default: int | None = None) -> int:
+    """An unsigned-short (US) tag (Rows, BitsAllocated...) as int; ``default`` when absent, or
+    AttributeError when there is none."""
+    elem = ds.get_item(keyword)
+    if elem is None:
+        if default is None:
+            raise AttributeError(f"no {keyword}")
+        return default
+    value = elem.value
+    if isinstance(value, bytes) and len(value) == 2 and elem.VR in (None, "US") \
+            and getattr(elem, "is_little_endian", None) is not None:
+        return int.from_bytes(value, "little" if elem.is_little_endian else "big")
+    return int(ds[keyword].value)
+
+
 def _expected_pixel_bytes(ds: Any) -> int | None:
     """Bytes of uncompressed pixel data the header promises (None when compressed/unknown)."""
     try:
         ts = ds.file_meta.TransferSyntaxUID
         if ts.is_compressed or ts.is_deflated:
             return None
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        return int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1)) * frames
+        frames = int(ds.get("NumberOfFrames", 1) or 1) if "NumberOfFrames" in ds else 1
+        return _us(ds, "Rows") * _us(ds, "Columns") * _us(ds, "BitsAllocated") // 8 * _us(ds, "SamplesPerPixel", 1) * frames
     except (AttributeError, TypeError, ValueError):
         return None
 
 
 def _read_header(path: Path):
-    """(dataset, truncated?) reading only the header; raises on unreadable files."""
+    """(dataset, truncated?, offset of what follows the header) reading only the header;
+    raises on unreadable files."""
     import pydicom
 
     size = path.stat().st_size
@@ -196,12 +324,12 @@ def _read_header(path: Path):
     if "SOPClassUID" not in ds and "Modality" not in ds:
         raise ValueError("no DICOM header")
     truncated = False
-    if _str(ds, "Modality") in _IMAGE_MODALITIES:
+    if _code(ds, "Modality") in _IMAGE_MODALITIES:
         expected = _expected_pixel_bytes(ds)
         # pixel data element: tag (4) + VR/length header (4 or 8) + value
         if expected is not None and size - header_end < expected + 8:
             truncated = True
-    return ds, truncated
+    return ds, truncated, header_end
 
 
 def _float(ds: Any, tag: str) -> float | None:
@@ -233,12 +361,66 @@ def _is_candidate(path: Path) -> bool:
     return suffix in ("", ".dcm", ".dicom", ".ima") or suffix[1:].isdigit()
 
 
-def _read_header_or_none(path: Path):
-    """:func:`_read_header`, or None for a file that cannot be parsed (picklable, for worker processes)."""
+@dataclass
+class _FileHeader:
+    """What :func:`discover_series` needs of one file's header.
+
+    In the process that read it, it keeps the pydicom dataset and works out the series facts
+    (:meth:`facts`) only for the one file per series that needs them; sent to another process
+    (``workers > 1``) it computes them first and travels without the dataset, which costs
+    several times less to pickle.
+    """
+
+    modality: str
+    series_uid: str = ""
+    truncated: bool = False
+    offset: int = -1                             # where the header ends (the pixel data element)
+    has_geometry: bool = False
+    slice: _Slice | None = None
+    slice_error: str | None = None               # the NpcaiError message :func:`_slice` raised
+    rtstruct: RtStructFile | None = None
+    ds: Any = None
+    _facts: dict[str, Any] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The series-level facts the first file of a series supplies."""
+        if self._facts is None:
+            ds = self.ds
+            self._facts = {
+                "description": _str(ds, "SeriesDescription") or _str(ds, "ProtocolName"),
+                "hospital_id": _str(ds, "PatientID"), "study_uid": _str(ds, "StudyInstanceUID"),
+                "study_date": _str(ds, "StudyDate"), "frame_of_reference": _str(ds, "FrameOfReferenceUID"),
+                "slice_thickness": _float(ds, "SpacingBetweenSlices") or _float(ds, "SliceThickness"),
+                "scanner": scanner_facts(ds)}
+        return self._facts
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self.ds is not None and self.has_geometry and not self.truncated:   # may be a series' first file
+            self.facts()
+        return {**self.__dict__, "ds": None}
+
+
+def _scan_file(path: Path, root: Path) -> _FileHeader | None:
+    """The :class:`_FileHeader` of one file, or None for a file that cannot be parsed (runs in
+    worker processes: module-level and picklable)."""
     try:
-        return _read_header(path)
+        ds, truncated, offset = _read_header(path)
     except Exception:  # noqa: BLE001 - any parse failure means the file is unusable
         return None
+    modality = _code(ds, "Modality")
+    if modality == "RTSTRUCT":
+        return _FileHeader(modality, rtstruct=_rtstruct_entry(ds, path, root))
+    if modality not in _IMAGE_MODALITIES:
+        return _FileHeader(modality)
+    header = _FileHeader(modality, series_uid=_code(ds, "SeriesInstanceUID"), truncated=truncated, offset=offset,
+                         has_geometry="PixelSpacing" in ds and "ImagePositionPatient" in ds
+                         and "ImageOrientationPatient" in ds, ds=ds)
+    if header.has_geometry and not truncated:
+        try:
+            header.slice = _slice(ds, path, offset)
+        except NpcaiError as exc:
+            header.slice_error = str(exc)
+    return header
 
 
 def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None = None, workers: int | None = 1,
@@ -264,33 +446,31 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
                              "(their target is missing or not mounted); fix the links or give the real folder")
         raise NpcaiError(f"{root}: no DICOM files found; check the path (files ending .dcm or without extension)")
 
-    groups: dict[str, list[tuple[Any, Path]]] = defaultdict(list)
+    groups: dict[str, list[tuple[_FileHeader | None, Path]]] = defaultdict(list)
     rtstructs: list[RtStructFile] = []
     unreadable: list[Path] = []
     non_image: dict[str, int] = defaultdict(int)
     no_geometry: list[Path] = []
-    headers = iter_ordered_map(_read_header_or_none, files, workers=workers, chunksize=64)
+    headers = iter_ordered_map(partial(_scan_file, root=root), files, workers=workers, chunksize=64)
     for path, header in track(zip(files, headers), "Reading DICOM headers", total=len(files)):
         if header is None:
             unreadable.append(path)
             continue
-        ds, truncated = header
-        modality = _str(ds, "Modality")
-        if modality == "RTSTRUCT":
-            rtstructs.append(_rtstruct_entry(ds, path, root))
+        if header.rtstruct is not None:
+            rtstructs.append(header.rtstruct)
             continue
-        if modality not in _IMAGE_MODALITIES:
-            non_image[modality or "unknown"] += 1
+        if header.modality not in _IMAGE_MODALITIES:
+            non_image[header.modality or "unknown"] += 1
             continue
-        if "PixelSpacing" not in ds or "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+        if not header.has_geometry:
             no_geometry.append(path)
             continue
-        if truncated:
+        if header.truncated:
             unreadable.append(path)
             # remember which series lost a file so the series check can name it
-            groups[_str(ds, "SeriesInstanceUID")].append((None, path))
+            groups[header.series_uid].append((None, path))
             continue
-        groups[_str(ds, "SeriesInstanceUID")].append((ds, path))
+        groups[header.series_uid].append((header, path))
 
     series: list[DicomSeries] = []
     ignored: dict[str, int] = defaultdict(int)
@@ -302,26 +482,29 @@ def discover_series(root: str | os.PathLike, *, sequence_map: SequenceMap | None
             raise NpcaiError(f"{_rel(lost[0].parent, root)}: every file of this series is unreadable or truncated "
                              f"(e.g. {lost[0].name}); re-export the series")
         first = good[0][0]
-        modality = _str(first, "Modality")
-        description = _str(first, "SeriesDescription") or _str(first, "ProtocolName")
+        facts = first.facts()
+        modality = first.modality
+        description = facts["description"]
         sequence = "CT" if modality == "CT" else seq_map.classify(description)
         folder = _rel(good[0][1].parent, root)
         if sequence is None:
             ignored[description or "(no description)"] += 1
             continue
-        hospital_id = _str(first, "PatientID")
+        hospital_id = facts["hospital_id"]
         if not hospital_id:
             hospital_id = Path(folder).parts[0]
             log.warning("%s: no PatientID; using its top folder %r as the hospital id", folder, hospital_id)
-        s = DicomSeries(series_uid=uid, study_uid=_str(first, "StudyInstanceUID"), hospital_id=hospital_id,
-                        study_date=_str(first, "StudyDate"), modality=modality, description=description,
-                        frame_of_reference=_str(first, "FrameOfReferenceUID"), folder=folder, sequence=sequence,
-                        slice_thickness=_float(first, "SpacingBetweenSlices") or _float(first, "SliceThickness"),
-                        scanner=scanner_facts(first))
+        s = DicomSeries(series_uid=uid, study_uid=facts["study_uid"], hospital_id=hospital_id,
+                        study_date=facts["study_date"], modality=modality, description=description,
+                        frame_of_reference=facts["frame_of_reference"], folder=folder, sequence=sequence,
+                        slice_thickness=facts["slice_thickness"], scanner=facts["scanner"])
         # files unreadable in the same folder are attributed to this series too
         lost += [p for p in unplaced if p.parent == good[0][1].parent]
         s.skipped_files = [_rel(p, root) for p in lost]
-        slices = [_slice(d, p) for d, p in good]
+        for d, _ in good:
+            if d.slice_error is not None:
+                raise NpcaiError(d.slice_error)
+        slices = [d.slice for d, _ in good]
         check_series_geometry(s, slices)
         series.append(s)
 
@@ -349,15 +532,30 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _slice(ds: Any, path: Path) -> _Slice:
+def _decimals(ds: Any, keyword: str) -> list[float]:
+    """The numbers of a decimal-string (DS) tag, parsed from the raw text when pydicom has not
+    converted it yet (its DS conversion costs a quarter of a header read)."""
+    elem = ds.get_item(keyword)
+    if elem is None:
+        raise AttributeError(f"no {keyword}")
+    value = elem.value
+    if isinstance(value, (bytes, bytearray)):
+        return [float(v) for v in bytes(value).split(b"\\")]
+    if isinstance(value, (str, int, float)):
+        return [float(value)]
+    return [float(v) for v in value]
+
+
+def _slice(ds: Any, path: Path, pixel_offset: int = -1) -> _Slice:
     try:
-        iop = np.array([float(v) for v in ds.ImageOrientationPatient], dtype=float)
-        ipp = np.array([float(v) for v in ds.ImagePositionPatient], dtype=float)
-        ps = tuple(float(v) for v in ds.PixelSpacing)
+        iop = np.array(_decimals(ds, "ImageOrientationPatient"), dtype=float)
+        ipp = np.array(_decimals(ds, "ImagePositionPatient"), dtype=float)
+        ps = tuple(_decimals(ds, "PixelSpacing"))
     except (AttributeError, TypeError, ValueError) as exc:
         raise NpcaiError(f"{path}: missing or malformed geometry tag ({exc}); re-export the series") from exc
-    return _Slice(path=path, position=ipp, orientation=iop, rows=int(ds.Rows), cols=int(ds.Columns),
-                  pixel_spacing=ps, instance=int(ds.get("InstanceNumber", 0) or 0))
+    return _Slice(path=path, position=ipp, orientation=iop, rows=_us(ds, "Rows"), cols=_us(ds, "Columns"),
+                  pixel_spacing=ps, instance=int(ds.get("InstanceNumber", 0) or 0),
+                  layout=_pixel_layout(ds) if pixel_offset >= 0 else None, pixel_offset=pixel_offset)
 
 
 def walk_files(root: str | os.PathLike) -> list[Path]:
@@ -432,6 +630,9 @@ def check_series_geometry(series: DicomSeries, slices: list[_Slice]) -> None:
     series.orientation = tuple(float(v) for v in ref.orientation)
     series.origin = tuple(float(v) for v in ordered[0].position)
     series.pixel_spacing = ref.pixel_spacing
+    same_layout = ref.layout is not None and all(s.layout == ref.layout for s in ordered)
+    series.pixel_layout = ref.layout if same_layout else None
+    series.pixel_offsets = [s.pixel_offset for s in ordered] if same_layout else []
 
 
 def _rtstruct_entry(ds: Any, path: Path, root: Path) -> RtStructFile:
@@ -457,7 +658,7 @@ def find_rtstructs(folder: str | os.PathLike) -> list[RtStructFile]:
     found = []
     for path in (p for p in walk_files(folder) if _is_candidate(p)):
         try:
-            ds, _ = _read_header(path)
+            ds, _, _ = _read_header(path)
         except Exception:  # noqa: BLE001 - not DICOM: not an RTSTRUCT
             continue
         if _str(ds, "Modality") == "RTSTRUCT":
@@ -468,10 +669,84 @@ def find_rtstructs(folder: str | os.PathLike) -> list[RtStructFile]:
 def read_series(series: DicomSeries):
     """The checked series as a SimpleITK image (rescaled values, physical geometry intact).
 
-    Uses SimpleITK's ``ImageSeriesReader`` on the files in normal order; falls back to
-    per-file reading to name a file SimpleITK cannot decode. The resulting origin and slice
-    direction are checked against the DICOM positions.
+    A series with a :class:`PixelLayout` is read directly from the pixel data offsets the
+    header scan recorded (:func:`read_series_pixels`); any other series, or one whose files
+    changed since the scan, through SimpleITK's ``ImageSeriesReader`` on the files in normal
+    order (falling back to per-file reading to name a file SimpleITK cannot decode, and
+    checking its origin against the DICOM positions). Either way the image carries no
+    metadata and its geometry comes from the DICOM positions.
     """
+    arr = read_series_pixels(series)
+    if arr is None:
+        return _read_series_sitk(series)
+    return _with_geometry(arr, series)
+
+
+def read_series_pixels(series: DicomSeries) -> np.ndarray | None:
+    """The voxels (z, y, x) of a series with a :class:`PixelLayout`, as SimpleITK reads them.
+
+    Each file's pixel data element is read at its recorded offset; GDCM's rules are applied:
+    bits above BitsStored masked off (unsigned) or replaced by the sign bit (signed), then
+    ``slope * v + intercept`` in :attr:`PixelLayout.output_dtype`. Returns None when the
+    series has no layout or a file no longer holds its pixel data where the scan found it
+    (the caller then reads it with SimpleITK, which names the fault).
+    """
+    layout = series.pixel_layout
+    if layout is None or len(series.pixel_offsets) != len(series.files):
+        return None
+    stored = layout.stored_dtype
+    nbytes = layout.rows * layout.cols * stored.itemsize
+    arr = np.empty((len(series.files), layout.rows, layout.cols), dtype=stored)
+    head_len = 8 if layout.implicit_vr else 12
+    for k, (path, offset) in enumerate(zip(series.files, series.pixel_offsets)):
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                head = fh.read(head_len)
+                if len(head) != head_len or head[:4] != _PIXEL_DATA_TAG:
+                    return None
+                if not layout.implicit_vr and head[4:6] not in (b"OB", b"OW"):
+                    return None
+                length = int.from_bytes(head[-4:], "little")
+                if not nbytes <= length <= nbytes + 1:       # one pad byte makes an odd length even
+                    return None
+                if fh.readinto(memoryview(arr[k]).cast("B")) != nbytes:
+                    return None
+        except OSError:
+            return None
+    unused = layout.bits_allocated - layout.bits_stored
+    if unused:
+        if layout.signed:
+            np.left_shift(arr, unused, out=arr)
+            np.right_shift(arr, unused, out=arr)            # arithmetic: repeats the sign bit
+        else:
+            np.bitwise_and(arr, (1 << layout.bits_stored) - 1, out=arr)
+    out = layout.output_dtype
+    if (layout.slope, layout.intercept) == (1, 0):
+        return arr
+    rescaled = arr.astype(np.int64) * layout.slope + layout.intercept
+    return rescaled.astype(out)
+
+
+def _with_geometry(arr: np.ndarray, series: DicomSeries):
+    """A clean SimpleITK image of ``arr`` (z, y, x) with the geometry of the DICOM positions."""
+    import SimpleITK as sitk
+
+    iop = np.asarray(series.orientation, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    direction = np.column_stack([iop[:3], iop[3:], normal]).ravel()
+    steps = np.diff(series.positions_mm)
+    z_spacing = float(np.median(steps)) if len(steps) else float(series.slice_thickness or 1.0)
+    out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    row_mm, col_mm = series.pixel_spacing
+    out.SetSpacing((float(col_mm), float(row_mm), z_spacing))
+    out.SetOrigin(series.origin)
+    out.SetDirection(tuple(float(v) for v in direction))
+    return out
+
+
+def _read_series_sitk(series: DicomSeries):
+    """:func:`read_series` through SimpleITK's ``ImageSeriesReader`` (any transfer syntax)."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -493,17 +768,7 @@ def read_series(series: DicomSeries):
     if image.GetDimension() != 3:
         image = sitk.JoinSeries(image)
     # Build a clean image (no metadata) with geometry from the DICOM positions.
-    iop = np.asarray(series.orientation, dtype=float)
-    normal = np.cross(iop[:3], iop[3:])
-    direction = np.column_stack([iop[:3], iop[3:], normal]).ravel()
-    steps = np.diff(series.positions_mm)
-    z_spacing = float(np.median(steps)) if len(steps) else float(series.slice_thickness or 1.0)
-    arr = sitk.GetArrayViewFromImage(image)
-    out = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    row_mm, col_mm = series.pixel_spacing
-    out.SetSpacing((float(col_mm), float(row_mm), z_spacing))
-    out.SetOrigin(series.origin)
-    out.SetDirection(tuple(float(v) for v in direction))
+    out = _with_geometry(sitk.GetArrayViewFromImage(image), series)
     if image.GetSize() != out.GetSize() or not np.allclose(image.GetOrigin(), out.GetOrigin(), atol=1e-2):
         raise NpcaiError(f"{series.name}: SimpleITK geometry disagrees with the DICOM positions; re-export the series")
     return out

@@ -42,7 +42,7 @@ from npcai.cohort.contours import (align_label_map, find_volumes, mask_stats, re
 from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, load_pseudonym_map, new_salt, write_pseudonym_map
 from npcai.cohort.dicom_series import (DicomSeries, RtStructFile, SequenceMap, discover_series, find_rtstructs,
                                        read_series)
-from npcai.cohort.parallel import check_workers, iter_ordered_map
+from npcai.cohort.parallel import check_workers, iter_ordered_map, with_shared_workers
 from npcai.cohort.model import Cohort, Patient, Scan, pseudonym_map_path, scan_id
 from npcai.cohort.rtstruct import load_roi_map, rasterise_rtstruct
 from npcai.errors import NpcaiError
@@ -84,6 +84,7 @@ class _Report:
         self.warnings.append(msg)
 
 
+@with_shared_workers          # the header scan and the conversion share one pool of worker processes
 def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLike, out: str | os.PathLike,
            contours: str | os.PathLike | None = None, images: str | os.PathLike | None = None,
            sequence_map: SequenceMap | Mapping[str, str] | str | os.PathLike | None = None,
