@@ -89,3 +89,20 @@ def test_shared_workers_belong_to_their_thread():
         thread.start()
         thread.join()
     assert other and set(other).isdisjoint(first)
+
+
+def test_compressed_volumes_carry_no_timestamp_and_no_temporary_is_left(small_cohort):
+    """.nii.gz bytes depend only on the volume (gzip mtime 0), and the .nii written on the way is gone."""
+    import gzip
+
+    import SimpleITK as sitk
+
+    co = Cohort.load(small_cohort)
+    scan = co.patients[0].scans[0]
+    for rel in (scan.image, scan.mask):
+        data = (small_cohort / rel).read_bytes()
+        assert data[:2] == b"\x1f\x8b" and data[4:8] == b"\0\0\0\0", rel      # gzip magic, MTIME = 0
+        assert len(gzip.decompress(data)) > 352                                # a NIfTI-1 header and voxels
+    assert sitk.ReadImage(str(small_cohort / scan.image)).GetSize()[2] == len(co.read_array(scan))
+    leftovers = [p.name for d in ("images", "masks") for p in (small_cohort / d).iterdir() if p.name.startswith(".")]
+    assert leftovers == []

@@ -440,10 +440,27 @@ def _convert_scan(job: _ScanJob) -> _ConvertedScan:
                           image_sha256=file_sha256(job.image_path), mask_stats=stats, contour_source=source)
 
 
-def _write(image, path: Path, *, compress: bool = True) -> None:
-    import SimpleITK as sitk
+#: deflate level of ``.nii.gz`` outputs (ISA-L levels 0-3; 2 is within a few % of zlib's size)
+GZIP_LEVEL = 2
 
-    sitk.WriteImage(image, str(path), useCompression=compress)
+
+def _write(image, path: Path, *, compress: bool = True) -> None:
+    """Write a NIfTI volume; ``.nii.gz`` is SimpleITK's ``.nii`` bytes gzipped by ISA-L (about 4x
+    faster than ITK's own zlib, which ignores the compression level), with no timestamp in the
+    gzip header so the same volume always gives the same bytes."""
+    import SimpleITK as sitk
+    from isal import igzip
+
+    if not compress:
+        sitk.WriteImage(image, str(path), useCompression=False)
+        return
+    raw = path.with_name(f".{path.name[:-len('.gz')]}")             # .<scan_id>.nii beside the output
+    try:
+        sitk.WriteImage(image, str(raw), useCompression=False)
+        data = raw.read_bytes()
+    finally:
+        raw.unlink(missing_ok=True)
+    path.write_bytes(igzip.compress(data, GZIP_LEVEL, mtime=0))
 
 
 def _centre(value) -> str | None:
