@@ -78,7 +78,7 @@ def run_openkbp(args) -> None:
     options = dict(arch="unet", encoder=args.encoder, encoder_depth=args.encoder_depth, pretrained=False,
                    labels="tumour", size=args.size, batch_size=args.batch_size, optimizer="adam", lr=args.lr,
                    epochs=args.epochs, patience=args.patience, max_minutes=args.minutes,
-                   normalise=args.window, context=args.context, negative_fraction=args.negative_fraction,
+                   normalise=args.window, context=args.context, crop_mm=args.crop_mm, negative_fraction=args.negative_fraction,
                    min_component=args.min_component, keep_largest_3d=args.keep_largest_3d,
                    split_seed=args.split_seed, seed=0)
     t = time.perf_counter()
@@ -88,7 +88,8 @@ def run_openkbp(args) -> None:
     run = load_segrun(out)
     s = run.summary
     print(f"OpenKBP PTV70 (label 1), {s['patients']['train']}/{s['patients']['val']}/{s['patients']['test']} "
-          f"train/val/test patients; U-Net {args.encoder} depth {args.encoder_depth}, {args.size} px, "
+          f"train/val/test patients; U-Net {args.encoder} depth {args.encoder_depth}, {args.size} px grid of the "
+          f"centred {args.crop_mm:g} mm square, "
           f"context {args.context} (channels {2 * args.context + 1}), negative fraction {args.negative_fraction}, "
           f"window {args.window}, Adam lr {args.lr}, batch {args.batch_size}")
     print(f"training: budget {args.minutes:g} min on {args.threads} CPU thread(s); {s['epochs_run']} epochs "
@@ -187,24 +188,26 @@ def main() -> None:
                     help="training budget (default 25 min for openkbp, 10 per architecture for the phantom)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared machine)")
     ap.add_argument("--encoder", default="resnet18")
-    ap.add_argument("--size", type=int, default=None, help="model grid in px (default 128 openkbp, 64 phantom)")
+    ap.add_argument("--size", type=int, default=None, help="model grid in px (default 64)")
     ap.add_argument("--batch-size", type=int, default=16)
     g = ap.add_argument_group("openkbp levers")
     g.add_argument("--name", default="ptv70", help="run folder name under --work")
-    g.add_argument("--encoder-depth", type=int, default=5)
+    g.add_argument("--encoder-depth", type=int, default=4)
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--epochs", type=int, default=60)
     g.add_argument("--patience", type=int, default=12)
     g.add_argument("--context", type=int, default=2, help="2.5D neighbour slices each side")
     g.add_argument("--negative-fraction", type=float, default=0.3)
     g.add_argument("--window", default="window:40,400", help="CT normalisation")
+    g.add_argument("--crop-mm", type=float, default=250.0,
+                   help="centred square of each slice the network sees (250 mm = 64 px of 3.9 mm: native resolution)")
     g.add_argument("--min-component", default="3x3")
     g.add_argument("--keep-largest-3d", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--split-seed", type=int, default=0)
     args = ap.parse_args()
     args.work = args.work or Path(f"/tmp/npcai-bench-segment-{args.data}")
     args.minutes = args.minutes if args.minutes is not None else (25.0 if args.data == "openkbp" else 10.0)
-    args.size = args.size or (128 if args.data == "openkbp" else 64)
+    args.size = args.size or 64
 
     import torch
 

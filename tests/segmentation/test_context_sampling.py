@@ -179,3 +179,53 @@ def test_config_round_trip_and_predict_uses_saved_options(ctx_run, gap_cohort):
     seen.clear()
     kept = predict_volume(run, vol, keep_largest_3d=False)
     assert (kept[:, 26:30, 26:30] == 1).all()
+
+
+def test_crop_box_round_trip():
+    from npcai.segmentation.data import crop_box, crop_stack, paste_crop
+
+    assert crop_box(128, 128, (3.9, 3.9, 2.5), None) == (0, 0, 128, 128)
+    box = crop_box(10, 12, (2.0, 1.0, 3.0), 6.0)         # 6 rows of 1 mm, 3 columns of 2 mm
+    assert box == (2, 4, 6, 3)
+    a = np.arange(2 * 10 * 12).reshape(2, 10, 12)
+    c = crop_stack(a, box)
+    np.testing.assert_array_equal(c, a[:, 2:8, 4:7])
+    back = paste_crop(c, box, (10, 12))
+    assert (back[:, 2:8, 4:7] == c).all() and back.sum() == c.sum()
+    big = crop_box(4, 4, (1.0, 1.0), 6.0)                 # larger than the slice: padded, pasted back
+    assert big == (-1, -1, 6, 6)
+    b = np.ones((1, 4, 4), np.uint8)
+    padded = crop_stack(b, big, fill=0)
+    assert padded.shape == (1, 6, 6) and padded.sum() == 16 and padded[0, 0].sum() == 0
+    np.testing.assert_array_equal(paste_crop(padded, big, (4, 4)), b)
+    with pytest.raises(NpcaiError, match="--crop-mm"):
+        crop_box(4, 4, (0.0, 1.0), 6.0)
+
+
+def test_cropped_run_predicts_background_outside_the_crop(gap_cohort, tmp_path):
+    from npcai.segmentation.predict import predict_volume
+    from npcai.segmentation.train import train_segmenter
+
+    run = train_segmenter(gap_cohort, tmp_path / "crop", arch="unet", encoder="resnet18", encoder_depth=3,
+                          size=32, batch_size=4, epochs=1, labels="tumour", normalise="none", crop_mm=11.2,
+                          min_component="0", optimizer="adam")        # 16 px of 0.7 mm rows, 14 of 0.8 mm cols
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["options"]["crop_mm"] == 11.2
+
+    class Everywhere(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            logits = torch.zeros(len(x), 2, *x.shape[-2:])
+            logits[:, 1] = 1.0
+            return logits + 0 * self.w
+
+    run.module.model = Everywhere()
+    vol = np.zeros((3, 32, 32), np.float32)
+    with pytest.raises(NpcaiError, match="spacing"):
+        predict_volume(run, vol)
+    pred = predict_volume(run, vol, spacing=(0.8, 0.7, 3.0))
+    rows, cols = np.nonzero(pred[0])
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 23, 9, 22)
+    assert (pred[:, 8:24, 9:23] == 1).all() and pred.sum() == 3 * 16 * 14

@@ -69,6 +69,9 @@ def train(
                                             "so the model learns to leave them empty; 0 = only slices with the "
                                             "target (the papers). With > 0 validation also scores every slice "
                                             "without the target (a false alarm counts as Dice 0)."),
+    crop_mm: Optional[float] = typer.Option(None, "--crop-mm", help="The network sees the centred square of "
+                                            "this side (mm) of each slice, at the model grid --size; outside "
+                                            "it evaluate/predict write background. Default: the whole slice."),
     min_component: str = typer.Option("10x10", "--min-component", help="Post-processing saved in the run "
                                       "(evaluate/predict apply it): drop per-slice components smaller than "
                                       "HxW px; 0 keeps all."),
@@ -112,7 +115,7 @@ def train(
                               size=size, labels=labels, sequence=sequence,
                               timepoint=None if timepoint == "all" else timepoint, normalise=normalise,
                               split_seed=split_seed, seed=seed, augment=augment, context=context_slices,
-                              negative_fraction=negative_fraction, min_component=min_component,
+                              negative_fraction=negative_fraction, crop_mm=crop_mm, min_component=min_component,
                               keep_largest_3d=keep_largest_3d, accelerator=accelerator,
                               devices=devices, precision=precision, strategy=strategy, num_nodes=num_nodes)
     if run.rank != 0:         # a DDP worker process: rank 0 writes and reports the run

@@ -43,7 +43,8 @@ from npcai.progress import track
 
 __all__ = ["LabelSet", "SegmentationSlices", "SliceDataset", "load_slices", "split_by_patient",
            "default_normalisation", "default_sequence", "to_model_grid", "from_model_grid",
-           "labels_to_classes", "classes_to_labels", "pad_square_box", "neighbour_slices", "SliceSampler"]
+           "labels_to_classes", "classes_to_labels", "pad_square_box", "neighbour_slices", "SliceSampler",
+           "crop_box", "crop_stack", "paste_crop"]
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,52 @@ def from_model_grid(outputs: np.ndarray | torch.Tensor, shape: tuple[int, int]) 
     return out[:, 0] if squeeze else out
 
 
+def crop_box(rows: int, cols: int, spacing_xy, crop_mm: float | None) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the centred ``crop_mm`` x ``crop_mm`` square of a slice, in px.
+
+    The box may reach beyond the slice (then :func:`crop_stack` pads). ``crop_mm`` None is the
+    whole slice. ``spacing_xy`` is the scan's ``(x, y, ...)`` spacing in mm.
+
+    Examples:
+        >>> crop_box(128, 128, (3.9, 3.9, 2.5), 250)
+        (32, 32, 64, 64)
+    """
+    if crop_mm is None:
+        return 0, 0, rows, cols
+    sx, sy = float(spacing_xy[0]), float(spacing_xy[1])
+    if not (crop_mm > 0 and sx > 0 and sy > 0):
+        raise NpcaiError(f"--crop-mm {crop_mm}: needs a positive size and a scan with a pixel spacing "
+                         f"(the scan has {sx} x {sy} mm)")
+    h, w = max(1, int(round(crop_mm / sy))), max(1, int(round(crop_mm / sx)))
+    return (rows - h) // 2, (cols - w) // 2, h, w
+
+
+def crop_stack(stack: np.ndarray, box: tuple[int, int, int, int], fill: float = 0) -> np.ndarray:
+    """The ``box`` of every slice of a ``(n, rows, cols)`` stack; outside the slice is ``fill``."""
+    top, left, h, w = box
+    n, rows, cols = stack.shape
+    if (top, left, h, w) == (0, 0, rows, cols):
+        return stack
+    out = np.full((n, h, w), fill, dtype=stack.dtype)
+    r0, r1, c0, c1 = max(top, 0), min(top + h, rows), max(left, 0), min(left + w, cols)
+    if r0 < r1 and c0 < c1:
+        out[:, r0 - top:r1 - top, c0 - left:c1 - left] = stack[:, r0:r1, c0:c1]
+    return out
+
+
+def paste_crop(cropped: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Put a ``(n, h, w)`` label stack of ``box`` back on the ``(rows, cols)`` grid (0 outside the box)."""
+    top, left, h, w = box
+    rows, cols = shape
+    if (top, left, h, w) == (0, 0, rows, cols):
+        return cropped
+    out = np.zeros((len(cropped), rows, cols), dtype=cropped.dtype)
+    r0, r1, c0, c1 = max(top, 0), min(top + h, rows), max(left, 0), min(left + w, cols)
+    if r0 < r1 and c0 < c1:
+        out[:, r0:r1, c0:c1] = cropped[:, r0 - top:r1 - top, c0 - left:c1 - left]
+    return out
+
+
 def neighbour_slices(n_slices: int, context: int) -> np.ndarray:
     """``(n_slices, 2*context+1)`` slice indices of each slice's 2.5D input, edges repeated.
 
@@ -250,7 +297,8 @@ def select_scans(cohort: Cohort, *, sequence: str, timepoint: str | None) -> lis
 
 def load_slices(cohort: Cohort | str | Path, *, labels: LabelSet | str = "tumour,nodes",
                 size: int = 256, sequence: str | None = None, timepoint: str | None = "pre",
-                normalise: str | None = None, context: int = 0, negatives: bool = False) -> SegmentationSlices:
+                normalise: str | None = None, context: int = 0, negatives: bool = False,
+                crop_mm: float | None = None) -> SegmentationSlices:
     """Read every slice that contains a requested label, normalised and resized to ``size``.
 
     With ``context > 0`` or ``negatives`` every slice of each scan that has a requested label
@@ -266,6 +314,8 @@ def load_slices(cohort: Cohort | str | Path, *, labels: LabelSet | str = "tumour
         normalise: intensity normalisation (default: :func:`default_normalisation`).
         context: neighbour slices each side of the 2.5D input (0 = 2D).
         negatives: also read the slices without a requested label.
+        crop_mm: keep the centred ``crop_mm`` square of each slice (:func:`crop_box`) before
+            resizing to ``size`` (None: the whole slice).
 
     Raises:
         NpcaiError: when no slice contains the requested labels, or options are invalid.
@@ -293,8 +343,9 @@ def load_slices(cohort: Cohort | str | Path, *, labels: LabelSet | str = "tumour
             raise NpcaiError(f"scan {scan.scan_id}: mask shape {mask.shape} differs from the image "
                              f"{volume.shape}; re-run `npcai ingest`")
         fill = float(volume.min())
-        images.append(to_model_grid(volume[ks], size, fill=fill).astype(np.float16))
-        classes.append(to_model_grid(labels_to_classes(mask[ks], labels), size, nearest=True))
+        box = crop_box(mask.shape[1], mask.shape[2], scan.spacing, crop_mm)
+        images.append(to_model_grid(crop_stack(volume[ks], box, fill), size, fill=fill).astype(np.float16))
+        classes.append(to_model_grid(crop_stack(labels_to_classes(mask[ks], labels), box), size, nearest=True))
         for k in ks:
             rows.append({"patient_id": scan.patient_id, "scan_id": scan.scan_id, "slice_index": int(k),
                          "rows": mask.shape[1], "cols": mask.shape[2],

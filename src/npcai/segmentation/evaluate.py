@@ -128,9 +128,9 @@ def evaluate_segrun(segrun: str | Path | SegRun, *, cohort: str | Path | None = 
                          f"pass --cohort with the cohort the run was trained on")
     for scan in track(scans, f"Evaluating on {split} patients"):
         truth = co.read_mask(scan, "manual")
-        pred = predict_volume(run, co.read_array(scan), min_component=min_component,
-                              keep_largest_3d=keep_largest_3d)
         sp = scan.spacing                                   # (x, y, z) mm
+        pred = predict_volume(run, co.read_array(scan), min_component=min_component,
+                              keep_largest_3d=keep_largest_3d, spacing=sp)
         voxel_ml = float(np.prod(sp)) / 1000.0
         ks = np.flatnonzero(np.isin(truth, wanted).reshape(len(truth), -1).any(1))
         per_region = {name: dice_per_slice(truth[ks], pred[ks], vals) for name, vals in regions.items()}

@@ -36,7 +36,8 @@ from npcai.fsutil import file_sha256
 from npcai.imaging.masks import parse_min_component
 from npcai.imaging.normalise import normalise_volume
 from npcai.progress import track
-from npcai.segmentation.data import classes_to_labels, from_model_grid, neighbour_slices, to_model_grid
+from npcai.segmentation.data import (classes_to_labels, crop_box, crop_stack, from_model_grid, neighbour_slices,
+                                     paste_crop, to_model_grid)
 from npcai.segmentation.postprocess import postprocess
 from npcai.segmentation.train import SegRun, load_segrun
 
@@ -65,7 +66,7 @@ def run_postprocessing(run: SegRun, min_component: tuple[int, int] | str | None 
 @torch.no_grad()
 def predict_volume(run: SegRun, volume: np.ndarray, *, batch_size: int = 16,
                    min_component: tuple[int, int] | str | None = None, keep_largest_3d: bool | None = None,
-                   normalised: bool = False) -> np.ndarray:
+                   normalised: bool = False, spacing=None) -> np.ndarray:
     """Label map (uint8, ``(z, y, x)``, values 0/1/2) predicted for a raw ``(z, y, x)`` volume.
 
     Args:
@@ -76,21 +77,27 @@ def predict_volume(run: SegRun, volume: np.ndarray, *, batch_size: int = 16,
             (None: the run's ``min_component``).
         keep_largest_3d: keep each label's largest 3D component (None: the run's option).
         normalised: the volume is already normalised as in training.
+        spacing: the scan's ``(x, y, z)`` spacing in mm; needed when the run crops (``crop_mm``).
     """
     opts = run.config["options"]
     model = run.model.eval()
     vol = np.asarray(volume, np.float32) if normalised else normalise_volume(volume, opts["normalise"])
     z, rows, cols = vol.shape
     size = int(opts["size"])
-    grid = to_model_grid(vol, size, fill=float(vol.min()))        # (z, size, size)
+    crop_mm = opts.get("crop_mm")
+    if crop_mm is not None and spacing is None:
+        raise NpcaiError(f"{run.path}: the model sees a {crop_mm:g} mm crop of each slice; pass the scan's spacing")
+    box = crop_box(rows, cols, spacing, crop_mm)
+    fill = float(vol.min())
+    grid = to_model_grid(crop_stack(vol, box, fill), size, fill=fill)     # (z, size, size)
     neighbours = neighbour_slices(z, int(opts.get("context", 0)))  # the input channels of each slice
     device = next(model.parameters()).device
     out = np.zeros(vol.shape, np.uint8)
     for start in range(0, z, batch_size):
         chunk = grid[neighbours[start:start + batch_size]]          # (b, 2*context+1, size, size)
         logits = model(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(device)).float().cpu()
-        native = from_model_grid(logits, (rows, cols))
-        out[start:start + batch_size] = native.argmax(1)
+        native = from_model_grid(logits, box[2:])                      # the crop at native resolution
+        out[start:start + batch_size] = paste_crop(native.argmax(1).astype(np.uint8), box, (rows, cols))
     labels = classes_to_labels(out, run.labels)
     mc, largest = run_postprocessing(run, min_component, keep_largest_3d)
     return postprocess(labels, min_component=mc, largest_3d=largest)
@@ -169,6 +176,7 @@ def predict_masks(cohort: str | Path | Cohort, segrun: str | Path | SegRun, *, s
     provenance = {"segrun": str(run.path.resolve()), "arch": opts["arch"], "encoder": opts["encoder"],
                   "labels": opts["labels"], "size": opts["size"], "normalise": opts["normalise"],
                   "trained_on": trained_on, "context": int(opts.get("context", 0)),
+                  "crop_mm": opts.get("crop_mm"),
                   "min_component": list(min_component), "keep_largest_3d": keep_largest_3d,
                   "model_sha256": file_sha256(ckpt), "best_epoch": run.summary["best_epoch"],
                   "val_dice": run.summary["val_dice"], "npcai": run.config["packages"].get("npcai")}
@@ -179,7 +187,8 @@ def predict_masks(cohort: str | Path | Cohort, segrun: str | Path | SegRun, *, s
     for scan in track(scans, "Predicting automatic masks"):
         image = cohort.read_image(scan)
         labels = predict_volume(run, sitk.GetArrayFromImage(image), batch_size=batch_size,
-                                min_component=min_component, keep_largest_3d=keep_largest_3d)
+                                min_component=min_component, keep_largest_3d=keep_largest_3d,
+                                spacing=image.GetSpacing())
         rel = auto_mask_path(scan)
         _write_like(labels, image, cohort.path(rel))
         scan.auto_mask = rel

@@ -79,6 +79,8 @@ class SegTrainConfig:
     context: int = 0
     #: share of each epoch's training slices drawn from slices without the target (0 = none)
     negative_fraction: float = 0.0
+    #: side (mm) of the centred square of each slice the network sees (None: the whole slice)
+    crop_mm: float | None = None
     #: post-processing of evaluate/predict: drop 2D components inside HxW px ...
     min_component: str = "10x10"
     #: ... then keep the largest 3D connected component of each label
@@ -110,6 +112,8 @@ class SegTrainConfig:
         if not 0 <= self.negative_fraction < 1:
             raise NpcaiError(f"--negative-fraction {self.negative_fraction}: use a value in [0, 1) "
                              f"(e.g. 0.3: 30% of each epoch's slices have no target)")
+        if self.crop_mm is not None and not self.crop_mm > 0:
+            raise NpcaiError(f"--crop-mm {self.crop_mm}: give the side of the centred square in mm (> 0)")
         from npcai.imaging.masks import parse_min_component
 
         h, w = parse_min_component(self.min_component)
@@ -217,7 +221,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         **options: fields of :class:`SegTrainConfig` (arch, encoder, pretrained, weights,
             optimizer, lr, batch_size, epochs, patience, max_minutes, size, labels, sequence,
             timepoint, normalise, test_fraction, val_fraction, split_seed, seed, augment,
-            encoder_depth, context, negative_fraction, min_component, keep_largest_3d, and the
+            encoder_depth, context, negative_fraction, crop_mm, min_component, keep_largest_3d, and the
             device options accelerator, devices, precision, strategy, num_nodes of :class:`npcai.models.devices.DeviceOptions`). Under DDP every process
             calls this; rank 0 alone writes ``out``, the others return a :class:`SegRun` with
             ``rank > 0`` and nothing loaded.
@@ -268,7 +272,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
 
     slices = load_slices(cohort, labels=labels, size=cfg.size, sequence=cfg.sequence,
                          timepoint=cfg.timepoint, normalise=cfg.normalise, context=cfg.context,
-                         negatives=cfg.negative_fraction > 0)
+                         negatives=cfg.negative_fraction > 0, crop_mm=cfg.crop_mm)
     split = split_by_patient(slices.index, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                              seed=cfg.split_seed)
     if resume:
@@ -301,7 +305,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
               "label_values": list(labels.values), "packages": package_versions(),
               "loss": "monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)",
               "selection": "best validation Dice (val patients only); early stopping on validation Dice",
-              "input": {"channels": 2 * cfg.context + 1, "context": cfg.context,
+              "input": {"channels": 2 * cfg.context + 1, "context": cfg.context, "crop_mm": cfg.crop_mm,
                         "edges": "neighbours beyond the volume repeat the edge slice"},
               "sampling": {"negative_fraction": cfg.negative_fraction,
                            "validation": "slices with the target" + (" and every slice without it"
