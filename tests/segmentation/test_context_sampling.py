@@ -229,3 +229,15 @@ def test_cropped_run_predicts_background_outside_the_crop(gap_cohort, tmp_path):
     rows, cols = np.nonzero(pred[0])
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (8, 23, 9, 22)
     assert (pred[:, 8:24, 9:23] == 1).all() and pred.sum() == 3 * 16 * 14
+
+
+@pytest.mark.parametrize("args, text", [(["--negative-fraction", "1"], "--negative-fraction"),
+                                        (["--context-slices", "9"], "--context-slices"),
+                                        (["--crop-mm", "-5"], "--crop-mm"),
+                                        (["--min-component", "ax3"], "--min-component")])
+def test_cli_refuses_bad_options_in_one_line(gap_cohort, tmp_path, cli, args, text):
+    r = cli("segment", "train", gap_cohort, "--out", tmp_path / "bad", "--no-pretrained", *args)
+    assert r.code == 2, r
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and text in errors[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()
