@@ -80,7 +80,7 @@ def run_openkbp(args) -> None:
                    epochs=args.epochs, patience=args.patience, max_minutes=args.minutes,
                    normalise=args.window, context=args.context, crop_mm=args.crop_mm, negative_fraction=args.negative_fraction,
                    min_component=args.min_component, keep_largest_3d=args.keep_largest_3d,
-                   split_seed=args.split_seed, seed=0)
+                   split_seed=args.split_seed, seed=0, spatial_augment=args.spatial_augment)
     t = time.perf_counter()
     if not (out / "summary.json").is_file():
         train_segmenter(cohort, out, overwrite=True, **options)
@@ -91,7 +91,8 @@ def run_openkbp(args) -> None:
           f"train/val/test patients; U-Net {args.encoder} depth {args.encoder_depth}, {args.size} px grid of the "
           f"centred {args.crop_mm:g} mm square, "
           f"context {args.context} (channels {2 * args.context + 1}), negative fraction {args.negative_fraction}, "
-          f"window {args.window}, Adam lr {args.lr}, batch {args.batch_size}")
+          f"window {args.window}, Adam lr {args.lr}, batch {args.batch_size}, spatial augmentation "
+          f"{'on' if args.spatial_augment else 'off'}")
     print(f"training: budget {args.minutes:g} min on {args.threads} CPU thread(s); {s['epochs_run']} epochs "
           f"(best {s['best_epoch']}), {s['seconds']:.0f} s, val Dice per slice {s['val_dice']:.3f}; slices/epoch "
           f"{s['slices']['train']} with PTV + {s['slices'].get('train_without_target_per_epoch', 0)} without")
@@ -204,6 +205,8 @@ def main() -> None:
     g.add_argument("--min-component", default="3x3")
     g.add_argument("--keep-largest-3d", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--split-seed", type=int, default=0)
+    g.add_argument("--spatial-augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random rotation/scale/shift of training slices")
     args = ap.parse_args()
     args.work = args.work or Path(f"/tmp/npcai-bench-segment-{args.data}")
     args.minutes = args.minutes if args.minutes is not None else (25.0 if args.data == "openkbp" else 10.0)

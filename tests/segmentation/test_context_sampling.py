@@ -241,3 +241,22 @@ def test_cli_refuses_bad_options_in_one_line(gap_cohort, tmp_path, cli, args, te
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and text in errors[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_spatial_augmentation_keeps_image_and_labels_aligned():
+    from npcai.segmentation.data import random_affine
+
+    y = torch.zeros(1, 32, 32, dtype=torch.int64)
+    y[0, 8:20, 10:24] = 1
+    x = torch.cat([y.float(), 2 * y.float(), y.float()])          # 3 channels that show the label
+    rng = np.random.default_rng(0)
+    moved = 0
+    for _ in range(10):
+        xa, ya = random_affine(x, y, rng)
+        assert xa.shape == (3, 32, 32) and ya.shape == (1, 32, 32) and ya.dtype == torch.int64
+        assert set(ya.unique().tolist()) <= {0, 1}
+        agree = ((xa[0] > 0.5) == (ya[0] == 1)).float().mean()
+        assert agree > 0.97                                          # the same transform on both
+        torch.testing.assert_close(xa[1], 2 * xa[0])
+        moved += int(not torch.equal(ya, y))
+    assert moved == 10

@@ -61,6 +61,9 @@ def train(
     split_seed: int = typer.Option(0, help="Seed of the patient split (test 1/5, validation 1/5 of the rest)."),
     seed: int = typer.Option(0, help="Seed of weights initialisation and batch order."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Left-right flips and intensity jitter."),
+    spatial_augment: bool = typer.Option(False, "--spatial-augment/--no-spatial-augment",
+                                         help="Also rotate (+-15 deg), scale (0.85-1.15) and shift (+-8%) each "
+                                              "training slice and its labels at random."),
     context_slices: int = typer.Option(0, "--context-slices", help="2.5D input: this many neighbour slices "
                                        "each side as extra channels (edge slices repeated); 0 = one slice. "
                                        "Saved in the run; evaluate and predict build the same input."),
@@ -114,7 +117,8 @@ def train(
                               batch_size=batch_size, epochs=epochs, patience=patience, max_minutes=max_minutes,
                               size=size, labels=labels, sequence=sequence,
                               timepoint=None if timepoint == "all" else timepoint, normalise=normalise,
-                              split_seed=split_seed, seed=seed, augment=augment, context=context_slices,
+                              split_seed=split_seed, seed=seed, augment=augment, spatial_augment=spatial_augment,
+                              context=context_slices,
                               negative_fraction=negative_fraction, crop_mm=crop_mm, min_component=min_component,
                               keep_largest_3d=keep_largest_3d, accelerator=accelerator,
                               devices=devices, precision=precision, strategy=strategy, num_nodes=num_nodes)

@@ -44,7 +44,7 @@ from npcai.progress import track
 __all__ = ["LabelSet", "SegmentationSlices", "SliceDataset", "load_slices", "split_by_patient",
            "default_normalisation", "default_sequence", "to_model_grid", "from_model_grid",
            "labels_to_classes", "classes_to_labels", "pad_square_box", "neighbour_slices", "SliceSampler",
-           "crop_box", "crop_stack", "paste_crop"]
+           "crop_box", "crop_stack", "paste_crop", "random_affine"]
 
 log = logging.getLogger(__name__)
 
@@ -409,10 +409,12 @@ class SliceDataset(torch.utils.data.Dataset):
     the rows of the slice table; a sampler (:class:`SliceSampler`) picks which rows are seen.
     """
 
-    def __init__(self, slices: SegmentationSlices, *, augment: bool = False, seed: int = 0):
+    def __init__(self, slices: SegmentationSlices, *, augment: bool = False, spatial: bool = False,
+                 seed: int = 0):
         self.slices = slices
         self.classes = slices.classes
         self.augment = augment
+        self.spatial = spatial
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -425,7 +427,28 @@ class SliceDataset(torch.utils.data.Dataset):
             if self.rng.random() < 0.5:
                 x, y = x[..., ::-1], y[..., ::-1]
             x = x * np.float32(self.rng.uniform(0.9, 1.1)) + np.float32(self.rng.normal(0, 0.05))
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        if self.spatial:
+            xt, yt = random_affine(xt, yt, self.rng)
+        return xt, yt
+
+
+def random_affine(x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, *, degrees: float = 15.0,
+                  scale: tuple[float, float] = (0.85, 1.15), shift: float = 0.08) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random in-plane rotation, isotropic scaling and shift of ``x (C,S,S)`` and its label map ``y (1,S,S)``.
+
+    The image is resampled bilinearly (edges extended), the labels by nearest neighbour (outside: 0),
+    with the same transform, so they stay aligned (nnU-Net/MONAI-style spatial augmentation).
+    """
+    a = np.deg2rad(rng.uniform(-degrees, degrees))
+    z = rng.uniform(*scale)
+    tx, ty = rng.uniform(-shift, shift, 2) * 2
+    theta = torch.tensor([[np.cos(a) / z, -np.sin(a) / z, tx], [np.sin(a) / z, np.cos(a) / z, ty]],
+                         dtype=torch.float32)[None]
+    grid = F.affine_grid(theta, [1, 1, *x.shape[-2:]], align_corners=False)
+    xa = F.grid_sample(x[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    ya = F.grid_sample(y[None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[0]
+    return xa, ya.round().to(y.dtype)
 
 
 class SliceSampler(torch.utils.data.Sampler[int]):

@@ -75,6 +75,8 @@ class SegTrainConfig:
     split_seed: int = 0
     seed: int = 0
     augment: bool = True
+    #: random rotation (+-15 deg), scaling (0.85-1.15) and shift (+-8%) of training slices
+    spatial_augment: bool = False
     #: neighbour slices each side in the input (2.5D; 0 = one slice); channels = 2*context+1
     context: int = 0
     #: share of each epoch's training slices drawn from slices without the target (0 = none)
@@ -182,7 +184,8 @@ def _loaders(train_set, val_set, cfg: SegTrainConfig, rank: int, world: int):
 
     order = SliceSampler(train_set.positive, negative_fraction=cfg.negative_fraction, seed=cfg.seed)
     bs = min(cfg.batch_size, len(order))
-    train_ds, val_ds = SliceDataset(train_set, augment=cfg.augment, seed=cfg.seed + rank), SliceDataset(val_set)
+    train_ds = SliceDataset(train_set, augment=cfg.augment, spatial=cfg.spatial_augment, seed=cfg.seed + rank)
+    val_ds = SliceDataset(val_set)
     val_rows = _validation_rows(val_set, cfg)
     if world > 1:
         train_sampler = ShardSampler(order, len(order), rank, world, pad=True)
@@ -220,7 +223,7 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         overwrite: replace an existing run folder.
         **options: fields of :class:`SegTrainConfig` (arch, encoder, pretrained, weights,
             optimizer, lr, batch_size, epochs, patience, max_minutes, size, labels, sequence,
-            timepoint, normalise, test_fraction, val_fraction, split_seed, seed, augment,
+            timepoint, normalise, test_fraction, val_fraction, split_seed, seed, augment, spatial_augment,
             encoder_depth, context, negative_fraction, crop_mm, min_component, keep_largest_3d, and the
             device options accelerator, devices, precision, strategy, num_nodes of :class:`npcai.models.devices.DeviceOptions`). Under DDP every process
             calls this; rank 0 alone writes ``out``, the others return a :class:`SegRun` with
