@@ -61,6 +61,27 @@ def train(
     split_seed: int = typer.Option(0, help="Seed of the patient split (test 1/5, validation 1/5 of the rest)."),
     seed: int = typer.Option(0, help="Seed of weights initialisation and batch order."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Left-right flips and intensity jitter."),
+    spatial_augment: bool = typer.Option(False, "--spatial-augment/--no-spatial-augment",
+                                         help="Also rotate (+-15 deg), scale (0.85-1.15) and shift (+-8%) each "
+                                              "training slice and its labels at random."),
+    context_slices: int = typer.Option(0, "--context-slices", help="2.5D input: this many neighbour slices "
+                                       "each side as extra channels (edge slices repeated); 0 = one slice. "
+                                       "Saved in the run; evaluate and predict build the same input."),
+    negative_fraction: float = typer.Option(0.0, "--negative-fraction", help="Share of each epoch's training "
+                                            "slices drawn (afresh each epoch) from slices WITHOUT the target, "
+                                            "so the model learns to leave them empty; 0 = only slices with the "
+                                            "target (the papers). With > 0 validation also scores every slice "
+                                            "without the target (a false alarm counts as Dice 0)."),
+    crop_mm: Optional[float] = typer.Option(None, "--crop-mm", help="The network sees the centred square of "
+                                            "this side (mm) of each slice, at the model grid --size; outside "
+                                            "it evaluate/predict write background. Default: the whole slice."),
+    min_component: str = typer.Option("10x10", "--min-component", help="Post-processing saved in the run "
+                                      "(evaluate/predict apply it): drop per-slice components smaller than "
+                                      "HxW px; 0 keeps all."),
+    keep_largest_3d: bool = typer.Option(False, "--keep-largest-3d/--no-keep-largest-3d",
+                                         help="Post-processing saved in the run: keep only the largest 3D "
+                                              "connected component of each label (one target such as a PTV; "
+                                              "not for several separate nodes)."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto (a CUDA GPU when torch sees one, "
                                     "else the CPU), cpu or gpu."),
     devices: int = typer.Option(1, "--devices", help="Devices per node; more than one trains with DDP (one "
@@ -96,7 +117,10 @@ def train(
                               batch_size=batch_size, epochs=epochs, patience=patience, max_minutes=max_minutes,
                               size=size, labels=labels, sequence=sequence,
                               timepoint=None if timepoint == "all" else timepoint, normalise=normalise,
-                              split_seed=split_seed, seed=seed, augment=augment, accelerator=accelerator,
+                              split_seed=split_seed, seed=seed, augment=augment, spatial_augment=spatial_augment,
+                              context=context_slices,
+                              negative_fraction=negative_fraction, crop_mm=crop_mm, min_component=min_component,
+                              keep_largest_3d=keep_largest_3d, accelerator=accelerator,
                               devices=devices, precision=precision, strategy=strategy, num_nodes=num_nodes)
     if run.rank != 0:         # a DDP worker process: rank 0 writes and reports the run
         return
@@ -113,7 +137,11 @@ def evaluate(
     segrun: Path = typer.Argument(..., help="A finished run folder (from `npcai segment train`)."),
     cohort: Optional[Path] = typer.Option(None, help="The cohort, if it moved since training."),
     split: str = typer.Option("test", help="Patients to score: test (honest estimate) or val."),
-    min_component: str = typer.Option("10x10", help="Post-processing: drop components smaller than HxW px."),
+    min_component: Optional[str] = typer.Option(None, help="Post-processing: drop components smaller than HxW "
+                                                "px (default: the run's setting, 10x10 unless trained otherwise)."),
+    keep_largest_3d: Optional[bool] = typer.Option(None, "--keep-largest-3d/--no-keep-largest-3d",
+                                                   help="Keep each label's largest 3D component (default: the "
+                                                        "run's setting)."),
     n_boot: int = typer.Option(2000, help="Bootstrap resamples (over patients) for the 95% CIs."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
                                                      "process; 1 is fastest on a busy shared machine)."),
@@ -126,7 +154,8 @@ def evaluate(
     from npcai.segmentation.evaluate import evaluate_segrun
 
     with show_progress():
-        ev = evaluate_segrun(segrun, cohort=cohort, split=split, min_component=min_component, n_boot=n_boot)
+        ev = evaluate_segrun(segrun, cohort=cohort, split=split, min_component=min_component,
+                             keep_largest_3d=keep_largest_3d, n_boot=n_boot)
     m = ev.metrics
     t = Table(title=f"{m['arch']} ({m['encoder']}) on {m['n_patients']} {split} patients, {m['n_slices']} slices")
     for col in ("region", "Dice per slice", "Dice per patient", "HD95 (mm)", "|volume error| (rel.)"):
@@ -174,7 +203,11 @@ def predict(
     model: Path = typer.Option(..., "--model", "-m", help="A finished segmentation run folder (SEGRUN)."),
     sequence: Optional[str] = typer.Option(None, help="Scans to segment (default: the model's sequence)."),
     timepoint: str = typer.Option("all", help="pre, post or all."),
-    min_component: str = typer.Option("10x10", help="Drop per-slice components smaller than HxW px (study 000)."),
+    min_component: Optional[str] = typer.Option(None, help="Drop per-slice components smaller than HxW px "
+                                                "(default: the run's setting, 10x10 as in study 000)."),
+    keep_largest_3d: Optional[bool] = typer.Option(None, "--keep-largest-3d/--no-keep-largest-3d",
+                                                   help="Keep each label's largest 3D component (default: the "
+                                                        "run's setting)."),
     batch_size: int = typer.Option(16, help="Slices per forward pass."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: the cores free to this "
                                                      "process; 1 is fastest on a busy shared machine)."),
@@ -186,7 +219,8 @@ def predict(
 
     with show_progress():
         rep = predict_masks(cohort, model, sequence=sequence, timepoint=None if timepoint == "all" else timepoint,
-                            min_component=min_component, batch_size=batch_size)
+                            min_component=min_component, keep_largest_3d=keep_largest_3d,
+                            batch_size=batch_size)
     _console().print(f"{rep['scans']} scans ({rep['slices']} slices) segmented with "
                      f"{rep['provenance']['arch']}: tumour found in {rep['with_tumour']}, nodes in "
                      f"{rep['with_nodes']}; masks in {cohort}/masks/*_auto.nii.gz")

@@ -1,7 +1,8 @@
 """Evaluate a segmentation run on its test patients: Dice per slice and per patient with 95% CIs.
 
 The evaluated masks are exactly what ``npcai segment predict`` writes (whole volume, native
-grid, components under 10 x 10 px dropped), so the numbers describe the masks that later
+grid, the run's post-processing: components under ``min_component`` px dropped, 10 x 10 by
+default, and with ``keep_largest_3d`` the largest 3D component kept), so the numbers describe the masks that later
 stages use. Regions: ``tumour`` (label 1), ``nodes`` (label 2) and ``both`` (their union,
 lesion vs background), for the labels the run was trained on.
 
@@ -37,7 +38,7 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_output_dir
 from npcai.progress import track
 from npcai.segmentation.metrics import dice_per_slice, dice_score, hd95, relative_volume_error
-from npcai.segmentation.predict import predict_volume
+from npcai.segmentation.predict import predict_volume, run_postprocessing
 from npcai.segmentation.train import SegRun, load_segrun
 
 __all__ = ["SegEvaluation", "evaluate_segrun", "region_values", "load_evaluation", "plot_dice_per_epoch",
@@ -95,19 +96,21 @@ def _cohort_of(run: SegRun, cohort: str | Path | None) -> Cohort:
 
 
 def evaluate_segrun(segrun: str | Path | SegRun, *, cohort: str | Path | None = None, split: str = "test",
-                    min_component: tuple[int, int] | str = (10, 10), n_boot: int = 2000,
-                    write: bool = True) -> SegEvaluation:
+                    min_component: tuple[int, int] | str | None = None, keep_largest_3d: bool | None = None,
+                    n_boot: int = 2000, write: bool = True) -> SegEvaluation:
     """Score a run's selected model on its ``split`` patients (default: test) and write the results.
 
     Args:
         segrun: run folder or loaded :class:`SegRun`.
         cohort: the cohort folder if it moved since training (default: the path in config.yaml).
         split: ``test`` (the honest estimate) or ``val``.
-        min_component: post-processing as in :func:`npcai.segmentation.predict.predict_masks`.
+        min_component / keep_largest_3d: post-processing as in
+            :func:`npcai.segmentation.predict.predict_masks` (None: the run's saved options).
         n_boot: bootstrap resamples for the CIs.
         write: write ``SEGRUN/evaluation/``.
     """
     run = segrun if isinstance(segrun, SegRun) else load_segrun(segrun)
+    min_component, keep_largest_3d = run_postprocessing(run, min_component, keep_largest_3d)
     if split not in ("test", "val"):
         raise NpcaiError(f"--split {split!r}: evaluate on test or val patients")
     co = _cohort_of(run, cohort)
@@ -125,8 +128,9 @@ def evaluate_segrun(segrun: str | Path | SegRun, *, cohort: str | Path | None = 
                          f"pass --cohort with the cohort the run was trained on")
     for scan in track(scans, f"Evaluating on {split} patients"):
         truth = co.read_mask(scan, "manual")
-        pred = predict_volume(run, co.read_array(scan), min_component=min_component)
         sp = scan.spacing                                   # (x, y, z) mm
+        pred = predict_volume(run, co.read_array(scan), min_component=min_component,
+                              keep_largest_3d=keep_largest_3d, spacing=sp)
         voxel_ml = float(np.prod(sp)) / 1000.0
         ks = np.flatnonzero(np.isin(truth, wanted).reshape(len(truth), -1).any(1))
         per_region = {name: dice_per_slice(truth[ks], pred[ks], vals) for name, vals in regions.items()}
@@ -150,7 +154,8 @@ def evaluate_segrun(segrun: str | Path | SegRun, *, cohort: str | Path | None = 
         "segrun": str(run.path.resolve()), "arch": opts["arch"], "encoder": opts["encoder"],
         "split": split, "n_patients": int(pts["patient_id"].nunique()), "n_slices": len(slices),
         "best_epoch": run.summary["best_epoch"], "val_dice": run.summary["val_dice"],
-        "min_component": list(min_component) if not isinstance(min_component, str) else min_component,
+        "min_component": list(min_component), "keep_largest_3d": keep_largest_3d,
+        "context": int(opts.get("context", 0)),
         "ci": f"95% percentile bootstrap over patients ({n_boot} resamples)",
         "slice": {}, "patient": {},
     }

@@ -53,17 +53,18 @@ class SegmentationModule(L.LightningModule):
         pretrained / weights: encoder initialisation (see :func:`create_segmenter`); only used
             when the module is first built, not when it is restored from a checkpoint.
         encoder_depth: encoder stages (5 default).
+        in_channels: input channels, ``2*context+1`` for a 2.5D input (1 = one slice).
     """
 
     def __init__(self, arch: str = "unet", encoder: str = "resnet34", label_names: tuple[str, ...] = ("tumour", "nodes"),
                  optimizer: str = "rmsprop", lr: float = 1e-3, pretrained: bool = False,
-                 weights: str | None = None, encoder_depth: int = 5):
+                 weights: str | None = None, encoder_depth: int = 5, in_channels: int = 1):
         super().__init__()
         from monai.losses import DiceCELoss
 
         self.save_hyperparameters()
         self.n_classes = len(label_names) + 1
-        self.model = create_segmenter(arch, encoder=encoder, in_channels=1, classes=self.n_classes,
+        self.model = create_segmenter(arch, encoder=encoder, in_channels=in_channels, classes=self.n_classes,
                                       pretrained=pretrained, weights=weights, encoder_depth=encoder_depth)
         self.loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
         self.history: list[dict[str, Any]] = []

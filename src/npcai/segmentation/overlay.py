@@ -1,7 +1,7 @@
 """Automatic vs manual contours on the same slices, as a PNG for people to judge.
 
-For one scan the figure shows a few axial slices (the ones with the largest manual tumour
-or node area, in slice order): the image in grey with the manual contour drawn solid and
+For one scan the figure shows a few axial slices (the ones with the largest manual area of
+the labels the automatic mask was trained on, in slice order): the image in grey with the manual contour drawn solid and
 the automatic one dashed, tumour in red and nodes in blue, zoomed on the lesions (15 mm
 margin), the slice's Dice in the panel title and axes in millimetres (from the scan's spacing), so a reader can check the
 physical size.
@@ -33,7 +33,8 @@ def overlay_contours(cohort: str | Path | Cohort, patient_id: str, out: str | Pa
         cohort: cohort folder with automatic masks (``npcai segment predict``).
         patient_id: the patient (pseudonym).
         out: PNG path.
-        n_slices: how many slices (largest manual lesion area first, shown in slice order).
+        n_slices: how many slices (largest manual area of the trained labels first, shown in
+            slice order).
         timepoint / sequence: which scan (sequence default: the one with an automatic mask).
         slices: explicit slice indices instead.
     """
@@ -54,8 +55,11 @@ def overlay_contours(cohort: str | Path | Cohort, patient_id: str, out: str | Pa
     image = co.read_array(scan)
     manual = co.read_mask(scan, "manual")
     auto = co.read_mask(scan, "auto")
+    prov = scan.auto_mask_provenance or {}
+    # the labels the automatic mask was trained on (all labels when unknown) choose the slices
+    trained = [LABELS[n] for n in str(prov.get("labels", "")).split(",") if n in LABELS] or list(LABELS.values())
     if slices is None:
-        area = (manual > 0).reshape(len(manual), -1).sum(1)
+        area = np.isin(manual, trained).reshape(len(manual), -1).sum(1)
         if area.max() == 0:
             area = (auto > 0).reshape(len(auto), -1).sum(1)
         order = [int(k) for k in np.argsort(-area, kind="stable") if area[k] > 0][:n_slices]
@@ -77,7 +81,6 @@ def overlay_contours(cohort: str | Path | Cohort, patient_id: str, out: str | Pa
                 min(rr.max() + 1 + margin_r, rows) * sy, max(rr.min() - margin_r, 0) * sy)
     else:
         zoom = extent
-    prov = scan.auto_mask_provenance or {}
     fig, axes = plt.subplots(1, len(slices), figsize=(4.2 * len(slices), 4.6), squeeze=False,
                              constrained_layout=True)
     for ax, k in zip(axes[0], slices):
@@ -90,9 +93,10 @@ def overlay_contours(cohort: str | Path | Cohort, patient_id: str, out: str | Pa
             for mask, style in ((manual, "-"), (auto, "--")):
                 m = (mask[k] == value).astype(float)
                 if m.any():
-                    ax.contour(xx, yy, m, levels=[0.5], colors=_COLOURS[name], linestyles=style, linewidths=1.4)
+                    ax.contour(xx, yy, m, levels=[0.5], colors=_COLOURS[name], linestyles=style, linewidths=1.4,
+                               zorder=3 if value in trained else 2)      # the trained labels on top
             d = dice_score(manual[k], auto[k], value)
-            if np.isfinite(d):
+            if np.isfinite(d) and value in trained:
                 parts.append(f"{name} {d:.2f}")
         ax.set_title(f"slice {k}: Dice " + (", ".join(parts) if parts else "n/a"), fontsize=10)
         ax.set_xlim(zoom[0], zoom[1])

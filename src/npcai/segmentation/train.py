@@ -38,8 +38,8 @@ from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_write_text, check_output_path, check_replaceable, mark_output, paths_sha256
 from npcai.limits import check_image_side
 from npcai.progress import progress_enabled
-from npcai.segmentation.data import (LabelSet, SliceDataset, default_normalisation, default_sequence,
-                                     load_slices, select_scans, split_by_patient)
+from npcai.segmentation.data import (LabelSet, SliceDataset, SliceSampler, default_normalisation,
+                                     default_sequence, load_slices, select_scans, split_by_patient)
 from npcai.segmentation.lightning_module import OPTIMIZERS, SegmentationModule
 from npcai.segmentation.models import ARCHITECTURES
 
@@ -75,6 +75,18 @@ class SegTrainConfig:
     split_seed: int = 0
     seed: int = 0
     augment: bool = True
+    #: random rotation (+-15 deg), scaling (0.85-1.15) and shift (+-8%) of training slices
+    spatial_augment: bool = False
+    #: neighbour slices each side in the input (2.5D; 0 = one slice); channels = 2*context+1
+    context: int = 0
+    #: share of each epoch's training slices drawn from slices without the target (0 = none)
+    negative_fraction: float = 0.0
+    #: side (mm) of the centred square of each slice the network sees (None: the whole slice)
+    crop_mm: float | None = None
+    #: post-processing of evaluate/predict: drop 2D components inside HxW px ...
+    min_component: str = "10x10"
+    #: ... then keep the largest 3D connected component of each label
+    keep_largest_3d: bool = False
     accelerator: str = "auto"
     devices: int = 1
     precision: str = "32"
@@ -97,6 +109,17 @@ class SegTrainConfig:
         if self.timepoint not in (None, "pre", "post"):
             raise NpcaiError(f"--timepoint {self.timepoint!r}: use pre, post or all")
         LabelSet.parse(self.labels)
+        if not 0 <= self.context <= 5:
+            raise NpcaiError(f"--context-slices {self.context}: use 0 (2D) to 5 neighbour slices each side")
+        if not 0 <= self.negative_fraction < 1:
+            raise NpcaiError(f"--negative-fraction {self.negative_fraction}: use a value in [0, 1) "
+                             f"(e.g. 0.3: 30% of each epoch's slices have no target)")
+        if self.crop_mm is not None and not self.crop_mm > 0:
+            raise NpcaiError(f"--crop-mm {self.crop_mm}: give the side of the centred square in mm (> 0)")
+        from npcai.imaging.masks import parse_min_component
+
+        h, w = parse_min_component(self.min_component)
+        self.min_component = f"{h}x{w}"
         from npcai.models.devices import DeviceOptions
 
         DeviceOptions.of(self).check()
@@ -144,19 +167,31 @@ def input_hash(cohort: Cohort, scans) -> str:
     return paths_sha256(files)
 
 
+def _validation_rows(val_set, cfg: SegTrainConfig) -> list[int]:
+    """Validation slices: those with the target, plus every slice without it when training
+    samples such slices (then a false alarm on an empty slice counts as Dice 0 in selection)."""
+    positive = val_set.positive
+    return list(range(len(val_set))) if cfg.negative_fraction > 0 else np.flatnonzero(positive).tolist()
+
+
 def _loaders(train_set, val_set, cfg: SegTrainConfig, rank: int, world: int):
     """Training and validation loaders; under DDP each rank gets its share of the seeded
-    shuffle (padded to equal length) and an unpadded share of the validation slices."""
+    shuffle (padded to equal length) and an unpadded share of the validation slices.
+
+    Each training epoch holds every slice with the target and a fresh draw of slices without
+    it (``negative_fraction``; :class:`SliceSampler`)."""
     from npcai.models.lightning_module import ShardSampler
 
-    bs = min(cfg.batch_size, len(train_set))
-    train_ds, val_ds = SliceDataset(train_set, augment=cfg.augment, seed=cfg.seed + rank), SliceDataset(val_set)
-    order = torch.utils.data.RandomSampler(train_ds, generator=torch.Generator().manual_seed(cfg.seed))
+    order = SliceSampler(train_set.positive, negative_fraction=cfg.negative_fraction, seed=cfg.seed)
+    bs = min(cfg.batch_size, len(order))
+    train_ds = SliceDataset(train_set, augment=cfg.augment, spatial=cfg.spatial_augment, seed=cfg.seed + rank)
+    val_ds = SliceDataset(val_set)
+    val_rows = _validation_rows(val_set, cfg)
     if world > 1:
-        train_sampler = ShardSampler(order, len(train_ds), rank, world, pad=True)
-        val_sampler = ShardSampler(range(len(val_ds)), len(val_ds), rank, world, pad=False)
+        train_sampler = ShardSampler(order, len(order), rank, world, pad=True)
+        val_sampler = ShardSampler(val_rows, len(val_rows), rank, world, pad=False)
     else:
-        train_sampler, val_sampler = order, None
+        train_sampler, val_sampler = order, val_rows
     n = len(train_sampler)
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=train_sampler,
                                                drop_last=n > bs and n % bs == 1, num_workers=0)
@@ -188,9 +223,9 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         overwrite: replace an existing run folder.
         **options: fields of :class:`SegTrainConfig` (arch, encoder, pretrained, weights,
             optimizer, lr, batch_size, epochs, patience, max_minutes, size, labels, sequence,
-            timepoint, normalise, test_fraction, val_fraction, split_seed, seed, augment,
-            encoder_depth, and the device options accelerator, devices, precision, strategy,
-            num_nodes of :class:`npcai.models.devices.DeviceOptions`). Under DDP every process
+            timepoint, normalise, test_fraction, val_fraction, split_seed, seed, augment, spatial_augment,
+            encoder_depth, context, negative_fraction, crop_mm, min_component, keep_largest_3d, and the
+            device options accelerator, devices, precision, strategy, num_nodes of :class:`npcai.models.devices.DeviceOptions`). Under DDP every process
             calls this; rank 0 alone writes ``out``, the others return a :class:`SegRun` with
             ``rank > 0`` and nothing loaded.
 
@@ -239,7 +274,8 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     cfg.normalise = cfg.normalise or default_normalisation(cohort, cfg.sequence)
 
     slices = load_slices(cohort, labels=labels, size=cfg.size, sequence=cfg.sequence,
-                         timepoint=cfg.timepoint, normalise=cfg.normalise)
+                         timepoint=cfg.timepoint, normalise=cfg.normalise, context=cfg.context,
+                         negatives=cfg.negative_fraction > 0, crop_mm=cfg.crop_mm)
     split = split_by_patient(slices.index, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction,
                              seed=cfg.split_seed)
     if resume:
@@ -247,21 +283,23 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
         if not saved_split.sort_index().equals(split.sort_index()):
             raise NpcaiError(f"{out}: the cohort's labelled patients changed since this run started; "
                              f"start a new run instead of --resume")
-    per_patient = slices.index.groupby("patient_id").agg(n_slices=("slice_index", "size"),
+    per_patient = slices.index[slices.positive].groupby("patient_id").agg(n_slices=("slice_index", "size"),
                                                          has_nodes=("nodes_px", lambda s: int((s > 0).any())))
     split_table = pd.DataFrame({"patient_id": split.index, "split": split.values}).merge(
         per_patient, left_on="patient_id", right_index=True)
     train_set = slices.subset(split.index[split == "train"])
     val_set = slices.subset(split.index[split == "val"])
-    if len(train_set) < 2:
-        raise NpcaiError(f"{cohort.root}: only {len(train_set)} training slice(s); add patients with contours")
+    if int(train_set.positive.sum()) < 2:
+        raise NpcaiError(f"{cohort.root}: only {int(train_set.positive.sum())} training slice(s) with the "
+                         f"target; add patients with contours")
 
     # the network (and its weights file) before anything is written, so a bad --encoder or
     # --weights leaves no run folder behind (seeded first: the initial weights depend on the seed)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = SegmentationModule(arch=cfg.arch, encoder=cfg.encoder, label_names=labels.names,
                                 optimizer=cfg.optimizer, lr=cfg.lr, pretrained=cfg.pretrained and not resume,
-                                weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth)
+                                weights=None if resume else cfg.weights, encoder_depth=cfg.encoder_depth,
+                                in_channels=2 * cfg.context + 1)
     scans = select_scans(cohort, sequence=cfg.sequence, timepoint=cfg.timepoint)
     config = {"format": SEGRUN_FORMAT, "options": asdict(cfg),
               "cohort": {"path": str(cohort.root.resolve()), "modality": cohort.modality,
@@ -269,7 +307,13 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
               "classes": {"0": "background", **{str(k): n for k, n in enumerate(labels.names, start=1)}},
               "label_values": list(labels.values), "packages": package_versions(),
               "loss": "monai.losses.DiceCELoss(softmax=True, to_onehot_y=True)",
-              "selection": "best validation Dice (val patients only); early stopping on validation Dice"}
+              "selection": "best validation Dice (val patients only); early stopping on validation Dice",
+              "input": {"channels": 2 * cfg.context + 1, "context": cfg.context, "crop_mm": cfg.crop_mm,
+                        "edges": "neighbours beyond the volume repeat the edge slice"},
+              "sampling": {"negative_fraction": cfg.negative_fraction,
+                           "validation": "slices with the target" + (" and every slice without it"
+                                                                     if cfg.negative_fraction > 0 else "")},
+              "postprocess": {"min_component": cfg.min_component, "keep_largest_3d": cfg.keep_largest_3d}}
     if rank == 0:     # a DDP worker (rank > 0) never writes: rank 0 prepared the folder
         out.mkdir(parents=True, exist_ok=True)
         mark_output(out)
@@ -317,8 +361,11 @@ def train_segmenter(cohort: str | Path | Cohort, out: str | Path, *, resume: boo
     summary = {
         "arch": cfg.arch, "encoder": cfg.encoder, "labels": str(labels),
         "patients": {s: int((split == s).sum()) for s in ("train", "val", "test")},
-        "slices": {"train": len(train_set), "val": len(val_set),
-                   "test": int(slices.index["patient_id"].isin(split.index[split == "test"]).sum())},
+        "slices": {"train": int(train_set.positive.sum()), "val": int(val_set.positive.sum()),
+                   "test": int((slices.index["patient_id"].isin(split.index[split == "test"])
+                                & slices.positive).sum()),
+                   "train_without_target_per_epoch": SliceSampler(
+                       train_set.positive, negative_fraction=cfg.negative_fraction).n_neg},
         "epochs_run": int(history["epoch"].max()), "best_epoch": int(best_row["epoch"]),
         "val_dice": float(best_row["val_dice"]),
         "val_dice_per_label": {n: float(best_row.get(f"val_dice_{n}", np.nan)) for n in labels.names},
