@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -123,16 +124,21 @@ def test_a_study_without_both_treatment_models_is_refused(residual_study, cli, t
     assert r.code == 2 and "no IC+CCRT-trained residual-tumour run" in r.stderr, r
 
 
+def _copy_with_edited_run(study_out: Path, dest: Path, edit) -> Path:
+    """A copy of the study's runs in which ``edit(config dict)`` changed the first run's config.yaml."""
+    (dest / "runs").mkdir(parents=True)
+    for run in study_runs(study_out):
+        shutil.copytree(run, dest / "runs" / run.name)
+    cfg_path = next((dest / "runs").iterdir()) / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    edit(cfg)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    return dest
+
+
 def test_models_of_another_endpoint_are_refused(residual_study, cli, tmp_path):
     _, _, out = residual_study
-    other = tmp_path / "other"
-    (other / "runs").mkdir(parents=True)
-    for run in study_runs(out):
-        shutil.copytree(run, other / "runs" / run.name)
-    cfg_path = next((other / "runs").iterdir()) / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["options"]["endpoint"] = "pfs-median"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    other = _copy_with_edited_run(out, tmp_path / "other", lambda cfg: cfg["options"].update(endpoint="pfs-median"))
     r = cli("recommend", "residual", other, "--out", tmp_path / "rec")
     assert r.code == 2 and "predicts 'pfs-median', not 'residual-tumour'" in r.stderr, r
 
@@ -140,14 +146,7 @@ def test_models_of_another_endpoint_are_refused(residual_study, cli, tmp_path):
 def test_cross_validated_runs_are_refused_in_one_line(residual_study, cli, tmp_path):
     """A CV residual study has out-of-fold predictions, no test cohort both models predict."""
     _, _, out = residual_study
-    cv = tmp_path / "cv"
-    (cv / "runs").mkdir(parents=True)
-    for run in study_runs(out):
-        shutil.copytree(run, cv / "runs" / run.name)
-    cfg_path = next((cv / "runs").iterdir()) / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["kind"] = "cv"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cv = _copy_with_edited_run(out, tmp_path / "cv", lambda cfg: cfg.update(kind="cv"))
     r = cli("recommend", "residual", cv, "--out", tmp_path / "rec")
     assert r.code == 2 and "cross-validated" in r.stderr and "without folds" in r.stderr, r
     assert r.stderr.strip().count("\n") == 0
