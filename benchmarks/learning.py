@@ -128,8 +128,7 @@ def _verdicts(rows: list[LearningRow]) -> list[str]:
     best model with a CI above 0.5."""
     out = []
     for study in dict.fromkeys(r.study for r in rows):
-        deep = [r for r in rows if r.study == study and not r.model.startswith("Radiomics")
-                and "Radiomics" not in r.model]
+        deep = [r for r in rows if r.study == study and "Radiomics" not in r.model]
         if not deep:
             continue
         best = max(deep, key=lambda r: r.auc)
