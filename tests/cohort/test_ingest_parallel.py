@@ -67,15 +67,42 @@ def _pid(_item) -> int:
     return os.getpid()
 
 
-def test_maps_within_shared_workers_reuse_one_pool():
-    """Two maps in one shared_workers block run in the same (at most 2) worker processes."""
+def _spawned(pids) -> set[int]:
     import os
 
+    return set(pids) - {os.getpid()}
+
+
+def test_the_calling_process_computes_while_its_worker_starts():
+    """workers=2 is the caller plus one spawned process; the caller does not wait idle."""
+    import os
+
+    pids = ordered_map(_pid, range(40), workers=2)
+    assert os.getpid() in pids and len(_spawned(pids)) == 1
+
+
+def _fail_on_negative(x: int) -> int:
+    if x < 0:
+        raise ValueError(f"item {x}")
+    return x
+
+
+def test_the_first_failing_item_in_order_raises_whoever_computed_it():
+    """The caller may compute a later failing item before a worker returns an earlier one; the
+    error raised is still the earlier item's, as with workers=1."""
+    items = [1, 2, -3] + [4] * 20 + [-5] * 20
+    for workers in (1, 2):
+        with pytest.raises(ValueError, match="item -3"):
+            ordered_map(_fail_on_negative, items, workers=workers)
+
+
+def test_maps_within_shared_workers_reuse_one_pool():
+    """Two maps in one shared_workers block use the same spawned worker (workers=2: one)."""
     with shared_workers():
         first = ordered_map(_pid, range(6), workers=2)
         second = ordered_map(_pid, range(6), workers=2)
-    assert len(set(first) | set(second)) <= 2 and os.getpid() not in first
-    assert set(ordered_map(_pid, range(6), workers=2)).isdisjoint(first)     # the block's pool is gone
+    assert len(_spawned(first)) == 1 and _spawned(second) <= _spawned(first)
+    assert _spawned(ordered_map(_pid, range(6), workers=2)).isdisjoint(_spawned(first))   # that pool is gone
 
 
 def test_shared_workers_belong_to_their_thread():
@@ -88,7 +115,7 @@ def test_shared_workers_belong_to_their_thread():
         thread = threading.Thread(target=lambda: other.extend(ordered_map(_pid, range(4), workers=2)))
         thread.start()
         thread.join()
-    assert other and set(other).isdisjoint(first)
+    assert _spawned(other) and _spawned(other).isdisjoint(_spawned(first))
 
 
 def test_compressed_volumes_carry_no_timestamp_and_no_temporary_is_left(small_cohort):

@@ -135,7 +135,8 @@ def check_gzip_complete(path: str | os.PathLike, *, fix: str) -> None:
 
     SimpleITK reads a truncated ``.nii.gz`` without complaint and fills the missing voxels,
     so a half-copied volume would silently become data. Decompressing the stream once (and
-    checking its CRC) costs a fraction of the read and catches truncation and garbage.
+    checking its CRC) costs a fraction of the read and catches truncation and garbage. ISA-L
+    decompresses about twice as fast as zlib here.
 
     Args:
         path: the file.
@@ -144,14 +145,16 @@ def check_gzip_complete(path: str | os.PathLike, *, fix: str) -> None:
     import gzip
     import zlib
 
+    from isal import igzip, isal_zlib
+
     path = Path(path)
     if not path.name.lower().endswith(".gz"):
         return
     try:
-        with gzip.open(path, "rb") as fh:
+        with igzip.open(path, "rb") as fh:
             while fh.read(1 << 22):
                 pass
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+    except (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error) as exc:
         raise NpcaiError(f"{path}: the compressed volume is truncated or corrupt ({exc}); {fix}") from exc
 
 

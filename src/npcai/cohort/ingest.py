@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 
 from npcai.cohort.clinical_schema import allowlist_columns, read_clinical, validate_clinical
-from npcai.cohort.contours import (align_label_map, find_volumes, mask_stats, read_label_map, read_volume,
-                                   same_grid)
+from npcai.cohort.contours import find_volumes, read_volume
+from npcai.cohort.convert import ScanJob, convert_scan
 from npcai.cohort.deidentify import assign_pseudonyms, hash_uid, load_pseudonym_map, new_salt, write_pseudonym_map
 from npcai.cohort.dicom_series import (DicomSeries, RtStructFile, SequenceMap, discover_series, find_rtstructs,
                                        read_series)
 from npcai.cohort.parallel import check_workers, iter_ordered_map, with_shared_workers
 from npcai.cohort.model import Cohort, Patient, Scan, pseudonym_map_path, scan_id
-from npcai.cohort.rtstruct import load_roi_map, rasterise_rtstruct
+from npcai.cohort.rtstruct import load_roi_map
 from npcai.errors import NpcaiError
 from npcai.fsutil import atomic_output_dir, check_output_path, check_replaceable, file_sha256
 from npcai.progress import track
@@ -231,10 +231,10 @@ def ingest(export: str | os.PathLike | None = None, *, clinical: str | os.PathLi
         (tmp / "masks").mkdir()
         suffix = ".nii.gz" if compress else ".nii"
         sids = [scan_id(pseudonyms[src.hospital_id], src.timepoint, src.sequence) for src in todo]
-        jobs = [_ScanJob(load=src.load, image_path=tmp / "images" / f"{sid}{suffix}",
+        jobs = [ScanJob(load=src.load, image_path=tmp / "images" / f"{sid}{suffix}",
                          mask_path=tmp / "masks" / f"{sid}{suffix}", contour=src.contour, rtstruct=src.rtstruct,
                          rois=dict(rois), compress=compress) for src, sid in zip(todo, sids)]
-        converted = iter_ordered_map(_convert_scan, jobs, workers=workers)
+        converted = iter_ordered_map(convert_scan, jobs, workers=workers)
         for src, sid, done in track(zip(todo, sids, converted), "Converting scans", total=len(todo)):
             pid = pseudonyms[src.hospital_id]
             if src.path is not None:
@@ -386,81 +386,6 @@ def _attach_contours(by_key: dict[tuple[str, str, str], _Source], contours: str 
     if unmatched:
         rep.warn(f"{len(unmatched)} contour file(s) match no scan and were ignored: {', '.join(unmatched[:8])}")
     return unmatched
-
-
-def _load_mask(src: _Source | _ScanJob, image, rois: Mapping[str, int]):
-    if src.contour is not None:
-        label = read_label_map(src.contour)
-        resampled = not same_grid(label, image)
-        mask = align_label_map(label, image, name=str(src.contour))
-        return mask, {"kind": "label_map", "file_sha256": file_sha256(src.contour), "resampled": resampled}
-    if src.rtstruct is not None:
-        mask = rasterise_rtstruct(src.rtstruct, image, rois, name=str(src.rtstruct))
-        return mask, {"kind": "rtstruct", "file_sha256": file_sha256(src.rtstruct)}
-    return None
-
-
-@dataclass(frozen=True)
-class _ScanJob:
-    """What converting one scan needs (picklable: it may run in a worker process)."""
-
-    load: Callable[[], Any]
-    image_path: Path
-    mask_path: Path
-    contour: Path | None
-    rtstruct: Path | None
-    rois: Mapping[str, int]
-    compress: bool
-
-
-@dataclass(frozen=True)
-class _ConvertedScan:
-    size: list[int]
-    spacing: list[float]
-    origin: list[float]
-    direction: list[float]
-    image_sha256: str
-    mask_stats: dict[str, Any] | None
-    contour_source: dict[str, Any] | None
-
-
-def _convert_scan(job: _ScanJob) -> _ConvertedScan:
-    """Read one scan and its contour, write both as NIfTI; runs in the caller or in a worker process."""
-    image = job.load()
-    _write(image, job.image_path, compress=job.compress)
-    mask = _load_mask(job, image, job.rois)
-    stats = source = None
-    if mask is not None:
-        mask_img, source = mask
-        _write(mask_img, job.mask_path, compress=job.compress)
-        stats = mask_stats(mask_img)
-    return _ConvertedScan(size=list(image.GetSize()), spacing=[float(v) for v in image.GetSpacing()],
-                          origin=[float(v) for v in image.GetOrigin()],
-                          direction=[float(v) for v in image.GetDirection()],
-                          image_sha256=file_sha256(job.image_path), mask_stats=stats, contour_source=source)
-
-
-#: deflate level of ``.nii.gz`` outputs (ISA-L levels 0-3; 2 is within a few % of zlib's size)
-GZIP_LEVEL = 2
-
-
-def _write(image, path: Path, *, compress: bool = True) -> None:
-    """Write a NIfTI volume; ``.nii.gz`` is SimpleITK's ``.nii`` bytes gzipped by ISA-L (about 4x
-    faster than ITK's own zlib, which ignores the compression level), with no timestamp in the
-    gzip header so the same volume always gives the same bytes."""
-    import SimpleITK as sitk
-    from isal import igzip
-
-    if not compress:
-        sitk.WriteImage(image, str(path), useCompression=False)
-        return
-    raw = path.with_name(f".{path.name[:-len('.gz')]}")             # .<scan_id>.nii beside the output
-    try:
-        sitk.WriteImage(image, str(raw), useCompression=False)
-        data = raw.read_bytes()
-    finally:
-        raw.unlink(missing_ok=True)
-    path.write_bytes(igzip.compress(data, GZIP_LEVEL, mtime=0))
 
 
 def _centre(value) -> str | None:
