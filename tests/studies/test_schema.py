@@ -142,7 +142,7 @@ def test_every_train_config_option_is_settable_from_the_yaml(tmp_path):
         if spec is not None:
             assert spec.default == f.default, name
     training = {"pretrained": False, "weights": None, "optimizer": "rmsprop", "lr": 0.003, "weight_decay": 0.01,
-                "schedule": "cosine",
+                "schedule": "cosine", "ema": 0.95,
                 "batch_size": 7, "epochs": 3, "patience": 2, "dropout": 0.25, "size": 48, "aggregate": "max",
                 "pooling": "attention", "bag_size": 5, "augment": False, "num_workers": 1,
                 "task": "binary", "stacked": True, "normalise": "histogram", "accelerator": "cpu", "devices": 1,

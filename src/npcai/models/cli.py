@@ -10,7 +10,7 @@ from npcai.errors import NpcaiError
 
 # CLI parameter name -> TrainConfig field (identical except where noted)
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
-                  "schedule", "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
+                  "schedule", "ema", "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
                   "test_fraction", "split_from", "where", "test_where", "folds", "fold_seed", "aggregate", "pooling", "bag_size", "augment",
                   "num_workers", "task", "stacked", "normalise", "accelerator", "devices", "precision", "strategy",
                   "num_nodes")
@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
         weight_decay: float = typer.Option(0.0, "--weight-decay", help="L2 weight decay."),
         schedule: str = typer.Option("constant", "--schedule", help="Learning rate over the epochs: constant, "
                                      "or cosine (annealed from --lr towards 0 by the last of --epochs)."),
+        ema: float = typer.Option(0.0, "--ema", help="Decay of a moving average of the weights, updated every "
+                                  "step (0 = off; e.g. 0.99); validation and the saved model use the average."),
         batch_size: int = typer.Option(32, "--batch-size", help="Slices (image unit) or bags (patient unit) per step."),
         epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
         patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation AUC."),

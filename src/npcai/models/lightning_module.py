@@ -26,6 +26,8 @@ Examples:
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import lightning.pytorch as pl
@@ -35,7 +37,7 @@ from npcai.models.data import EpochShuffleSampler, PatientBagDataset, SliceAugme
 from npcai.models.tasks import AGGREGATES, BinaryTask, Task, aggregate_patients
 
 __all__ = ["TaskModule", "SelectionDataModule", "ShardSampler", "gather_validation", "aggregate_patients",
-           "AGGREGATES", "OPTIMIZERS", "SCHEDULES"]
+           "update_ema", "AGGREGATES", "OPTIMIZERS", "SCHEDULES"]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 #: learning-rate schedules over the run's epochs (stepped once per epoch)
@@ -170,6 +172,19 @@ class SelectionDataModule(pl.LightningDataModule):
                           collate_fn=collate_batch, num_workers=self.num_workers)
 
 
+@torch.no_grad()
+def update_ema(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * model``, parameters and floating-point
+    buffers (batch-norm statistics) alike; integer buffers (batch counts) are copied."""
+    current = model.state_dict()
+    for name, value in average.state_dict().items():
+        new = current[name].detach()
+        if value.dtype.is_floating_point:
+            value.lerp_(new.to(value.dtype), 1.0 - decay)
+        else:
+            value.copy_(new)
+
+
 class TaskModule(pl.LightningModule):
     """Trains a network for a :class:`~npcai.models.tasks.Task`; logs the task's validation
     selection metric (``task.monitor``, e.g. ``val_auc`` over the validation *patients*).
@@ -187,13 +202,21 @@ class TaskModule(pl.LightningModule):
             towards 0 over ``max_epochs`` (stepped per epoch).
         augment: a :class:`SliceAugment` for training batches, or None.
         seed: reseeds torch's RNG (dropout) at every step, for exact ``--resume``.
+        ema: decay of an exponential moving average of the network's weights and batch-norm
+            statistics, updated after every optimisation step (0 = off). With it, validation
+            scores the averaged network (``ema_model``), so the checkpoint selected on
+            validation holds averaged weights, which :func:`npcai.runs.load_model_weights`
+            loads in place of the raw ones. The decay warms up as ``min(ema, (1 + t) / (10 + t))``
+            at step t, so the first epochs are not dominated by the initial weights.
     """
 
     def __init__(self, model: torch.nn.Module, task: Task | None = None, *, val_patients=None,
                  val_weights=None, optimizer: str = "adam", lr: float = 1e-4,
                  weight_decay: float = 0.0, schedule: str = "constant", max_epochs: int | None = None,
-                 augment: SliceAugment | None = None, seed: int = 0):
+                 augment: SliceAugment | None = None, seed: int = 0, ema: float = 0.0):
         super().__init__()
+        if not 0.0 <= ema < 1.0:
+            raise ValueError("ema must be in [0, 1)")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}")
         if schedule not in SCHEDULES or (schedule == "cosine" and not max_epochs):
@@ -206,6 +229,9 @@ class TaskModule(pl.LightningModule):
         self.schedule, self.max_epochs = schedule, max_epochs
         self.augment = augment
         self.seed = seed
+        self.ema = float(ema)
+        if self.ema:
+            self.ema_model = copy.deepcopy(model).requires_grad_(False)
         self.history: list[dict] = []
         self._train_losses: list[tuple[float, int]] = []
         self._val_out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -247,9 +273,19 @@ class TaskModule(pl.LightningModule):
         dist.all_gather(ys, y.contiguous())
         return torch.cat(outs), torch.cat(ys)
 
+    @property
+    def scored_model(self) -> torch.nn.Module:
+        """The network validation scores: the weight average when ``ema`` is on."""
+        return self.ema_model if self.ema else self.model
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema:
+            step = int(self.global_step)                  # optimisation steps taken so far
+            update_ema(self.ema_model, self.model, min(self.ema, (1.0 + step) / (10.0 + step)))
+
     def validation_step(self, batch, batch_idx: int):
         x, y, _, positions = batch
-        out = self.model(x)
+        out = self.scored_model(x)
         self._val_out.append((out.detach().float().cpu().numpy(), y.cpu().numpy(),
                               positions.cpu().numpy().astype(np.int64)))
 

@@ -57,6 +57,10 @@ class TrainConfig:
             from ``lr`` towards 0 by the last epoch; early stopping can still end the run sooner).
         batch_size: slices (image unit) or bags (patient unit) per step.
         epochs, patience: maximum epochs; early stopping patience on validation AUC.
+        ema: decay of an exponential moving average of the weights, updated every step (0 =
+            off; e.g. 0.99). Validation, model selection and the saved network use the
+            average, which moves less from epoch to epoch than the raw weights (on a small
+            cohort the raw weights' validation AUC jumps by 0.1 between epochs).
         dropout: dropout before the linear head.
         size: network input side in px (None = the ROI cache's size).
         seed: seeds the split, shuffling, augmentation and initialisation.
@@ -98,6 +102,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     schedule: str = "constant"
+    ema: float = 0.0
     batch_size: int = 32
     epochs: int = 40
     patience: int = 10
@@ -150,6 +155,7 @@ class TrainConfig:
             (self.patience >= 1, f"--patience {self.patience}: must be at least 1"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout}: must be in [0, 1)"),
             (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0"),
+            (0 <= self.ema < 1, f"--ema {self.ema}: the decay must be in [0, 1) (0 = off; e.g. 0.99)"),
             (self.size is None or self.size >= 16, f"--size {self.size}: must be at least 16 px"),
             (0 < self.val_fraction < 1, f"--val-fraction {self.val_fraction}: must be in (0, 1)"),
             (0 < self.test_fraction < 1, f"--test-fraction {self.test_fraction}: must be in (0, 1)"),
@@ -380,7 +386,8 @@ def _selection_stage(cfg: TrainConfig, task, model, roi, prep: _Prepared, geo: _
     augment = SliceAugment(seed=cfg.seed, pixel_aspect=geo.pixel_aspect) if cfg.augment else None
     module = TaskModule(model, task, val_patients=val_patients, val_weights=val_weights,
                         optimizer=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                        schedule=cfg.schedule, max_epochs=cfg.epochs, augment=augment, seed=cfg.seed)
+                        schedule=cfg.schedule, max_epochs=cfg.epochs, augment=augment, seed=cfg.seed,
+                        ema=cfg.ema)
     data = SelectionDataModule(train_ds, val_ds, batch_size=cfg.batch_size, seed=cfg.seed,
                                num_workers=cfg.num_workers)
     return module, data

@@ -70,12 +70,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> int:
-    """Load a Lightning checkpoint's ``model.*`` weights into ``model``; returns its epoch."""
+    """Load a Lightning checkpoint's network weights into ``model``; returns its epoch.
+
+    The weights are the ``ema_model.*`` ones (the weight average that validation scored) when
+    the run trained with ``ema``, else ``model.*``."""
     state = load_checkpoint(path)
     sd = state.get("state_dict")
     if not isinstance(sd, dict):
         raise NpcaiError(f"{path}: no state_dict in the checkpoint; train the run again")
-    weights = {k.removeprefix("model."): v for k, v in sd.items() if k.startswith("model.")}
+    prefix = "ema_model." if any(k.startswith("ema_model.") for k in sd) else "model."
+    weights = {k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)}
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
