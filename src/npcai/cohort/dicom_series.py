@@ -317,10 +317,17 @@ def _read_header(path: Path):
     raises on unreadable files."""
     import pydicom
 
-    size = path.stat().st_size
+    from npcai.cohort.dicom_header import read_image_header
+
     with open(path, "rb") as fh:
-        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-        header_end = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+        fast = read_image_header(fh, size)          # the common MR/CT case, else None
+        if fast is None:
+            fh.seek(0)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            header_end = fh.tell()
+        else:
+            ds, header_end = fast
     if "SOPClassUID" not in ds and "Modality" not in ds:
         raise ValueError("no DICOM header")
     truncated = False
