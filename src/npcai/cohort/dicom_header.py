@@ -48,6 +48,7 @@ _UNDEFINED = 0xFFFFFFFF
 _MODALITY = 0x00080060
 _IMAGE_MODALITIES = (b"MR", b"CT")
 _TRANSFER_SYNTAX = 0x00020010
+_CHARSET = 0x00080005
 _FIRST_READ = 16384
 # the elements are built as pydicom's reader builds them; a pydicom whose RawDataElement has
 # other fields is left to read every file itself
@@ -111,6 +112,30 @@ class HeaderDataset(Dataset):
                 # Dataset.get -> getattr -> __getattr__: the element's value, else default
                 return self[found[0]].value if found[0] in self._dict else default
         return super().get(key, default)
+
+
+_CHARSETS: dict[tuple, str | list[str]] = {}          # (VR, raw SpecificCharacterSet) -> encodings
+
+
+def _character_set(raw: RawDataElement) -> str | list[str]:
+    """The text encodings of a SpecificCharacterSet element, as dcmread records them;
+    raises ``_Fallback`` where dcmread raises (it converts the element as it reads it)."""
+    key = (raw.VR, raw.value)
+    found = _CHARSETS.get(key)
+    if found is None:
+        from pydicom.charset import convert_encodings
+        from pydicom.dataelem import convert_raw_data_element
+        from pydicom.values import convert_string
+
+        try:
+            convert_encodings(convert_string(raw.value or b"", True))      # the element reader's
+            convert_encodings(convert_raw_data_element(raw).value)          # the dataset reader's
+            found = Dataset({raw.tag: raw})._character_set                  # what dcmread records
+        except Exception as exc:  # noqa: BLE001 - pydicom raises it reading the file
+            raise _Fallback from exc
+        if len(_CHARSETS) < 256:
+            _CHARSETS[key] = found
+    return list(found) if isinstance(found, list) else found
 
 
 class _Fallback(Exception):
@@ -185,6 +210,8 @@ def _walk_item(buf: bytes, pos: int, end: int | None, implicit: bool, eof: bool)
             if (group << 16 | elem) != _ITEM_END or end is not None or length:
                 raise _Fallback
             return pos + 8
+        if group == 8 and elem == 5:
+            raise _Fallback                            # pydicom converts it at once, in items too
         vr = None
         start = pos + 8
         if not implicit:
@@ -208,17 +235,21 @@ def _walk_item(buf: bytes, pos: int, end: int | None, implicit: bool, eof: bool)
                 _short(pos, eof)
 
 
-def parse_image_header(buf: bytes, *, eof: bool) -> tuple[dict, dict, bool, int]:
+def parse_image_header(buf: bytes, *, eof: bool) -> tuple[dict, dict, bool, int, str | list[str]]:
     """Parse the header at the start of ``buf`` (the file's first bytes; ``eof``: all of it).
 
-    Returns ``(file_meta_elements, dataset_elements, implicit_vr, pixel_offset)`` (raw
-    pydicom elements keyed by tag). Raises ``_Fallback`` for a header this reader does not
+    Returns ``(file_meta_elements, dataset_elements, implicit_vr, pixel_offset, encodings)``
+    (raw pydicom elements keyed by tag; the text encodings of SpecificCharacterSet). Raises ``_Fallback`` for a header this reader does not
     handle and ``_NeedMore`` when it runs past ``buf``.
     """
     n = len(buf)
     if n < 140:
         _short(140, eof)
     if buf[128:132] != b"DICM":
+        raise _Fallback
+    # pydicom converts the first file meta element at once (and its group length): read here
+    # only the plain (0002,0000) UL, whose conversion cannot fail
+    if buf[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
         raise _Fallback
     meta: dict[BaseTag, RawDataElement] = {}
     pos = 132
@@ -261,6 +292,7 @@ def parse_image_header(buf: bytes, *, eof: bool) -> tuple[dict, dict, bool, int]
         raise _Fallback
 
     elements: dict[BaseTag, RawDataElement] = {}
+    charset: str | list[str] = default_encoding
     modality_checked = False
     new_raw = tuple.__new__                            # RawDataElement(...) without its Python __new__
     tags = _TAGS
@@ -268,10 +300,19 @@ def parse_image_header(buf: bytes, *, eof: bool) -> tuple[dict, dict, bool, int]
     while True:
         if pos + 8 > n:
             _short(pos + 8, eof)
+        start = pos + 8
         if implicit:
             group, elem, length = _IMPLICIT(buf, pos)
         else:
             group, elem, vr_bytes, length = _EXPLICIT(buf, pos)
+            vr = _VRS.get(vr_bytes)
+            if vr is None:
+                raise _Fallback
+            if vr in _LONG_VRS:                        # pydicom reads these 4 bytes even at the pixel data
+                if pos + 12 > n:
+                    _short(pos + 12, eof)
+                length = _U32(buf, start)[0]
+                start += 4
         tag = group << 16 | elem
         if not modality_checked and tag > _MODALITY:
             modality = elements.get(_MODALITY)
@@ -283,16 +324,6 @@ def parse_image_header(buf: bytes, *, eof: bool) -> tuple[dict, dict, bool, int]
             break
         if group == 0xFFFE:
             raise _Fallback
-        start = pos + 8
-        if not implicit:
-            vr = _VRS.get(vr_bytes)
-            if vr is None:
-                raise _Fallback
-            if vr in _LONG_VRS:
-                if pos + 12 > n:
-                    _short(pos + 12, eof)
-                length = _U32(buf, start)[0]
-                start += 4
         if length == _UNDEFINED:
             # pydicom parses it into a Sequence at once; kept raw (its items and delimiter),
             # pydicom converts it to the same Sequence on access
@@ -309,9 +340,12 @@ def parse_image_header(buf: bytes, *, eof: bool) -> tuple[dict, dict, bool, int]
         key = tags.get(tag)
         if key is None:
             key = _tag(tag)
-        elements[key] = new_raw(RawDataElement, (key, vr, length, buf[start:pos] if length else
-                                                 empty_value_for_VR(vr, raw=True), start, implicit, True, True, False))
-    return meta, elements, implicit, pos
+        elements[key] = raw = new_raw(RawDataElement, (key, vr, length, buf[start:pos] if length else
+                                                       empty_value_for_VR(vr, raw=True), start, implicit, True,
+                                                       True, False))
+        if tag == _CHARSET:
+            charset = _character_set(raw)
+    return meta, elements, implicit, pos, charset
 
 
 def read_image_header(fh: BinaryIO, size: int) -> tuple[HeaderDataset, int] | None:
@@ -328,7 +362,7 @@ def read_image_header(fh: BinaryIO, size: int) -> tuple[HeaderDataset, int] | No
     buf = fh.read(min(size, _FIRST_READ))
     while True:
         try:
-            meta, elements, implicit, offset = parse_image_header(buf, eof=len(buf) >= size)
+            meta, elements, implicit, offset, charset = parse_image_header(buf, eof=len(buf) >= size)
             break
         except _Fallback:
             return None
@@ -343,5 +377,5 @@ def read_image_header(fh: BinaryIO, size: int) -> tuple[HeaderDataset, int] | No
     file_meta.set_original_encoding(False, True, default_encoding)
     ds = HeaderDataset(elements)
     ds.file_meta = file_meta
-    ds.set_original_encoding(implicit, True)
+    ds.set_original_encoding(implicit, True, charset)
     return ds, offset
