@@ -4,6 +4,7 @@ file to pydicom; the header scan's results never depend on which of the two read
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import struct
 import sys
@@ -20,7 +21,7 @@ import test_dicom_series as series_tests  # noqa: E402  (the pixel formats the d
 
 from npcai.cohort import dicom_header  # noqa: E402
 from npcai.cohort import dicom_series as ds_mod  # noqa: E402
-from npcai.cohort.dicom_header import HeaderDataset, read_image_header  # noqa: E402
+from npcai.cohort.dicom_header import HeaderDataset, header_dataset, read_image_header  # noqa: E402
 
 # every keyword the header path reads (present or absent in the test files), and some it does not
 _KEYWORDS = [
@@ -81,6 +82,9 @@ def _assert_same(path: Path) -> tuple:
     assert fast is not None, path
     ds, offset = fast
     assert isinstance(ds, HeaderDataset) and isinstance(ds.file_meta, FileMetaDataset)
+    again = header_dataset(ds.header_bytes)                     # read again from the bytes a worker sends
+    assert again.header_bytes == ds.header_bytes and list(again.keys()) == list(ds.keys())
+    assert all(again[tag] == ds[tag] for tag in ds.keys()) and again.file_meta == ds.file_meta
     assert offset == ref_offset
     assert list(ds.keys()) == list(ref.keys())
     for tag in ref.keys():
@@ -103,8 +107,11 @@ def _scan_key(path: Path, root: Path):
         if h is None:
             return None
         facts = h.facts() if h.ds is not None else h._facts
+        # as a worker process sends it: facts worked out, or the header's bytes to read again
+        sent = pickle.loads(pickle.dumps(ds_mod._scan_file(path, root)))
+        sent_facts = sent.facts() if sent.has_geometry and not sent.truncated else None
         return repr((h.modality, h.series_uid, h.truncated, h.offset, h.has_geometry, h.slice, h.slice_error,
-                     h.rtstruct, facts))
+                     h.rtstruct, facts, sent.slice, sent.offset, sent_facts))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _outcome(run)

@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
-__all__ = ["HeaderDataset", "read_image_header", "parse_image_header"]
+__all__ = ["HeaderDataset", "read_image_header", "header_dataset", "parse_image_header"]
 
 _EXPLICIT = struct.Struct("<HH2sH").unpack_from      # tag, VR, 2-byte length
 _IMPLICIT = struct.Struct("<HHL").unpack_from        # tag, 4-byte length (also item headers)
@@ -89,7 +89,11 @@ def _keyword(name: str) -> tuple[BaseTag, bool] | None:
 class HeaderDataset(Dataset):
     """A pydicom :class:`~pydicom.dataset.Dataset` whose keyword look-ups (``in``,
     :meth:`get_item`, :meth:`get`) skip pydicom's keyword-to-tag conversion, which costs
-    more than reading the header; answers and values are those of a Dataset."""
+    more than reading the header; answers and values are those of a Dataset.
+    ``header_bytes`` holds the file's bytes up to its pixel data element's header (see
+    :func:`header_dataset`)."""
+
+    header_bytes: bytes | None = None
 
     def __contains__(self, name: Any) -> bool:
         if isinstance(name, str):
@@ -373,9 +377,24 @@ def read_image_header(fh: BinaryIO, size: int) -> tuple[HeaderDataset, int] | No
             if not more_bytes:
                 return None
             buf += more_bytes
+    ds = _dataset(meta, elements, implicit, charset)
+    ds.header_bytes = buf[:offset + 12]
+    return ds, offset
+
+
+def _dataset(meta: dict, elements: dict, implicit: bool, charset: str | list[str]) -> HeaderDataset:
     file_meta = FileMetaDataset(meta)
     file_meta.set_original_encoding(False, True, default_encoding)
     ds = HeaderDataset(elements)
     ds.file_meta = file_meta
     ds.set_original_encoding(implicit, True, charset)
-    return ds, offset
+    return ds
+
+
+def header_dataset(header_bytes: bytes) -> HeaderDataset:
+    """The dataset :func:`read_image_header` gave, from its ``header_bytes`` (the header scan
+    sends these between processes rather than the dataset or values read from it)."""
+    meta, elements, implicit, _, charset = parse_image_header(header_bytes, eof=True)
+    ds = _dataset(meta, elements, implicit, charset)
+    ds.header_bytes = header_bytes
+    return ds

@@ -374,8 +374,10 @@ class _FileHeader:
 
     In the process that read it, it keeps the pydicom dataset and works out the series facts
     (:meth:`facts`) only for the one file per series that needs them; sent to another process
-    (``workers > 1``) it computes them first and travels without the dataset, which costs
-    several times less to pickle.
+    (``workers > 1``) it travels without the dataset, which costs several times less to
+    pickle: with the header's bytes where the fast reader (:mod:`npcai.cohort.dicom_header`)
+    read it (:meth:`facts` reads them again, for the few files that need it), else with the
+    facts worked out first.
     """
 
     modality: str
@@ -387,12 +389,17 @@ class _FileHeader:
     slice_error: str | None = None               # the NpcaiError message :func:`_slice` raised
     rtstruct: RtStructFile | None = None
     ds: Any = None
+    header: bytes | None = None                  # the fast reader's header bytes, when sent without ds
     _facts: dict[str, Any] | None = None
 
     def facts(self) -> dict[str, Any]:
         """The series-level facts the first file of a series supplies."""
         if self._facts is None:
             ds = self.ds
+            if ds is None:
+                from npcai.cohort.dicom_header import header_dataset
+
+                ds = header_dataset(self.header)
             self._facts = {
                 "description": _str(ds, "SeriesDescription") or _str(ds, "ProtocolName"),
                 "hospital_id": _str(ds, "PatientID"), "study_uid": _str(ds, "StudyInstanceUID"),
@@ -403,7 +410,11 @@ class _FileHeader:
 
     def __getstate__(self) -> dict[str, Any]:
         if self.ds is not None and self.has_geometry and not self.truncated:   # may be a series' first file
-            self.facts()
+            header = getattr(self.ds, "header_bytes", None)
+            if header is not None:
+                self.header = header
+            else:
+                self.facts()
         return {**self.__dict__, "ds": None}
 
 
