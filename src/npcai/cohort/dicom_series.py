@@ -1,7 +1,8 @@
 """DICOM series discovery, checking and conversion to SimpleITK images.
 
 A hospital export is a tree of DICOM files in any layout. :func:`discover_series` reads
-every file's header once (pydicom, ``stop_before_pixels``), groups image files by
+every file's header once (:mod:`npcai.cohort.dicom_header` for uncompressed little-endian
+MR/CT files, else pydicom with ``stop_before_pixels``; the same dataset), groups image files by
 SeriesInstanceUID, orders slices along the slice normal (the cross product of the
 ImageOrientationPatient row and column vectors, dotted with ImagePositionPatient), and
 checks the geometry: one orientation, one matrix size, one pixel spacing, no duplicate
