@@ -32,7 +32,7 @@ _KEYWORDS = [
     "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence", "PixelData",
     "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient", "ImageType", "WindowCenter", "WindowWidth",
     "ReferencedFrameNumber", "ReferencedImageSequence", "RequestAttributesSequence", "SpecificCharacterSet",
-    "SeriesNumber", "PatientName", "ImageComments", "NotAKeyword",
+    "SeriesNumber", "PatientName", "ImageComments", "NotAKeyword", "00100020", "0x00280010",
 ]
 
 

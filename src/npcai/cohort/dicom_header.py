@@ -2,11 +2,13 @@
 
 The ingest header scan reads every file up to its pixel data. pydicom's
 ``dcmread(stop_before_pixels=True)`` spends most of its time in per-element Python
-machinery; :func:`read_image_header` walks the same bytes with :mod:`struct` and builds the
-:class:`~pydicom.dataset.FileDataset` pydicom's reader would build: the same raw
-(unconverted) elements, keyed by the same tags, with the same file meta and encoding. Every
-value read from it is converted by pydicom itself on first access, so the values, ``in``
-tests and ``get`` defaults are pydicom's.
+machinery; :func:`read_image_header` walks the same bytes with :mod:`struct` and builds a
+:class:`HeaderDataset` (a pydicom Dataset) holding what pydicom's reader would hold: the same
+raw (unconverted) elements, keyed by the same tags, with the same file meta and encodings.
+Every value read from it is converted by pydicom itself on first access, so the values,
+``in`` tests and ``get`` defaults are pydicom's; the few conversions dcmread makes while
+reading (the file meta group length, SpecificCharacterSet) are made here too, so a file
+pydicom refuses is left to pydicom to refuse.
 
 Only the common case is read here: a 128-byte preamble and ``DICM``, an explicit VR little
 endian file meta group naming implicit VR little endian (1.2.840.10008.1.2) or explicit VR
@@ -26,7 +28,7 @@ import struct
 from typing import Any, BinaryIO
 
 from pydicom.charset import default_encoding
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
@@ -57,7 +59,7 @@ _RAW_LAYOUT = RawDataElement._fields == ("tag", "VR", "length", "value", "value_
 
 
 _TAGS: dict[int, BaseTag] = {}                        # one BaseTag object per tag value read
-_KEYWORDS: dict[str, tuple[BaseTag, bool]] = {}         # keyword -> (tag, is a Dataset attribute)
+_KEYWORDS: dict[str, tuple[BaseTag, bool]] = {}         # name -> (Tag(name), get() may look it up)
 
 
 def _tag(value: int) -> BaseTag:
@@ -72,15 +74,16 @@ def _tag(value: int) -> BaseTag:
 
 
 def _keyword(name: str) -> tuple[BaseTag, bool] | None:
-    """``(Tag(name), whether Dataset has an attribute of that name)``, None when ``name``
-    names no tag; computed once per name."""
+    """``(Tag(name), whether Dataset.get(name) means that element)``, None when ``name``
+    names no tag; computed once per name. ``in`` and ``get_item`` take any name ``Tag``
+    takes (hexadecimal too); ``get`` only DICOM keywords that are not Dataset attributes."""
     found = _KEYWORDS.get(name)
     if found is None:
         try:
             tag = _tag(int(Tag(name)))
-        except Exception:  # noqa: BLE001 - not a keyword: pydicom's own path answers
+        except Exception:  # noqa: BLE001 - not a tag: pydicom's own path answers
             return None
-        found = (tag, hasattr(HeaderDataset, name))
+        found = (tag, tag_for_keyword(name) == tag and not hasattr(HeaderDataset, name))
         if len(_KEYWORDS) < 4096:
             _KEYWORDS[name] = found
     return found
@@ -112,9 +115,14 @@ class HeaderDataset(Dataset):
     def get(self, key: Any, default: Any | None = None) -> Any:
         if isinstance(key, str):
             found = _keyword(key)
-            if found is not None and not found[1]:
+            if found is not None and found[1]:
                 # Dataset.get -> getattr -> __getattr__: the element's value, else default
-                return self[found[0]].value if found[0] in self._dict else default
+                if found[0] not in self._dict:
+                    return default
+                try:
+                    return self[found[0]].value
+                except AttributeError:
+                    return default
         return super().get(key, default)
 
 
