@@ -438,6 +438,17 @@ def test_borderline_encodings_are_left_to_pydicom(tmp_path, implicit, monkeypatc
 
 
 @pytest.mark.parametrize("implicit", [False, True])
+def test_sequences_nested_past_the_recursion_limit_are_left_to_pydicom(tmp_path, implicit, monkeypatch):
+    nested = _el(0x00401001, "SH", b"RP1 ", implicit)
+    for _ in range(sys.getrecursionlimit()):
+        nested = _seq(0x00400275, [_item(nested, True)], True, implicit)
+    path = tmp_path / "deep.dcm"
+    path.write_bytes(_raw_file(implicit, {0x00400275: nested}))
+    assert _fast(path) is None
+    _assert_same_scan(path, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("implicit", [False, True])
 def test_truncated_headers_scan_as_before(tmp_path, implicit, monkeypatch):
     data = _raw_file(implicit, _sequences(implicit))
     path = tmp_path / "cut.dcm"

@@ -376,8 +376,6 @@ def read_image_header(fh: BinaryIO, size: int) -> tuple[HeaderDataset, int] | No
         try:
             meta, elements, implicit, offset, charset = parse_image_header(buf, eof=len(buf) >= size)
             break
-        except _Fallback:
-            return None
         except _NeedMore as more:
             if more.upto > size:
                 return None
@@ -385,6 +383,8 @@ def read_image_header(fh: BinaryIO, size: int) -> tuple[HeaderDataset, int] | No
             if not more_bytes:
                 return None
             buf += more_bytes
+        except Exception:  # noqa: BLE001 - _Fallback, or a surprise (sequences nested past the recursion
+            return None    # limit...): pydicom reads the file, as before
     ds = _dataset(meta, elements, implicit, charset)
     ds.header_bytes = buf[:offset + 12]
     return ds, offset
