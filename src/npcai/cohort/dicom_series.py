@@ -1,7 +1,8 @@
 """DICOM series discovery, checking and conversion to SimpleITK images.
 
 A hospital export is a tree of DICOM files in any layout. :func:`discover_series` reads
-every file's header once (pydicom, ``stop_before_pixels``), groups image files by
+every file's header once (:mod:`npcai.cohort.dicom_header` for uncompressed little-endian
+MR/CT files, else pydicom with ``stop_before_pixels``; the same dataset), groups image files by
 SeriesInstanceUID, orders slices along the slice normal (the cross product of the
 ImageOrientationPatient row and column vectors, dotted with ImagePositionPatient), and
 checks the geometry: one orientation, one matrix size, one pixel spacing, no duplicate
@@ -317,10 +318,17 @@ def _read_header(path: Path):
     raises on unreadable files."""
     import pydicom
 
-    size = path.stat().st_size
+    from npcai.cohort.dicom_header import read_image_header
+
     with open(path, "rb") as fh:
-        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-        header_end = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+        fast = read_image_header(fh, size)          # the common MR/CT case, else None
+        if fast is None:
+            fh.seek(0)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            header_end = fh.tell()
+        else:
+            ds, header_end = fast
     if "SOPClassUID" not in ds and "Modality" not in ds:
         raise ValueError("no DICOM header")
     truncated = False
@@ -367,8 +375,10 @@ class _FileHeader:
 
     In the process that read it, it keeps the pydicom dataset and works out the series facts
     (:meth:`facts`) only for the one file per series that needs them; sent to another process
-    (``workers > 1``) it computes them first and travels without the dataset, which costs
-    several times less to pickle.
+    (``workers > 1``) it travels without the dataset, which costs several times less to
+    pickle: with the header's bytes where the fast reader (:mod:`npcai.cohort.dicom_header`)
+    read it (:meth:`facts` reads them again, for the few files that need it), else with the
+    facts worked out first.
     """
 
     modality: str
@@ -380,12 +390,17 @@ class _FileHeader:
     slice_error: str | None = None               # the NpcaiError message :func:`_slice` raised
     rtstruct: RtStructFile | None = None
     ds: Any = None
+    header: bytes | None = None                  # the fast reader's header bytes, when sent without ds
     _facts: dict[str, Any] | None = None
 
     def facts(self) -> dict[str, Any]:
         """The series-level facts the first file of a series supplies."""
         if self._facts is None:
             ds = self.ds
+            if ds is None:
+                from npcai.cohort.dicom_header import header_dataset
+
+                ds = header_dataset(self.header)
             self._facts = {
                 "description": _str(ds, "SeriesDescription") or _str(ds, "ProtocolName"),
                 "hospital_id": _str(ds, "PatientID"), "study_uid": _str(ds, "StudyInstanceUID"),
@@ -396,7 +411,11 @@ class _FileHeader:
 
     def __getstate__(self) -> dict[str, Any]:
         if self.ds is not None and self.has_geometry and not self.truncated:   # may be a series' first file
-            self.facts()
+            header = getattr(self.ds, "header_bytes", None)
+            if header is not None:
+                self.header = header
+            else:
+                self.facts()
         return {**self.__dict__, "ds": None}
 
 
