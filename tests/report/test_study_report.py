@@ -138,3 +138,14 @@ def test_cross_validated_study_shares_folds_and_reports_pooled_auc(tiny_study, c
     first = delong.iloc[0]
     assert first["Paired test patients"] == len(folds[0])
     assert any(f.startswith("gradcam_") for f in (p.name for p in (out / "report" / "figures").glob("*.png")))
+
+
+def test_methods_name_the_schedule_and_the_weight_average():
+    """A reader reproducing the training from the methods needs both (residual's cosine preset,
+    peritumoral's ema preset); a constant rate without an average adds nothing."""
+    from npcai.report.study import schedule_and_average_text
+    from npcai.studies.schema import TrainingSpec
+
+    text = schedule_and_average_text(TrainingSpec(schedule="cosine", epochs=10, ema=0.99))
+    assert "cosine schedule over the 10 epochs" in text and "moving average of the weights (decay 0.99" in text
+    assert schedule_and_average_text(TrainingSpec()) == ""

@@ -16,7 +16,7 @@ from npcai.report import figures as F
 from npcai.report.html import Report, write_report
 from npcai.report.tables import COMPARATOR_SOURCES, baseline_table, cv_table, fmt, main_tables
 
-__all__ = ["build_report", "methods_text", "package_versions"]
+__all__ = ["build_report", "methods_text", "schedule_and_average_text", "package_versions"]
 
 
 _MAIN_CAPTION = {
@@ -42,6 +42,18 @@ def _roi_json(cohort_dir: Path, cache: str) -> dict:
     from npcai.imaging.roi_cache import RoiDataset, list_rois
 
     return RoiDataset.open(cohort_dir, cache).params if cache in list_rois(cohort_dir) else {}
+
+
+def schedule_and_average_text(t) -> str:
+    """The methods' clauses for a study's ``training:`` learning-rate schedule and weight
+    average (empty for a constant rate without an average)."""
+    out = ""
+    if t.schedule == "cosine":
+        out += f"; learning rate annealed towards 0 by a cosine schedule over the {t.epochs} epochs"
+    if t.ema:
+        out += (f"; validation, checkpoint selection and the saved network used an exponential moving average "
+                f"of the weights (decay {t.ema:g} per step)")
+    return out
 
 
 def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
@@ -87,6 +99,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         f"learning rate {t.lr:g}, weight decay {t.weight_decay:g}, batch size {t.batch_size}, at most "
         f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}" + (f" with early stopping after {t.patience} epochs without improvement"
                                if t.patience < t.epochs else " (no early stopping)")
+        + schedule_and_average_text(t)
         + f"; {'augmentation (flips, small affine, intensity jitter)' if t.augment else 'no augmentation'}"
         + "; the checkpoint was selected on the validation patients' AUC only. A patient's probability is the "
           f"{t.aggregate} of its slices' probabilities (image unit)"
