@@ -203,6 +203,8 @@ def test_bad_inputs_fail_with_one_line(cli, train_cohort, tmp_path, monkeypatch)
     assert r.code == 2 and "therapy" in r.stderr and r.stderr.strip().count("\n") == 0
     r = _train(cli, train_cohort, out, "--schedule", "step")
     assert r.code == 2 and "--schedule 'step'" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = _train(cli, train_cohort, out, "--ema", "1.5")
+    assert r.code == 2 and "--ema 1.5: the decay must be in [0, 1)" in r.stderr and r.stderr.strip().count("\n") == 0
     r = cli("train", train_cohort, "--roi", "pre", "--endpoint", "no_such_column", "--out", out, *FAST)
     assert r.code == 2 and "no_such_column" in r.stderr
     r = cli("train", train_cohort, "--roi", "nope", "--endpoint", "pfs-median", "--out", out, *FAST)
