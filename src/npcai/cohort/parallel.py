@@ -83,8 +83,9 @@ def shared_workers() -> Iterator[None]:
 
     The first call that needs more than one worker starts the pool with its worker count
     (less one: the calling process computes too); later calls reuse it (with that many
-    workers) instead of spawning their own, which costs about a second each. The pool is shut down when the block ends (pending work cancelled
-    when it ends by an exception). Results are the same as without the block.
+    workers) instead of spawning their own, which costs about a second each. The pool is
+    shut down when the block ends (pending work cancelled when it ends by an exception).
+    Results are the same as without the block.
     """
     pool = _Pool()
     token = _SHARED.set(pool)
