@@ -4,7 +4,8 @@ Printed, not asserted.
     .venv/bin/python benchmarks/segment.py [--data openkbp|phantom] [--work DIR] [--minutes M] [--threads 1]
 
 ``--data openkbp`` (default): the 40 OpenKBP head-and-neck CTs of ``../shared/realdata/openkbp-hn-ct``
-(128 x 128 x 128, 3.9 x 3.9 x 2.5 mm, label 1 = PTV70). They are ingested once into
+(128 x 128 x 128 voxels; the README says 3.9 x 3.9 x 2.5 mm, but the spacing varies by patient:
+2.7-5.1 mm in-plane and 1.5-3.0 mm between slices; label 1 = PTV70). They are ingested once into
 ``WORK/cohort`` (symlinks + ids.csv, as tests/segmentation/test_realdata.py does; reused when
 present). One U-Net is trained on a patient split (test patients 1/5, never used for training
 or selection; validation patients 1/5 of the rest select the epoch) with the levers of
@@ -81,7 +82,7 @@ def run_openkbp(args) -> None:
     cohort = ingest_openkbp(work)
     out = work / args.name
     options = dict(arch="unet", encoder=args.encoder, encoder_depth=args.encoder_depth, pretrained=False,
-                   labels="tumour", size=args.size, batch_size=args.batch_size, optimizer="adam", lr=args.lr,
+                   labels=args.labels, size=args.size, batch_size=args.batch_size, optimizer="adam", lr=args.lr,
                    epochs=args.epochs, patience=args.patience, max_minutes=args.minutes,
                    normalise=args.window, context=args.context, crop_mm=args.crop_mm, negative_fraction=args.negative_fraction,
                    min_component=args.min_component, keep_largest_3d=args.keep_largest_3d,
@@ -92,7 +93,7 @@ def run_openkbp(args) -> None:
     t_train = time.perf_counter() - t
     run = load_segrun(out)
     s = run.summary
-    print(f"OpenKBP PTV70 (label 1), {s['patients']['train']}/{s['patients']['val']}/{s['patients']['test']} "
+    print(f"OpenKBP PTV70 (label 1; classes trained: {args.labels}), {s['patients']['train']}/{s['patients']['val']}/{s['patients']['test']} "
           f"train/val/test patients; U-Net {args.encoder} depth {args.encoder_depth}, {args.size} px grid of the "
           f"centred {args.crop_mm:g} mm square, "
           f"context {args.context} (channels {2 * args.context + 1}), negative fraction {args.negative_fraction}, "
@@ -111,12 +112,17 @@ def run_openkbp(args) -> None:
         m = ev.metrics
         p = m["patient"]["tumour"]
         rows.append(label)
-        print(f"test, {label}: {m['n_patients']} patients, {m['n_slices']} slices with PTV70")
+        target = "PTV70" if args.labels == "tumour" else "PTV70 or PTV56/63"
+        print(f"test, {label}: {m['n_patients']} patients, {m['n_slices']} slices with {target}")
         print(f"  Dice per slice   {_ci(m['slice']['tumour']['dice'])}")
         print(f"  Dice per patient {_ci(p['dice'])}")
         print(f"  HD95 (mm)        {_ci(p['hd95_mm'], 1)}")
         print(f"  |volume error|   {_ci(p['abs_volume_rel_error'], 2)} (relative); missed patients "
               f"{p['patients_missed']}")
+        if "both" in m["patient"]:
+            b = m["patient"]["both"]
+            print(f"  all planning targets (PTV70 + PTV56/63 as one region): Dice per patient {_ci(b['dice'])}, "
+                  f"HD95 {_ci(b['hd95_mm'], 1)} mm")
     pts = ev.patients[["patient_id", "dice_tumour", "hd95_mm_tumour", "volume_true_ml_tumour",
                        "volume_pred_ml_tumour"]]
     with pd.option_context("display.width", 120, "display.precision", 3):
@@ -199,6 +205,9 @@ def main() -> None:
     g = ap.add_argument_group("openkbp levers")
     g.add_argument("--name", default="ptv70", help="run folder name under --work")
     g.add_argument("--encoder-depth", type=int, default=4)
+    g.add_argument("--labels", default="tumour",
+                   help="classes trained: tumour (PTV70 alone) or tumour,nodes (PTV70 and, as a second class, "
+                        "label 2 = PTV56/63 outside it); PTV70 is what is scored")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--epochs", type=int, default=60)
     g.add_argument("--patience", type=int, default=12)
@@ -206,7 +215,7 @@ def main() -> None:
     g.add_argument("--negative-fraction", type=float, default=0.3)
     g.add_argument("--window", default="window:40,400", help="CT normalisation")
     g.add_argument("--crop-mm", type=float, default=250.0,
-                   help="centred square of each slice the network sees (250 mm = 64 px of 3.9 mm: native resolution)")
+                   help="centred square of each slice the network sees (250 mm = 64 px of 3.9 mm, the most common spacing; the crop is in mm, so every patient's is the same physical size)")
     g.add_argument("--min-component", default="3x3")
     g.add_argument("--keep-largest-3d", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--split-seed", type=int, default=0)
