@@ -129,9 +129,10 @@ def _table(rows: list[LearningRow]) -> str:
     return "\n".join(lines)
 
 
-def _verdicts(rows: list[LearningRow]) -> list[str]:
+def _verdicts(rows: list[LearningRow], *, partial: bool = False) -> list[str]:
     """The issue's targets: peritumoral best deep model >= 0.9 x oracle; metastasis and residual
-    best model with a CI above 0.5."""
+    best model with a CI above 0.5. ``partial``: only some ROI datasets ran (``--rois``), so
+    the verdict is about those alone."""
     out = []
     for study in dict.fromkeys(r.study for r in rows):
         deep = [r for r in rows if r.study == study and "Radiomics" not in r.model]
@@ -144,6 +145,8 @@ def _verdicts(rows: list[LearningRow]) -> list[str]:
             line += f" -> target >= 0.90 x oracle {'met' if best.ratio >= 0.9 else 'NOT met'}"
         elif study in ("metastasis", "residual"):
             line += f" -> target CI above 0.5 {'met' if best.auc_low > 0.5 else 'NOT met'}"
+        if partial:
+            line += " (judged on the datasets run here only: --rois)"
         out.append(line)
     return out
 
@@ -184,12 +187,13 @@ def main() -> None:
         all_rows += rows
         print(f"\n## {study} ({args.preset} preset, {args.folds}-fold CV): {timings[-1]}\n", flush=True)
         print(_table(rows), flush=True)
+    verdicts = _verdicts(all_rows, partial=bool(args.rois))
     phantom = f"phantom seed {args.phantom_seed}" if args.phantom_seed else "default phantom"
     text = "\n".join([f"# Learning benchmark ({args.label}): {args.preset} presets, {args.folds}-fold CV, {phantom}", "",
-                      _table(all_rows), "", *[f"- {v}" for v in _verdicts(all_rows)], "",
+                      _table(all_rows), "", *[f"- {v}" for v in verdicts], "",
                       *[f"- time {t}" for t in timings], ""])
     (args.work / f"learning-{args.label}.md").write_text(text)
-    print("\n" + "\n".join(_verdicts(all_rows)))
+    print("\n" + "\n".join(verdicts))
     print("\n".join(timings))
     print(f"written: {args.work / f'learning-{args.label}.md'}")
 
