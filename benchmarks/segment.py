@@ -104,6 +104,7 @@ def run_openkbp(args) -> None:
           f"{s['slices']['train']} with PTV + {s['slices'].get('train_without_target_per_epoch', 0)} without")
     t = time.perf_counter()
     rows = []
+    target = "PTV70" if args.labels == "tumour" else "PTV70 or PTV56/63"
     for label, mc, largest in (("2D only (10x10 px drop, no 3D)", "10x10", False),
                                (f"saved post-processing ({run.config['options']['min_component']} px drop"
                                 f"{', largest 3D component' if run.config['options']['keep_largest_3d'] else ''})",
@@ -112,7 +113,6 @@ def run_openkbp(args) -> None:
         m = ev.metrics
         p = m["patient"]["tumour"]
         rows.append(label)
-        target = "PTV70" if args.labels == "tumour" else "PTV70 or PTV56/63"
         print(f"test, {label}: {m['n_patients']} patients, {m['n_slices']} slices with {target}")
         print(f"  Dice per slice   {_ci(m['slice']['tumour']['dice'])}")
         print(f"  Dice per patient {_ci(p['dice'])}")

@@ -141,8 +141,8 @@ def test_cross_validated_study_shares_folds_and_reports_pooled_auc(tiny_study, c
 
 
 def test_methods_name_the_schedule_and_the_weight_average():
-    """A reader reproducing the training from the methods needs both (residual's cosine preset,
-    peritumoral's ema preset); a constant rate without an average adds nothing."""
+    """A reader reproducing the training from the methods needs both (e.g. residual's cosine
+    preset, or a study's ``training: {ema: 0.99}``); a constant rate without an average adds nothing."""
     from npcai.report.study import schedule_and_average_text
     from npcai.studies.schema import TrainingSpec
 
