@@ -15,7 +15,7 @@ TINY = {
         {"name": "segmented", "label": "Segmented", "variant": "segmented", "region": "both",
          "kind": "tumour-only", "expansion": 0},
         {"name": "expand2", "label": "Expand 2 px", "variant": "expand:2px", "region": "both",
-         "kind": "expanded", "expansion": 2},
+         "kind": "expanded", "expansion": 2, "training": {"size": 40, "ema": 0.99}},   # its own options
     ],
     "backbones": ["resnet18"],
     "training": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001, "size": 32,
@@ -70,6 +70,15 @@ def test_tiny_study_end_to_end(tiny_study, cli, open_in_chromium):
     splits = [pd.read_csv(out / "runs" / f"all__{n}__resnet18__image" / "split.csv") for n in ("segmented", "expand2")]
     assert splits[0].set_index("patient_id")["split"].equals(splits[1].set_index("patient_id")["split"])
     assert (out / "study.yaml").is_file() and yaml.safe_load((out / "study.yaml").read_text())["study"]["name"] == "tiny"
+    # a dataset's own training options reach its run (and no other), and the methods say so
+    from npcai.runs import read_run
+
+    opts = {n: read_run(out / "runs" / f"all__{n}__resnet18__image").config.options for n in ("segmented", "expand2")}
+    assert (opts["segmented"]["size"], opts["segmented"]["ema"]) == (32, 0.0)
+    assert (opts["expand2"]["size"], opts["expand2"]["ema"]) == (40, 0.99)
+    assert "32×32 px (Segmented) and 40×40 px (Expand 2 px)" in html
+    assert "for Expand 2 px: validation, checkpoint selection and the saved network used an exponential moving " \
+           "average of the weights (decay 0.99 per step)" in html
 
     facts = open_in_chromium(report, root / "report.png")
     assert facts["sections"] == SECTIONS

@@ -200,3 +200,46 @@ def test_fast_cv_preset_and_overrides():
     assert r.study.delong == [["expand20", "segmented"]] or r.study.delong == [("expand20", "segmented")]
     with pytest.raises(NpcaiError, match="no ROI dataset 'nope'"):
         s.resolve("fast", rois=["nope"])
+
+
+# ---------------------------------------------------------------- a dataset's own training options
+def _two_datasets(**seg_training):
+    return dict(_minimal(), training={"size": 64},
+                rois=[{"name": "orig", "variant": "original"},
+                      {"name": "seg", "variant": "segmented", "training": seg_training}])
+
+
+def test_a_dataset_can_have_its_own_training_options(tmp_path):
+    """A crop can train at 96 px with a weight average while the whole slice keeps 64 px: the
+    dataset's options reach its ROI cache and its runs' TrainConfig, and no other dataset's."""
+    from npcai.studies.backend import train_config
+
+    r = load_study(_write(tmp_path, _two_datasets(size=96, ema=0.99))).resolve(None)
+    orig, seg = r.study.rois
+    assert (r.training(orig).size, r.training(orig).ema) == (64, 0.0)
+    assert (r.training(seg).size, r.training(seg).ema) == (96, 0.99)
+    assert r.training(seg).lr == r.study.training.lr                # the rest comes from the study's block
+    assert (r.roi_params(orig)["size"], r.roi_params(seg)["size"]) == (64, 96)
+    assert "-64px-" in r.roi_cache_name(orig) and "-96px-" in r.roi_cache_name(seg)
+    assert plan_study(r)["size"].tolist() == [64, 96]               # what --dry-run shows
+    cfg = train_config(tmp_path, roi="cache", endpoint="pfs-median", backbone="resnet18", unit="image",
+                       training=r.training(seg), split=r.study.split, split_from=None, where=None, weights=None)
+    assert (cfg.size, cfg.ema) == (96, 0.99)
+
+
+def test_an_option_given_to_the_run_holds_for_every_dataset(tmp_path):
+    r = load_study(_write(tmp_path, _two_datasets(size=96, ema=0.99))).resolve(None, size=48, epochs=2)
+    assert {r.training(x).size for x in r.study.rois} == {48}
+    assert {r.training(x).epochs for x in r.study.rois} == {2}
+    assert r.training(r.study.rois[1]).ema == 0.99                  # not given: the dataset's own stays
+
+
+@pytest.mark.parametrize("seg_training, message", [
+    ({"colour": "red"}, "colour"),
+    ({"lr": -1}, "rois seg: training: "),
+    ({"devices": 2}, "devices 2"),
+])
+def test_a_datasets_bad_training_option_names_the_dataset(tmp_path, seg_training, message):
+    with pytest.raises(NpcaiError) as exc:
+        load_study(_write(tmp_path, _two_datasets(**seg_training)))
+    assert message in str(exc.value) and "\n" not in str(exc.value)

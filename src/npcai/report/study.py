@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -56,6 +57,33 @@ def schedule_and_average_text(t) -> str:
     return out
 
 
+def _sizes_text(cohort_dir: Path, resolved) -> str:
+    """'64×64 px', or per dataset when the datasets' sizes differ ('64×64 px (Original image) and
+    96×96 px (Segmented image, Expand 5 px)')."""
+    by_size: dict[Any, list[str]] = {}
+    for roi in resolved.study.rois:
+        size = _roi_json(cohort_dir, resolved.roi_cache_name(roi)).get("size", resolved.roi_params(roi)["size"])
+        by_size.setdefault(size, []).append(roi.display)
+    if len(by_size) == 1:
+        size = next(iter(by_size))
+        return f"{size}×{size} px"
+    return " and ".join(f"{size}×{size} px ({', '.join(names)})" for size, names in by_size.items())
+
+
+def _dataset_training_text(s) -> str:
+    """The methods' clause on the datasets trained with their own options (a ROI's ``training:``;
+    its size is in the preprocessing sentence), datasets with the same options named together."""
+    groups: dict[str, list[str]] = {}
+    for roi in s.rois:
+        own = {k: v for k, v in roi.training.items() if k != "size"}
+        if not own:
+            continue
+        plain = [f"{k} {v}" for k, v in own.items() if k not in ("schedule", "ema")]
+        averaged = schedule_and_average_text(s.roi_training(roi)).lstrip("; ") if {"schedule", "ema"} & set(own) else ""
+        groups.setdefault("; ".join(plain + ([averaged] if averaged else [])), []).append(roi.display)
+    return "".join(f"; for {', '.join(names)}: {text}" for text, names in groups.items())
+
+
 def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
     """The methods paragraphs, generated from the resolved study and what the runs recorded."""
     from npcai.cohort.model import Cohort
@@ -91,7 +119,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
     if first:
         norm = (f" Intensities were normalised per scan ({first.get('normalisation')}); mask components "
                 f"smaller than {first.get('min_component')} px were dropped; slices were resized to "
-                f"{first.get('size')}×{first.get('size')} px.")
+                f"{_sizes_text(cohort_dir, resolved)}.")
     paras.append("Preprocessing: ROI datasets: " + "; ".join(roi_lines) + "." + norm)
     paras.append(
         f"Training: backbones {', '.join(s.backbones)} ({'ImageNet-pretrained' if t.pretrained else 'random initialisation, no pretrained weights'}), "
@@ -99,7 +127,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
         f"learning rate {t.lr:g}, weight decay {t.weight_decay:g}, batch size {t.batch_size}, at most "
         f"{t.epochs} epoch{'s' if t.epochs != 1 else ''}" + (f" with early stopping after {t.patience} epochs without improvement"
                                if t.patience < t.epochs else " (no early stopping)")
-        + schedule_and_average_text(t)
+        + schedule_and_average_text(t) + _dataset_training_text(s)
         + f"; {'augmentation (flips, small affine, intensity jitter)' if t.augment else 'no augmentation'}"
         + "; the checkpoint was selected on the validation patients' AUC only. A patient's probability is the "
           f"{t.aggregate} of its slices' probabilities (image unit)"

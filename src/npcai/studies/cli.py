@@ -110,10 +110,11 @@ def run(
             pre = preflight(resolved, cohort)      # refuses an absent endpoint or sequence first
         plan = plan_study(resolved)
         table = Table(title=f"{resolved.study.name} ({resolved.preset}): {len(plan)} runs")
-        for col in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit"):
+        cols = ("step", "variant", "region", "slices", "timepoint", "size", "backbone", "unit")
+        for col in cols:
             table.add_column(col)
         for _, r in plan.iterrows():
-            table.add_row(*(str(r[c]) for c in ("step", "variant", "region", "slices", "timepoint", "backbone", "unit")))
+            table.add_row(*(f"{r[c]} px" if c == "size" else str(r[c]) for c in cols))
         console.print(table)
         if resolved.radiomics_rois():
             console.print(f"+ {resolved.study.radiomics.label} on "

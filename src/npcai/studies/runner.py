@@ -81,7 +81,8 @@ def plan_study(resolved: ResolvedStudy) -> pd.DataFrame:
     """The steps a study will run, as a table (for ``npcai study run --dry-run`` and tests)."""
     rows = [{"step": s.key, "subset": s.subset.name, "roi": s.roi.name, "variant": s.roi.variant,
              "region": s.roi.region, "slices": s.roi.slices, "timepoint": s.roi.timepoint,
-             "backbone": s.backbone, "unit": s.unit, "roi_cache": resolved.roi_cache_name(s.roi)}
+             "size": resolved.roi_params(s.roi)["size"], "backbone": s.backbone, "unit": s.unit,
+             "roi_cache": resolved.roi_cache_name(s.roi)}
             for s in resolved.steps()]
     return pd.DataFrame(rows)
 
@@ -276,7 +277,7 @@ def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names
         split_from = first_of_subset.setdefault(step.subset.name, run_dir)
         split_from = None if split_from == run_dir else split_from
         payload = {"cohort": _cohort_hash(cohort_dir), "roi": _roi_input_hash(cohort_dir, roi_names[step.roi.name]),
-                   "backbone": step.backbone, "unit": step.unit, "training": _design(s.training),
+                   "backbone": step.backbone, "unit": step.unit, "training": _design(resolved.training(step.roi)),
                    "split": s.split.model_dump(), "endpoint": s.endpoint, "where": step.subset.where,
                    "split_from": split_from.name if split_from else None,
                    "weights": str(weights) if weights else None}
@@ -286,7 +287,7 @@ def _train_steps(cohort_dir: Path, out: Path, resolved: ResolvedStudy, roi_names
         reused = _finished(run_dir) and previous.get("hash") == digest
         job = {"threads": step_threads, "cohort_dir": cohort_dir, "roi": roi_names[step.roi.name],
                "endpoint": s.endpoint, "backbone": step.backbone, "out": run_dir, "unit": step.unit,
-               "training": s.training, "split": s.split, "split_from": split_from, "where": step.subset.where,
+               "training": resolved.training(step.roi), "split": s.split, "split_from": split_from, "where": step.subset.where,
                "weights": weights, "resume": resume and run_dir.exists()}
         plans.append({"step": step, "run_dir": run_dir, "payload": payload, "digest": digest, "marker": marker,
                       "reused": reused, "seconds": previous.get("seconds", 0.0), "job": job, "first": split_from is None})

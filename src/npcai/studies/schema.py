@@ -65,6 +65,17 @@ class RoiSpec(_Model):
     group: str | None = Field(None, description="dataset group in the main table (e.g. 'primary' in 003)")
     kind: str | None = Field(None, description="column in the main table (e.g. 'intratumoural' in 003)")
     expansion: float | None = Field(None, description="x position in the AUC-against-expansion plot")
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="this dataset's own training options over the study's `training:` block "
+                                          "(e.g. {size: 96, ema: 0.99} for a crop while the whole slice keeps 64 px)")
+
+    @field_validator("training")
+    @classmethod
+    def _training_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(v) - set(TRAINING_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TRAINING_FIELDS)}")
+        return v
 
     @field_validator("variant")
     @classmethod
@@ -307,15 +318,30 @@ class Study(_Model):
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     presets: dict[str, PresetSpec] = Field(default_factory=dict)
 
+    def roi_training(self, roi: RoiSpec) -> TrainingSpec:
+        """The training options of ``roi``'s runs: the study's ``training:`` block with the
+        dataset's own ``training:`` options over it."""
+        if not roi.training:
+            return self.training
+        try:
+            return TrainingSpec(**{**self.training.model_dump(), **roi.training})
+        except ValidationError as exc:
+            raise ValueError(f"rois {roi.name}: training: {_first_error(exc)}") from None
+
     @model_validator(mode="after")
     def _one_process_per_run(self) -> "Study":
-        world = self.training.devices * self.training.num_nodes
+        for t in [self.roi_training(r) for r in self.rois]:
+            self._check_one_process(t)
+        return self
+
+    @staticmethod
+    def _check_one_process(t: TrainingSpec) -> None:
+        world = t.devices * t.num_nodes
         if world > 1:
-            raise ValueError(f"training: devices {self.training.devices} x num_nodes {self.training.num_nodes}: a "
+            raise ValueError(f"training: devices {t.devices} x num_nodes {t.num_nodes}: a "
                              f"study trains each run in one process; run its steps side by side instead "
                              f"(cluster executor local:N, or slurm with gpus_per_task 1), or train one model "
                              f"on several devices with `npcai train --devices N`")
-        return self
 
     @model_validator(mode="after")
     def _check_names(self) -> "Study":
@@ -385,12 +411,10 @@ class Study(_Model):
                 data["radiomics"] = None
         if backbones:
             data["backbones"] = list(backbones)
-        if epochs is not None:
-            data["training"]["epochs"] = epochs
-        if size is not None:
-            data["training"]["size"] = size
-        if pretrained is not None:
-            data["training"]["pretrained"] = pretrained
+        given = {k: v for k, v in {"epochs": epochs, "size": size, "pretrained": pretrained}.items() if v is not None}
+        data["training"].update(given)
+        for roi in data["rois"]:          # an option given here holds for every dataset, its own options too
+            roi["training"] = {k: v for k, v in roi["training"].items() if k not in given}
         if folds is not None:
             data["split"]["folds"] = folds
         if endpoint is not None:
@@ -463,11 +487,15 @@ class ResolvedStudy:
         digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         return f"study-{roi.name}-{params['size']}px-{digest}"
 
+    def training(self, roi: RoiSpec) -> TrainingSpec:
+        """The training options of ``roi``'s runs (:meth:`Study.roi_training`)."""
+        return self.study.roi_training(roi)
+
     def roi_params(self, roi: RoiSpec) -> dict[str, Any]:
-        """Keyword arguments of ``build_roi`` for this ROI at the study's training size."""
+        """Keyword arguments of ``build_roi`` for this ROI at its runs' training size."""
         return {"variant": roi.variant, "region": roi.region, "slices": roi.slices,
                 "sequences": tuple(roi.sequences), "timepoint": roi.timepoint, "mask": roi.mask,
-                "size": self.study.training.size or _default_roi_size(), "min_component": tuple(roi.min_component),
+                "size": self.training(roi).size or _default_roi_size(), "min_component": tuple(roi.min_component),
                 "frame": roi.frame}
 
     def to_dict(self) -> dict[str, Any]:
