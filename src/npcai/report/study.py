@@ -57,13 +57,12 @@ def schedule_and_average_text(t) -> str:
     return out
 
 
-def _sizes_text(cohort_dir: Path, resolved) -> str:
-    """'64×64 px', or per dataset when the datasets' sizes differ ('64×64 px (Original image) and
-    96×96 px (Segmented image, Expand 5 px)')."""
+def _sizes_text(sizes: dict[str, Any]) -> str:
+    """'64×64 px' from {dataset: size}, or per dataset when the sizes differ ('64×64 px (Original
+    image) and 96×96 px (Segmented image, Expand 5 px)')."""
     by_size: dict[Any, list[str]] = {}
-    for roi in resolved.study.rois:
-        size = _roi_json(cohort_dir, resolved.roi_cache_name(roi)).get("size", resolved.roi_params(roi)["size"])
-        by_size.setdefault(size, []).append(roi.display)
+    for name, size in sizes.items():
+        by_size.setdefault(size, []).append(name)
     if len(by_size) == 1:
         size = next(iter(by_size))
         return f"{size}×{size} px"
@@ -106,9 +105,10 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
            any(x.where for x in s.subsets) else ""),
         _split_text(s, per_split),
     ]
-    roi_lines = []
+    roi_lines, sizes = [], {}
     for roi in s.rois:
         v = _roi_json(cohort_dir, resolved.roi_cache_name(roi))
+        sizes[roi.display] = v.get("size", resolved.roi_params(roi)["size"])
         n = f"{v.get('n_slices', '?')} slices of {v.get('n_patients', '?')} patients" if v else "not built"
         frame = v.get("frame", roi.frame or "slice") if v else roi.frame
         roi_lines.append(f"{roi.display} = {roi.variant} on {roi.region} region, {roi.slices} slices, "
@@ -119,7 +119,7 @@ def methods_text(cohort_dir: Path, resolved, analysis) -> list[str]:
     if first:
         norm = (f" Intensities were normalised per scan ({first.get('normalisation')}); mask components "
                 f"smaller than {first.get('min_component')} px were dropped; slices were resized to "
-                f"{_sizes_text(cohort_dir, resolved)}.")
+                f"{_sizes_text(sizes)}.")
     paras.append("Preprocessing: ROI datasets: " + "; ".join(roi_lines) + "." + norm)
     paras.append(
         f"Training: backbones {', '.join(s.backbones)} ({'ImageNet-pretrained' if t.pretrained else 'random initialisation, no pretrained weights'}), "

@@ -331,17 +331,12 @@ class Study(_Model):
     @model_validator(mode="after")
     def _one_process_per_run(self) -> "Study":
         for t in [self.roi_training(r) for r in self.rois]:
-            self._check_one_process(t)
+            if t.devices * t.num_nodes > 1:
+                raise ValueError(f"training: devices {t.devices} x num_nodes {t.num_nodes}: a "
+                                 f"study trains each run in one process; run its steps side by side instead "
+                                 f"(cluster executor local:N, or slurm with gpus_per_task 1), or train one model "
+                                 f"on several devices with `npcai train --devices N`")
         return self
-
-    @staticmethod
-    def _check_one_process(t: TrainingSpec) -> None:
-        world = t.devices * t.num_nodes
-        if world > 1:
-            raise ValueError(f"training: devices {t.devices} x num_nodes {t.num_nodes}: a "
-                             f"study trains each run in one process; run its steps side by side instead "
-                             f"(cluster executor local:N, or slurm with gpus_per_task 1), or train one model "
-                             f"on several devices with `npcai train --devices N`")
 
     @model_validator(mode="after")
     def _check_names(self) -> "Study":
