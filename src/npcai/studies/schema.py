@@ -47,6 +47,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _known_options(options: dict[str, Any], block: str, known) -> dict[str, Any]:
+    """``options`` when every key is one of ``known``; else ValueError naming the unknown ones."""
+    unknown = set(options) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {block} option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return options
+
+
 class RoiSpec(_Model):
     """One ROI dataset: the arguments of :func:`npcai.imaging.roi_cache.build_roi`, plus
     how the report labels and groups it."""
@@ -72,10 +80,7 @@ class RoiSpec(_Model):
     @field_validator("training")
     @classmethod
     def _training_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(v) - set(TRAINING_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(TRAINING_FIELDS)}")
-        return v
+        return _known_options(v, "training", TRAINING_FIELDS)
 
     @field_validator("variant")
     @classmethod
@@ -283,10 +288,7 @@ class PresetSpec(_Model):
     @classmethod
     def _known_keys(cls, v: dict[str, Any], info) -> dict[str, Any]:
         spec = TrainingSpec if info.field_name == "training" else SplitSpec
-        unknown = set(v) - set(spec.model_fields)
-        if unknown:
-            raise ValueError(f"unknown {info.field_name} option(s) {sorted(unknown)}; known: {sorted(spec.model_fields)}")
-        return v
+        return _known_options(v, info.field_name, spec.model_fields)
 
 
 class Study(_Model):
