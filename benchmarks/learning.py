@@ -22,7 +22,7 @@ Usage::
 
     .venv/bin/python benchmarks/learning.py [--work /tmp/npcai-bench-learning] \
         [--studies peritumoral,metastasis,residual,prepost] [--folds 5] [--preset fast] \
-        [--threads 1] [--label after] [--phantom-seed 1]
+        [--threads 1] [--label after] [--phantom-seed 1] [--members 3] [--executor local:2]
 """
 from __future__ import annotations
 
@@ -163,6 +163,10 @@ def main() -> None:
                                                  "budget on the variants that matter)")
     ap.add_argument("--phantom-seed", type=int, default=0, help="another phantom (other patients) to confirm "
                                                                 "a preset change on; default 0, the default phantom")
+    ap.add_argument("--members", type=int, default=None, help="train every run as a deep ensemble of K networks "
+                                                               "(K times the training)")
+    ap.add_argument("--executor", default=None, help="local:N trains N runs side by side (e.g. local:2 with "
+                                                     "--threads 1 on two cores); default: one after another")
     args = ap.parse_args()
     if args.rois and "," in args.studies:
         ap.error("--rois needs exactly one study in --studies")
@@ -174,12 +178,12 @@ def main() -> None:
     timings = []
     for study in args.studies.split(","):
         cohort = _cohort(args.work, post=study == "prepost", seed=args.phantom_seed)
-        resolved = _with_radiomics(resolve_study(study, args.preset, folds=args.folds,
+        resolved = _with_radiomics(resolve_study(study, args.preset, folds=args.folds, members=args.members,
                                                 rois=args.rois.split(",") if args.rois else None))
         t = time.perf_counter()
         studies = "studies" + (f"-seed{args.phantom_seed}" if args.phantom_seed else "")
         res = run_study(resolved, out=args.work / studies / study, cohort=cohort, explain=False,
-                        threads=args.threads)
+                        threads=args.threads, executor=args.executor)
         seconds = time.perf_counter() - t
         trained = int((res.steps["status"] == "trained").sum()) if "status" in res.steps else -1
         timings.append(f"{study}: {seconds / 60:.1f} min ({trained} steps trained, the rest reused)")
@@ -189,7 +193,9 @@ def main() -> None:
         print(_table(rows), flush=True)
     verdicts = _verdicts(all_rows, partial=bool(args.rois))
     phantom = f"phantom seed {args.phantom_seed}" if args.phantom_seed else "default phantom"
-    text = "\n".join([f"# Learning benchmark ({args.label}): {args.preset} presets, {args.folds}-fold CV, {phantom}", "",
+    ensemble = f", deep ensembles of {args.members}" if args.members and args.members > 1 else ""
+    text = "\n".join([f"# Learning benchmark ({args.label}): {args.preset} presets{ensemble}, {args.folds}-fold CV, "
+                      f"{phantom}", "",
                       _table(all_rows), "", *[f"- {v}" for v in verdicts], "",
                       *[f"- time {t}" for t in timings], ""])
     (args.work / f"learning-{args.label}.md").write_text(text)

@@ -158,3 +158,16 @@ def test_methods_name_the_schedule_and_the_weight_average():
     text = schedule_and_average_text(TrainingSpec(schedule="cosine", epochs=10, ema=0.99))
     assert "cosine schedule over the 10 epochs" in text and "moving average of the weights (decay 0.99" in text
     assert schedule_and_average_text(TrainingSpec()) == ""
+    ensemble = schedule_and_average_text(TrainingSpec(members=3))
+    assert "deep ensemble of 3 networks trained independently" in ensemble and "own best validation epoch" in ensemble
+
+
+def test_methods_name_a_dataset_trained_as_a_deep_ensemble():
+    from npcai.report.study import _dataset_training_text
+    from npcai.studies.runner import resolve_study
+
+    s = resolve_study("peritumoral", "fast", rois=["segmented", "expand20"]).study
+    s = s.model_copy(update={"rois": [r.model_copy(update={"training": {"members": 3}}) if r.name == "expand20" else r
+                                      for r in s.rois]})
+    text = _dataset_training_text(s)
+    assert text.startswith("; for Expand 10 px") and "deep ensemble of 3 networks" in text and "members 3" not in text

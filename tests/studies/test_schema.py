@@ -143,14 +143,15 @@ def test_every_train_config_option_is_settable_from_the_yaml(tmp_path):
             assert spec.default == f.default, name
     training = {"pretrained": False, "weights": None, "optimizer": "rmsprop", "lr": 0.003, "weight_decay": 0.01,
                 "schedule": "cosine", "ema": 0.95,
-                "batch_size": 7, "epochs": 3, "patience": 2, "dropout": 0.25, "size": 48, "aggregate": "max",
+                "batch_size": 7, "epochs": 3, "patience": 2, "dropout": 0.25, "members": 2, "size": 48,
+                "aggregate": "max",
                 "pooling": "attention", "bag_size": 5, "augment": False, "num_workers": 1,
                 "task": "binary", "stacked": True, "normalise": "histogram", "accelerator": "cpu", "devices": 1,
                 "precision": "bf16-mixed", "strategy": "ddp", "num_nodes": 1}
     split = {"seed": 4, "val_fraction": 0.3, "test_fraction": 0.25, "test_where": 'centre != "C1"',
              "folds": None, "fold_seed": 2, "stratify_centre": False}
     assert set(training) == set(TrainingSpec.model_fields) and set(split) == set(SPLIT_FIELDS)
-    data = dict(_minimal(), training=training, split=split, units=["patient"])
+    data = dict(_minimal(), training=training, split=split, units=["image"])    # members 2: the image unit
     s = load_study(_write(tmp_path, data)).resolve(None)
     step = s.steps()[0]
     cfg = train_config(tmp_path, roi="cache", endpoint=s.study.endpoint, backbone=step.backbone, unit=step.unit,
@@ -158,7 +159,7 @@ def test_every_train_config_option_is_settable_from_the_yaml(tmp_path):
                        where=step.subset.where, weights=None)
     for k, v in {**training, **split}.items():
         assert getattr(cfg, k) == v, k
-    assert (cfg.unit, cfg.backbone, cfg.roi) == ("patient", "resnet18", "cache")
+    assert (cfg.unit, cfg.backbone, cfg.roi) == ("image", "resnet18", "cache")
     assert s.roi_params(s.study.rois[0])["size"] == 48
 
 
@@ -232,6 +233,24 @@ def test_an_option_given_to_the_run_holds_for_every_dataset(tmp_path):
     assert {r.training(x).size for x in r.study.rois} == {48}
     assert {r.training(x).epochs for x in r.study.rois} == {2}
     assert r.training(r.study.rois[1]).ema == 0.99                  # not given: the dataset's own stays
+
+
+def test_members_given_to_the_run_make_every_run_a_deep_ensemble(tmp_path):
+    """`npcai study run --members 3`: every dataset's runs, its own options kept, reach TrainConfig
+    with members 3 (and so a new step hash); a study with a patient unit refuses in one line."""
+    from npcai.studies.backend import train_config
+
+    r = load_study(_write(tmp_path, _two_datasets(members=2, ema=0.99))).resolve(None)
+    assert [r.training(x).members for x in r.study.rois] == [1, 2]
+    r = load_study(_write(tmp_path, _two_datasets(members=2, ema=0.99))).resolve(None, members=3)
+    assert [r.training(x).members for x in r.study.rois] == [3, 3]
+    cfg = train_config(tmp_path, roi="cache", endpoint="pfs-median", backbone="resnet18", unit="image",
+                       training=r.training(r.study.rois[1]), split=r.study.split, split_from=None, where=None,
+                       weights=None)
+    assert (cfg.members, cfg.ema) == (3, 0.99)
+    with pytest.raises(NpcaiError, match="members 3: a deep ensemble is built for the image unit") as exc:
+        load_study("residual").resolve("fast", members=3)
+    assert "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize("seg_training, message", [

@@ -26,6 +26,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from npcai.errors import NpcaiError
+from npcai.models.classifier import DeepEnsemble
 from npcai.explain.target_layers import TargetLayer, backbone_name, find_target_layer
 
 __all__ = ["METHODS", "TARGETS", "LogitTarget", "CamResult", "create_cam", "compute_cams"]
@@ -146,13 +148,44 @@ def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: s
     if target not in TARGETS:
         raise NpcaiError(f"--target {target!r}: unknown target; choose one of {', '.join(TARGETS)}")
     x_all = _as_tensor(images)
-    n, _, h, w = x_all.shape
     if target_layer is None:    # chosen (and warned about when its map is small) for this input size
         target_layer = find_target_layer(model, input_shape=(1, *x_all.shape[1:]), layer=layer)
     elif layer is not None and layer != target_layer.name:
         raise ValueError(f"target_layer {target_layer.name!r} and layer {layer!r} disagree; give one")
+    if isinstance(model, DeepEnsemble):
+        return _ensemble_cams(model, x_all, method=method, target=target, target_layer=target_layer,
+                              batch_size=batch_size)
+    return _layer_cams(model, x_all, method=method, target=target, target_layer=target_layer, batch_size=batch_size)
+
+
+def _ensemble_cams(model: DeepEnsemble, x_all: torch.Tensor, *, method: str, target: str,
+                   target_layer: TargetLayer, batch_size: int) -> CamResult:
+    """A deep ensemble's CAM: the mean of its members' CAMs, each member explaining its own logit
+    with the sign the ensemble chose (``predicted``: the ensemble's predicted class), through the
+    layer of the same name in every member."""
     was_training = model.training
-    cams, logits, signs = [], [], []
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
+    model.train(was_training)
+    logits = logits.cpu().numpy().astype(np.float64)
+    signs = np.where(logits >= 0, 1.0, -1.0) if target == "predicted" else np.ones_like(logits)
+    cams = []
+    for member in model.members:
+        layer = dataclasses.replace(target_layer, module=member.backbone.get_submodule(target_layer.name))
+        cams.append(_layer_cams(member, x_all, method=method, target=target, target_layer=layer,
+                                batch_size=batch_size, signs=signs).cams)
+    return CamResult(cams=np.mean(cams, axis=0).astype(np.float32), logits=logits, signs=signs,
+                     target_layer=target_layer, method=method, target=target)
+
+
+def _layer_cams(model: nn.Module, x_all: torch.Tensor, *, method: str, target: str, target_layer: TargetLayer,
+                batch_size: int, signs: np.ndarray | None = None) -> CamResult:
+    """:func:`compute_cams` of one network through one layer; ``signs`` (one per image) fixes the
+    target signs instead of deriving them from ``target`` and this network's logits."""
+    n, _, h, w = x_all.shape
+    was_training = model.training
+    cams, logits, used_signs = [], [], []
     cam_obj = create_cam(model, method, target_layer.module)
     cam_obj.batch_size = batch_size          # used by Score-CAM for its masked forward passes
     try:
@@ -165,7 +198,10 @@ def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: s
                     raise NpcaiError(f"model {backbone_name(model)}: outputs {tuple(outputs.shape)}, "
                                      "expected one logit per image")
                 logit = out[:, 0].detach().cpu().numpy().astype(np.float64)
-                sign = np.where(logit >= 0, 1.0, -1.0) if target == "predicted" else np.ones_like(logit)
+                if signs is not None:
+                    sign = signs[start:start + len(x)]
+                else:
+                    sign = np.where(logit >= 0, 1.0, -1.0) if target == "predicted" else np.ones_like(logit)
                 targets = [LogitTarget(s) for s in sign]
                 if cam_obj.uses_gradients:
                     model.zero_grad(set_to_none=True)
@@ -180,10 +216,10 @@ def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: s
                                    align_corners=False)[:, 0].numpy()
                 cams.append(np.maximum(up, 0.0))
                 logits.append(logit)
-                signs.append(sign)
+                used_signs.append(sign)
     finally:
         cam_obj.activations_and_grads.release()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return CamResult(cams=np.concatenate(cams).astype(np.float32), logits=np.concatenate(logits),
-                     signs=np.concatenate(signs), target_layer=target_layer, method=method, target=target)
+                     signs=np.concatenate(used_signs), target_layer=target_layer, method=method, target=target)

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from npcai.errors import NpcaiError
+from npcai.models.classifier import DeepEnsemble
 
 __all__ = ["MIN_MAP_SIZE", "SMALL_MAP_SIZE", "TargetLayer", "find_target_layer", "backbone_name"]
 
@@ -221,7 +222,9 @@ def _min_input_for(size: int, feature: int, input_size: int) -> int:
 def find_target_layer(model: nn.Module, *, input_shape: tuple[int, int, int, int] = (1, 1, 96, 96),
                       layer: str | None = None, min_size: int = MIN_MAP_SIZE) -> TargetLayer:
     """The layer Grad-CAM hooks in ``model`` (a timm backbone or a classifier with a
-    ``.backbone``), for inputs of ``input_shape`` ``(B, C, H, W)``.
+    ``.backbone``), for inputs of ``input_shape`` ``(B, C, H, W)``. For a deep ensemble it is
+    the layer of its first member; :func:`npcai.explain.cam.compute_cams` hooks the layer of
+    the same name in every member.
 
     Args:
         model: the network.
@@ -236,6 +239,8 @@ def find_target_layer(model: nn.Module, *, input_shape: tuple[int, int, int, int
     """
     if min_size < 1:
         raise ValueError(f"min_size must be >= 1, got {min_size}")
+    if isinstance(model, DeepEnsemble):      # its members share the architecture
+        return find_target_layer(model.members[0], input_shape=input_shape, layer=layer, min_size=min_size)
     search = model.backbone if isinstance(getattr(model, "backbone", None), nn.Module) else model
     arch = backbone_name(model)
     records, pool_inputs = _probe(search, tuple(input_shape))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ImageClassifier", "PatientMILClassifier", "AttentionPool", "MeanPool", "POOLINGS"]
+__all__ = ["ImageClassifier", "DeepEnsemble", "PatientMILClassifier", "AttentionPool", "MeanPool", "POOLINGS"]
 
 
 class ImageClassifier(nn.Module):
@@ -40,6 +40,41 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (B,) for images of shape (B, C, H, W)."""
         return self.head(self.features(x)).squeeze(-1)
+
+
+class DeepEnsemble(nn.Module):
+    """K image classifiers of the same architecture (a deep ensemble, Lakshminarayanan et al.,
+    2017): one logit per image, that of the members' mean probability.
+
+    ``npcai train --members K`` trains each member alone, as the one-network run of its own seed
+    (initialisation, augmentation, batch order) on the run's split, stopped and selected at its
+    own best validation epoch (:func:`npcai.models.train.train`); averaging them removes much of
+    the run-to-run variation of one small network trained on a small cohort.
+
+    Args:
+        members: two or more :class:`ImageClassifier` of the same architecture.
+
+    Examples:
+        >>> import timm, torch
+        >>> nets = [ImageClassifier(timm.create_model("resnet18", num_classes=0, in_chans=1)) for _ in range(2)]
+        >>> DeepEnsemble(nets)(torch.zeros(3, 1, 64, 64)).shape
+        torch.Size([3])
+    """
+
+    def __init__(self, members: list[ImageClassifier]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a deep ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits, shape (K, B)."""
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) of the members' mean probability."""
+        p = torch.sigmoid(self.member_logits(x)).mean(dim=0)
+        return torch.logit(p, eps=1e-7)
 
 
 class MeanPool(nn.Module):

@@ -10,7 +10,7 @@ from npcai.errors import NpcaiError
 
 # CLI parameter name -> TrainConfig field (identical except where noted)
 _CONFIG_PARAMS = ("cohort", "roi", "endpoint", "backbone", "unit", "optimizer", "lr", "weight_decay",
-                  "schedule", "ema", "batch_size", "epochs", "patience", "dropout", "size", "seed", "val_fraction",
+                  "schedule", "ema", "batch_size", "epochs", "patience", "dropout", "members", "size", "seed", "val_fraction",
                   "test_fraction", "split_from", "where", "test_where", "folds", "fold_seed", "aggregate", "pooling", "bag_size", "augment",
                   "num_workers", "task", "stacked", "normalise", "accelerator", "devices", "precision", "strategy",
                   "num_nodes")
@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(40, "--epochs", help="Maximum epochs."),
         patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation AUC."),
         dropout: float = typer.Option(0.5, "--dropout", help="Dropout before the linear head."),
+        members: int = typer.Option(1, "--members", help="A deep ensemble: K networks trained one after "
+                                    "another with seeds SEED..SEED+K-1 on the same split, each selected at its "
+                                    "own best epoch; the run predicts their mean probability (K times the time)."),
         size: Optional[int] = typer.Option(None, "--size", help="Network input side in px (default: the ROI cache's)."),
         seed: int = typer.Option(0, "--seed", help="Seed of split, shuffling, augmentation and initialisation."),
         val_fraction: float = typer.Option(0.2, "--val-fraction", help="Share of the training patients used for "
@@ -194,8 +197,14 @@ def register(app: typer.Typer) -> None:
             + (f" / external test {s['test_external']['patients']} ({s['test_external']['label_1']} positive)"
                if "test_external" in s else "")
             + f"; excluded {result.summary['excluded']['count']}")
-        con.print(f"selected epoch {result.best_epoch + 1} of {result.epochs_run} "
-                  f"(validation AUC {result.val_auc:.3f})")
+        for m in result.summary.get("members", []):
+            con.print(f"member seed {m['seed']}: selected epoch {m['best_epoch'] + 1} of {m['epochs_run']} "
+                      f"(validation AUC {m['val_auc']:.3f})")
+        if cfg.members > 1:
+            con.print(f"deep ensemble of {cfg.members}: validation AUC {result.val_auc:.3f}")
+        else:
+            con.print(f"selected epoch {result.best_epoch + 1} of {result.epochs_run} "
+                      f"(validation AUC {result.val_auc:.3f})")
         con.print(f"[bold]test AUC {result.test_auc:.3f}[/bold] (n = {result.n_test} patients; "
                   f"CIs: `npcai evaluate {result.run_dir}`)")
 

@@ -62,6 +62,12 @@ class TrainConfig:
             average, which moves less from epoch to epoch than the raw weights (on a small
             cohort the raw weights' validation AUC jumps by 0.1 between epochs).
         dropout: dropout before the linear head.
+        members: K > 1 trains a deep ensemble (:class:`npcai.models.classifier.DeepEnsemble`;
+            binary task, image unit): K networks, each trained alone as a one-network run with
+            seed ``seed + k`` (its own initialisation, augmentation and batch order) on the
+            same training and validation patients, each stopped and selected at its own best
+            validation epoch; the run's network predicts their mean probability. K members
+            cost K times the training time; 1 = one network.
         size: network input side in px (None = the ROI cache's size).
         seed: seeds the split, shuffling, augmentation and initialisation.
         val_fraction, test_fraction: validation share of the training patients; test share of all.
@@ -107,6 +113,7 @@ class TrainConfig:
     epochs: int = 40
     patience: int = 10
     dropout: float = 0.5
+    members: int = 1
     size: int | None = None
     seed: int = 0
     val_fraction: float = 0.2
@@ -154,6 +161,10 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs {self.epochs}: must be at least 1"),
             (self.patience >= 1, f"--patience {self.patience}: must be at least 1"),
             (0 <= self.dropout < 1, f"--dropout {self.dropout}: must be in [0, 1)"),
+            (1 <= self.members <= 16, f"--members {self.members}: must be 1 (one network) to 16"),
+            (self.members == 1 or (self.unit == "image" and self.task == "binary"),
+             f"--members {self.members}: a deep ensemble is built for the binary task's image unit, "
+             f"not the {self.task} task's {self.unit} unit; train with members 1"),
             (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0"),
             (0 <= self.ema < 1, f"--ema {self.ema}: the decay must be in [0, 1) (0 = off; e.g. 0.99)"),
             (self.size is None or self.size >= 16, f"--size {self.size}: must be at least 16 px"),
@@ -177,6 +188,9 @@ class TrainConfig:
             raise NpcaiError(f"folds with {devices.world_size} devices: cross-validation trains its K runs one "
                              f"after another in one process; use one device per run (devices 1), or DDP "
                              f"without folds")
+        if self.members > 1 and devices.world_size > 1:
+            raise NpcaiError(f"members {self.members} with {devices.world_size} devices: a deep ensemble trains "
+                             "its members one after another in one process; use one device (devices 1)")
         if self.normalise == "histogram" and devices.world_size > 1:
             raise NpcaiError(f"normalise histogram with {devices.world_size} devices: the landmarks are learnt and "
                              "the ROI rebuilt in one process; train on one device, or build the ROI with "
@@ -366,6 +380,11 @@ def build_network(options: dict[str, Any] | TrainConfig, in_chans: int, *, pretr
         return own
     if opt["unit"] == "patient":
         return create_patient_classifier(opt["backbone"], pooling=opt["pooling"], **kwargs)
+    members = int(opt.get("members") or 1)      # runs written before the option have one network
+    if members > 1:
+        from npcai.models.classifier import DeepEnsemble
+
+        return DeepEnsemble([create_classifier(opt["backbone"], **kwargs) for _ in range(members)])
     return create_classifier(opt["backbone"], **kwargs)
 
 
@@ -422,7 +441,7 @@ def _checkpoint_callback(dirpath: Path, monitor: str, mode: str):
     return best, last
 
 
-def _epoch_progress(max_epochs: int, monitor: str):
+def _epoch_progress(max_epochs: int, monitor: str, what: str = "Training epochs"):
     """Advance an npcai progress bar once per epoch (the CLI's rich display), and log metrics."""
     from lightning.pytorch.callbacks import Callback
 
@@ -431,7 +450,7 @@ def _epoch_progress(max_epochs: int, monitor: str):
             self._it = None
 
         def on_train_start(self, trainer, pl_module):
-            self._it = iter(track(range(trainer.current_epoch, max_epochs), "Training epochs"))
+            self._it = iter(track(range(trainer.current_epoch, max_epochs), what))
             next(self._it, None)
 
         def on_validation_end(self, trainer, pl_module):
@@ -518,10 +537,10 @@ def quiet_lightning() -> None:
 
 
 def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path: Path | None, *,
-         mlflow: bool, callbacks: list | None, devices, rank: int = 0):
+         mlflow: bool, callbacks: list | None, devices, rank: int = 0, what: str = "Training epochs"):
     """Step 4: ``Trainer.fit`` with early stopping and checkpoints on the validation metric only
     (``devices``: the :class:`~npcai.models.devices.ResolvedDevices`; under DDP every rank
-    calls this, rank 0 alone writes checkpoints and logs)."""
+    calls this, rank 0 alone writes checkpoints and logs; ``what`` names the progress bar)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 
@@ -531,7 +550,7 @@ def _fit(cfg: TrainConfig, task, module, data, work: Path, out: Path, ckpt_path:
     cbs = [ckpt_cb, last_cb,
            EarlyStopping(monitor=task.monitor, mode=task.mode, patience=cfg.patience, check_finite=False)]
     if rank == 0:
-        cbs.append(_epoch_progress(cfg.epochs, task.monitor))
+        cbs.append(_epoch_progress(cfg.epochs, task.monitor, what))
     show_bar = progress_enabled() and rank == 0
     if show_bar:
         cbs.append(RichProgressBar(leave=False))
@@ -570,6 +589,85 @@ def _select_best(task, model, module, ckpt_cb, work: Path, out: Path) -> tuple[i
     chosen = history.loc[history["epoch"] == best_epoch, task.monitor]
     score = float(chosen.iloc[0]) if len(chosen) else float(ckpt_cb.best_model_score or float("nan"))
     return best_epoch, history, score
+
+
+@dataclass
+class _MemberFit:
+    """One deep-ensemble member's training, as its run's summary records it."""
+
+    seed: int
+    best_epoch: int
+    val_auc: float
+    epochs_run: int
+    stopped_early: bool
+
+
+def _member_config(cfg: TrainConfig, k: int) -> TrainConfig:
+    """Member ``k``'s options: a one-network run with seed ``cfg.seed + k`` (its initialisation,
+    augmentation and batch order). The split was drawn from ``cfg.seed`` already and is shared."""
+    return dataclasses.replace(cfg, seed=cfg.seed + k, members=1)
+
+
+def _build_model(cfg: TrainConfig, n_chans: int):
+    """The run's network, initialised from the seed: one network, or a deep ensemble whose
+    member ``k`` is initialised exactly as a one-network run with seed ``cfg.seed + k``."""
+    import lightning.pytorch as pl
+
+    if cfg.members == 1:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        return build_network(cfg, n_chans)
+    from npcai.models.classifier import DeepEnsemble
+
+    members = []
+    for k in range(cfg.members):
+        pl.seed_everything(cfg.seed + k, workers=True, verbose=False)
+        members.append(build_network(_member_config(cfg, k), n_chans))
+    return DeepEnsemble(members)
+
+
+def _fit_members(cfg: TrainConfig, task, model, roi, prep: _Prepared, geo: _Geometry, work: Path, out: Path, *,
+                 mlflow: bool, callbacks: list | None, devices):
+    """Steps 3-5 for a deep ensemble: every member trained and selected on the validation
+    patients alone, one after another (its checkpoints under ``members/<k>/``, removed once its
+    selected weights are in the ensemble); then the ensemble's ``checkpoints/best.ckpt``.
+
+    Returns the last member's trainer, the members' histories (one table, column ``member``)
+    and their :class:`_MemberFit` records."""
+    from npcai.runs.checkpoint import save_checkpoint
+
+    histories, fits, trainer = [], [], None
+    for k, member in enumerate(model.members):
+        member_cfg = _member_config(cfg, k)
+        module, data = _selection_stage(member_cfg, task, member, roi, prep, geo)
+        member_dir = work / "members" / str(k)
+        trainer, ckpt_cb = _fit(member_cfg, task, module, data, member_dir, out, None, mlflow=mlflow,
+                                callbacks=callbacks, devices=devices,
+                                what=f"Training member {k + 1} of {cfg.members}")
+        best_epoch, history, score = _select_best(task, member, module, ckpt_cb, member_dir, out)
+        histories.append(history.assign(member=k)[["member", *history.columns]])
+        fits.append(_MemberFit(seed=member_cfg.seed, best_epoch=int(best_epoch), val_auc=float(score),
+                               epochs_run=int(len(history)),
+                               stopped_early=bool(len(history) and history["epoch"].max() + 1 < cfg.epochs)))
+        shutil.rmtree(member_dir / "checkpoints")   # its selected weights live on in the ensemble
+    model.cpu()
+    save_checkpoint({"epoch": max(f.best_epoch for f in fits),
+                     "state_dict": {f"model.{name}": w for name, w in model.state_dict().items()}},
+                    work / "checkpoints" / "best.ckpt")
+    return trainer, pd.concat(histories, ignore_index=True), fits
+
+
+def _ensemble_summary(summary: dict[str, Any], fits: list[_MemberFit], pred_patients: pd.DataFrame) -> dict:
+    """A deep ensemble's summary: the members' own selections, and the ensemble's validation AUC
+    (its patient probabilities on the validation patients, who selected every member)."""
+    from npcai.stats.auc import roc_auc
+
+    val = pred_patients[pred_patients["split"] == "val"]
+    val_auc = roc_auc(val["label"].to_numpy(), val["prob"].to_numpy()) if val["label"].nunique() == 2 else float("nan")
+    return {**summary, "val_auc": val_auc, "best_epoch": max(f.best_epoch for f in fits),
+            "epochs_run": max(f.epochs_run for f in fits), "stopped_early": all(f.stopped_early for f in fits),
+            "members": [dataclasses.asdict(f) for f in fits],
+            "selection": "each member's best epoch by its validation-patient AUC; the ensemble's probability is "
+                         "the members' mean; test patients predicted once after selection"}
 
 
 def _predict_all(task, model, roi, prep: _Prepared, geo: _Geometry) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -662,8 +760,6 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         writes and renames the run folder; the other ranks only train and return a result
         with ``rank > 0`` and no numbers.
     """
-    import lightning.pytorch as pl
-
     from npcai.cohort.model import Cohort
     from npcai.imaging.roi_cache import RoiDataset
     from npcai.models.devices import hardware_record, launch_rank
@@ -688,8 +784,9 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     if cfg.normalise == "histogram":
         roi, prep, hist = _run_histogram(cfg, cohort, roi, task, prep)
     geo = _geometry(cfg, roi)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_network(cfg, geo.n_chans)     # a bad backbone or weights file fails before OUT is touched
+    if cfg.members > 1 and resume:
+        raise NpcaiError(f"{out}: a deep ensemble run ({cfg.members} members) cannot be resumed; train it again")
+    model = _build_model(cfg, geo.n_chans)      # a bad backbone or weights file fails before OUT is touched
     rank = launch_rank(devices.devices)
     if rank != 0:
         # a DDP worker (re-executed by Lightning's launcher, or started by the cluster): rank 0
@@ -698,19 +795,28 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
         ckpt_path = work / "checkpoints" / "last.ckpt" if resume else None
     else:
         work, ckpt_path = _workdir(out, resume, overwrite, cohort=cfg.cohort, roi=roi)
-    module, data = _selection_stage(cfg, task, model, roi, prep, geo)
     config_doc = _config_doc(cfg, task, cohort, roi, geo, out, device="cpu", split_given=split is not None)
     if hist is not None:
         config_doc["histogram"] = hist.record()
     if rank == 0:
         write_run(work, config=config_doc, landmarks=hist.path if hist else None)   # provenance first: --resume checks it
-    trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks,
-                            devices=devices, rank=rank)
-    if trainer.global_rank != 0:
-        return TrainResult(out, -1, float("nan"), float("nan"), 0, 0, {}, rank=int(trainer.global_rank))
-    best_epoch, history, val_score = _select_best(task, model, module, ckpt_cb, work, out)
+    fits = None
+    if cfg.members > 1:
+        trainer, history, fits = _fit_members(cfg, task, model, roi, prep, geo, work, out, mlflow=mlflow,
+                                              callbacks=callbacks, devices=devices)
+        best_epoch, val_score = max(f.best_epoch for f in fits), float("nan")
+    else:
+        module, data = _selection_stage(cfg, task, model, roi, prep, geo)
+        trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks,
+                                devices=devices, rank=rank)
+        if trainer.global_rank != 0:
+            return TrainResult(out, -1, float("nan"), float("nan"), 0, 0, {}, rank=int(trainer.global_rank))
+        best_epoch, history, val_score = _select_best(task, model, module, ckpt_cb, work, out)
     pred_slices, pred_patients = _predict_all(task, model.cpu(), roi, prep, geo)
     summary = _summary(cfg, task, prep, history, best_epoch, val_score, pred_patients)
+    if fits is not None:
+        summary = _ensemble_summary(summary, fits, pred_patients)
+        best_epoch, val_score = summary["best_epoch"], summary["val_auc"]
     config_doc["resolved"]["device"] = str(trainer.strategy.root_device)
     config_doc["hardware"] = hardware_record(trainer).to_dict()
     split_df = pd.DataFrame({"patient_id": prep.labels.index, "split": prep.split.reindex(prep.labels.index).to_numpy(),
@@ -719,9 +825,11 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
               history=history, summary=summary)
     from npcai.models.curves import plot_training_curve
 
-    plot_training_curve(history, work / "training_curve.png", best_epoch=best_epoch, monitor=task.monitor,
-                        title=f"{cfg.backbone} ({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}",
+    plot_training_curve(history, work / "training_curve.png",
+                        best_epoch=[f.best_epoch for f in fits] if fits else best_epoch, monitor=task.monitor,
+                        title=f"{cfg.backbone}{f' x {cfg.members} (deep ensemble)' if cfg.members > 1 else ''} "
+                              f"({cfg.unit} unit) on {cfg.roi}: {cfg.endpoint}",
                         **({"loss_label": task.loss_label} if hasattr(task, "loss_label") else {}))
     replace_output_dir(work, out)
     return TrainResult(out, int(best_epoch), val_score, summary.get("test_auc", float("nan")),
-                       summary.get("n_test", 0), int(len(history)), summary)
+                       summary.get("n_test", 0), int(summary["epochs_run"]), summary)

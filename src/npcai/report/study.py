@@ -46,14 +46,19 @@ def _roi_json(cohort_dir: Path, cache: str) -> dict:
 
 
 def schedule_and_average_text(t) -> str:
-    """The methods' clauses for a study's ``training:`` learning-rate schedule and weight
-    average (empty for a constant rate without an average)."""
+    """The methods' clauses for a study's ``training:`` learning-rate schedule, weight average
+    and deep ensemble (empty for a constant rate, no average and one network)."""
     out = ""
     if t.schedule == "cosine":
         out += f"; learning rate annealed towards 0 by a cosine schedule over the {t.epochs} epochs"
     if t.ema:
         out += (f"; validation, checkpoint selection and the saved network used an exponential moving average "
                 f"of the weights (decay {t.ema:g} per step)")
+    if getattr(t, "members", 1) > 1:
+        out += (f"; each model was a deep ensemble of {t.members} networks trained independently on the same "
+                f"training and validation patients (each with its own seed: initialisation, augmentation and "
+                f"batch order) and selected at its own best validation epoch, predicting the mean of their "
+                f"probabilities")
     return out
 
 
@@ -77,8 +82,9 @@ def _dataset_training_text(s) -> str:
         own = {k: v for k, v in roi.training.items() if k != "size"}
         if not own:
             continue
-        plain = [f"{k} {v}" for k, v in own.items() if k not in ("schedule", "ema")]
-        averaged = schedule_and_average_text(s.roi_training(roi)).lstrip("; ") if {"schedule", "ema"} & set(own) else ""
+        clauses = ("schedule", "ema", "members")
+        plain = [f"{k} {v}" for k, v in own.items() if k not in clauses]
+        averaged = schedule_and_average_text(s.roi_training(roi)).lstrip("; ") if set(clauses) & set(own) else ""
         groups.setdefault("; ".join(plain + ([averaged] if averaged else [])), []).append(roi.display)
     return "".join(f"; for {', '.join(names)}: {text}" for text, names in groups.items())
 

@@ -388,7 +388,8 @@ def _card(kind: str, path: Path, run_dir: Path, cfg, summary: dict, metrics: dic
     return ModelCard(
         kind=kind, name=path.resolve().name if kind == "study" else run_dir.resolve().name,
         endpoint=str(opt.get("endpoint")), endpoint_description=str(summary.get("endpoint_description") or ""),
-        backbone=str(opt.get("backbone")), unit=str(opt.get("unit")),
+        backbone=str(opt.get("backbone")) + (f" x {opt['members']} (deep ensemble)" if (opt.get("members") or 1) > 1
+                                             else ""), unit=str(opt.get("unit")),
         roi={k: roi_params.get(k) for k in ("variant", "region", "slices", "sequences", "timepoint", "size",
                                               "normalisation")},
         patients=patients, trained=_trained_date(run_dir), best_epoch=summary.get("best_epoch"),

@@ -40,6 +40,9 @@ def run(
                                                                      "overriding the preset (e.g. resnet18,efficientnet_b0)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the preset's maximum epochs."),
     size: Optional[int] = typer.Option(None, "--size", min=16, help="Override the ROI and network input size (px)."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Train every run as a deep "
+                                          "ensemble of K networks (seeds S..S+K-1, each selected at its own best "
+                                          "epoch; the run predicts their mean probability): K times the training."),
     folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Cross-validate every run on K patient-level "
                                                                    "folds (shared by all runs) instead of one test split."),
     rois: Optional[str] = typer.Option(None, "--rois", help="Comma-separated ROI dataset names to keep "
@@ -89,7 +92,7 @@ def run(
     if is_decision_study(study):
         from npcai.decision.cli_decision import run_decision_cli
 
-        unsupported = {"--folds": folds, "--rois": rois}
+        unsupported = {"--folds": folds, "--rois": rois, "--members": members}
         if executor != "local":
             unsupported["--executor"] = executor
         run_decision_cli(console, study, cohort=cohort, export=export, clinical=clinical, contours=contours,
@@ -100,7 +103,7 @@ def run(
         return
     resolved = resolve_study(study, preset, backbones=_split_list(backbones), epochs=epochs,
                              pretrained=pretrained, size=size, folds=folds, rois=_split_list(rois),
-                             endpoint=endpoint, sequences=_split_list(sequences))
+                             endpoint=endpoint, sequences=_split_list(sequences), members=members)
     out = out or Path(f"study_{resolved.study.name}")
     if dry_run:
         pre = None

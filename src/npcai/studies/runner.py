@@ -67,7 +67,7 @@ class StudyResult:
 def resolve_study(study: str | Path, preset: str | None = None, **overrides) -> ResolvedStudy:
     """Load a shipped study (or a YAML path) and apply the preset and overrides (the keyword
     arguments of :meth:`npcai.studies.schema.Study.resolve`: backbones, epochs, size,
-    pretrained, folds, rois, endpoint, sequences).
+    pretrained, folds, rois, endpoint, sequences, members).
 
     ``preset=None`` means ``paper`` when the study defines it, else the YAML as written.
     """

@@ -338,6 +338,10 @@ class Study(_Model):
                                  f"study trains each run in one process; run its steps side by side instead "
                                  f"(cluster executor local:N, or slurm with gpus_per_task 1), or train one model "
                                  f"on several devices with `npcai train --devices N`")
+            if t.members > 1 and set(self.units) != {"image"}:
+                raise ValueError(f"training: members {t.members}: a deep ensemble is built for the image unit, and "
+                                 f"this study also trains the {', '.join(u for u in self.units if u != 'image')} "
+                                 f"unit; train it with members 1")
         return self
 
     @model_validator(mode="after")
@@ -375,7 +379,7 @@ class Study(_Model):
                 epochs: int | None = None, size: int | None = None,
                 pretrained: bool | None = None, folds: int | None = None,
                 rois: list[str] | None = None, endpoint: str | None = None,
-                sequences: list[str] | None = None) -> "ResolvedStudy":
+                sequences: list[str] | None = None, members: int | None = None) -> "ResolvedStudy":
         """Apply a preset, then overrides (given ones win); returns the study that will run.
 
         Args:
@@ -385,6 +389,7 @@ class Study(_Model):
             rois: keep only these ROI datasets (by name).
             endpoint: another endpoint (a named one or a 0/1 clinical column).
             sequences: the MRI sequences (channels) of every ROI dataset.
+            members: train every run as a deep ensemble of this many networks (1: one network).
         """
         data = self.model_dump()
         presets = data.pop("presets")
@@ -408,7 +413,8 @@ class Study(_Model):
                 data["radiomics"] = None
         if backbones:
             data["backbones"] = list(backbones)
-        given = {k: v for k, v in {"epochs": epochs, "size": size, "pretrained": pretrained}.items() if v is not None}
+        given = {k: v for k, v in {"epochs": epochs, "size": size, "pretrained": pretrained,
+                                   "members": members}.items() if v is not None}
         data["training"].update(given)
         for roi in data["rois"]:          # an option given here holds for every dataset, its own options too
             roi["training"] = {k: v for k, v in roi["training"].items() if k not in given}
@@ -513,7 +519,8 @@ def _default_roi_size() -> int:
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
-    return f"{loc}: {err['msg']}" if loc else err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")        # pydantic's prefix for a validator's own message
+    return f"{loc}: {msg}" if loc else msg
 
 
 def list_studies() -> list[str]:
