@@ -158,6 +158,11 @@ def compute_cams(model: nn.Module, images, *, method: str = "gradcam", target: s
     return _layer_cams(model, x_all, method=method, target=target, target_layer=target_layer, batch_size=batch_size)
 
 
+def _target_signs(logits: np.ndarray, target: str) -> np.ndarray:
+    """+1 or -1 per image: the logit's sign explained (``predicted``: the predicted class)."""
+    return np.where(logits >= 0, 1.0, -1.0) if target == "predicted" else np.ones_like(logits)
+
+
 def _ensemble_cams(model: DeepEnsemble, x_all: torch.Tensor, *, method: str, target: str,
                    target_layer: TargetLayer, batch_size: int) -> CamResult:
     """A deep ensemble's CAM: the mean of its members' CAMs, each member explaining its own logit
@@ -169,7 +174,7 @@ def _ensemble_cams(model: DeepEnsemble, x_all: torch.Tensor, *, method: str, tar
         logits = torch.cat([model(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
     model.train(was_training)
     logits = logits.cpu().numpy().astype(np.float64)
-    signs = np.where(logits >= 0, 1.0, -1.0) if target == "predicted" else np.ones_like(logits)
+    signs = _target_signs(logits, target)
     cams = []
     for member in model.members:
         layer = dataclasses.replace(target_layer, module=member.backbone.get_submodule(target_layer.name))
@@ -198,10 +203,7 @@ def _layer_cams(model: nn.Module, x_all: torch.Tensor, *, method: str, target: s
                     raise NpcaiError(f"model {backbone_name(model)}: outputs {tuple(outputs.shape)}, "
                                      "expected one logit per image")
                 logit = out[:, 0].detach().cpu().numpy().astype(np.float64)
-                if signs is not None:
-                    sign = signs[start:start + len(x)]
-                else:
-                    sign = np.where(logit >= 0, 1.0, -1.0) if target == "predicted" else np.ones_like(logit)
+                sign = signs[start:start + len(x)] if signs is not None else _target_signs(logit, target)
                 targets = [LogitTarget(s) for s in sign]
                 if cam_obj.uses_gradients:
                     model.zero_grad(set_to_none=True)

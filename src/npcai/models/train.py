@@ -650,10 +650,15 @@ def _fit_members(cfg: TrainConfig, task, model, roi, prep: _Prepared, geo: _Geom
                                stopped_early=bool(len(history) and history["epoch"].max() + 1 < cfg.epochs)))
         shutil.rmtree(member_dir / "checkpoints")   # its selected weights live on in the ensemble
     model.cpu()
-    save_checkpoint({"epoch": max(f.best_epoch for f in fits),
+    save_checkpoint({"epoch": _ensemble_epoch(fits),
                      "state_dict": {f"model.{name}": w for name, w in model.state_dict().items()}},
                     work / "checkpoints" / "best.ckpt")
     return trainer, pd.concat(histories, ignore_index=True), fits
+
+
+def _ensemble_epoch(fits: list[_MemberFit]) -> int:
+    """A deep ensemble's selected epoch: the latest of its members' (the training it needed)."""
+    return max(f.best_epoch for f in fits)
 
 
 def _ensemble_summary(summary: dict[str, Any], fits: list[_MemberFit], pred_patients: pd.DataFrame) -> dict:
@@ -663,7 +668,7 @@ def _ensemble_summary(summary: dict[str, Any], fits: list[_MemberFit], pred_pati
 
     val = pred_patients[pred_patients["split"] == "val"]
     val_auc = roc_auc(val["label"].to_numpy(), val["prob"].to_numpy()) if val["label"].nunique() == 2 else float("nan")
-    return {**summary, "val_auc": val_auc, "best_epoch": max(f.best_epoch for f in fits),
+    return {**summary, "val_auc": val_auc,
             "epochs_run": max(f.epochs_run for f in fits), "stopped_early": all(f.stopped_early for f in fits),
             "members": [dataclasses.asdict(f) for f in fits],
             "selection": "each member's best epoch by its validation-patient AUC; the ensemble's probability is "
@@ -804,7 +809,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     if cfg.members > 1:
         trainer, history, fits = _fit_members(cfg, task, model, roi, prep, geo, work, out, mlflow=mlflow,
                                               callbacks=callbacks, devices=devices)
-        best_epoch, val_score = max(f.best_epoch for f in fits), float("nan")
+        best_epoch, val_score = _ensemble_epoch(fits), float("nan")    # its val AUC: after prediction
     else:
         module, data = _selection_stage(cfg, task, model, roi, prep, geo)
         trainer, ckpt_cb = _fit(cfg, task, module, data, work, out, ckpt_path, mlflow=mlflow, callbacks=callbacks,
@@ -816,7 +821,7 @@ def train(config: TrainConfig, out: str | os.PathLike, *, resume: bool = False, 
     summary = _summary(cfg, task, prep, history, best_epoch, val_score, pred_patients)
     if fits is not None:
         summary = _ensemble_summary(summary, fits, pred_patients)
-        best_epoch, val_score = summary["best_epoch"], summary["val_auc"]
+        val_score = summary["val_auc"]
     config_doc["resolved"]["device"] = str(trainer.strategy.root_device)
     config_doc["hardware"] = hardware_record(trainer).to_dict()
     split_df = pd.DataFrame({"patient_id": prep.labels.index, "split": prep.split.reindex(prep.labels.index).to_numpy(),

@@ -54,7 +54,7 @@ def schedule_and_average_text(t) -> str:
     if t.ema:
         out += (f"; validation, checkpoint selection and the saved network used an exponential moving average "
                 f"of the weights (decay {t.ema:g} per step)")
-    if getattr(t, "members", 1) > 1:
+    if t.members > 1:
         out += (f"; each model was a deep ensemble of {t.members} networks trained independently on the same "
                 f"training and validation patients (each with its own seed: initialisation, augmentation and "
                 f"batch order) and selected at its own best validation epoch, predicting the mean of their "
